@@ -1,0 +1,265 @@
+"""Photos on disk -> batches of (image, hole mask, local patch offsets) for training.
+
+Paper, section 4: each photo is resized so that its shorter edge is a random size in
+[S, 1.5 S] (256-384 px for S = 256), a random S x S crop is taken, and one random rectangular
+hole with edges in [hole_min, hole_max] is cut; the local patch (L x L) is a random window
+that contains the hole. The discriminator's real examples use a local patch drawn
+independently. Horizontal flips are added.
+
+Element k of the stream is a pure function of (seed, k), so a resumed run sees the same data
+as an uninterrupted one.
+"""
+import importlib.util
+import os
+import shutil
+import sys
+import warnings
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, ImageOps
+from tqdm import tqdm
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+REPO_DIR = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA_DIR = os.path.join(REPO_DIR, "data")
+
+# Default photos: (package, path inside the installed package). Read by file path only.
+DEFAULT_PHOTOS = [
+    ("skimage", "data/astronaut.png"),
+    ("skimage", "data/chelsea.png"),
+    ("skimage", "data/coffee.png"),
+    ("skimage", "data/rocket.jpg"),
+    ("skimage", "data/motorcycle_left.png"),
+    ("sklearn", "datasets/images/china.jpg"),
+    ("sklearn", "datasets/images/flower.jpg"),
+    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"),
+]
+
+
+class DataError(ValueError):
+    """A user's data folder or photo cannot be used; the message names it."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Files
+
+
+def find_images(folders, flag="--data-dir"):
+    """Every image file under the folders (recursively), sorted for a stable order."""
+    files = []
+    for folder in folders:
+        if not os.path.isdir(folder):
+            raise DataError(f"{flag} {folder}: not a folder")
+        found = [os.path.join(root, name)
+                 for root, _, names in os.walk(folder, followlinks=True)
+                 for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
+        if not found:
+            raise DataError(f"{flag} {folder}: no image files"
+                            f" ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found")
+        files += found
+    return sorted(files)
+
+
+def split_validation(files, seed):
+    """Hold out a fixed slice of the photos (5 %, between 1 and 64) for the sample grids."""
+    if len(files) < 2:
+        return files, files
+    count = min(64, max(1, len(files) // 20))
+    held = set(np.random.default_rng(seed).choice(len(files), count, replace=False).tolist())
+    return ([f for i, f in enumerate(files) if i not in held],
+            [f for i, f in enumerate(files) if i in held])
+
+
+def install_default_photos(folder=DEFAULT_DATA_DIR):
+    """Copy the photos that scikit-image, scikit-learn and matplotlib ship into `folder`."""
+    target = os.path.join(folder, "photos")
+    os.makedirs(target, exist_ok=True)
+    copied = 0
+    for package, relpath in DEFAULT_PHOTOS:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            continue
+        source = os.path.join(spec.submodule_search_locations[0], relpath)
+        if os.path.isfile(source):
+            shutil.copyfile(source, os.path.join(target, f"{package}_{os.path.basename(relpath)}"))
+            copied += 1
+    if copied == 0:
+        raise DataError("no --data-dir given and none of scikit-image, scikit-learn, matplotlib"
+                        " is installed to provide default photos: pip install -r requirements.txt")
+    return copied
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding (Pillow: every common format and colour mode, EXIF orientation, fast JPEG draft)
+
+_reported = set()
+
+
+def report_bad_file(path, reason):
+    if path not in _reported:
+        _reported.add(path)
+        tqdm.write(f"warning: skipping {path}: {reason}", file=sys.stderr)
+
+
+def bad_files():
+    return sorted(_reported)
+
+
+def load_rgb(path, min_side=None):
+    """Decode a photo as 8-bit RGB (H, W, 3). JPEGs are decoded at reduced size when their
+    shorter edge stays >= min_side, which is much faster and never changes the crop's content."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with Image.open(path) as img:
+            if min_side and img.format == "JPEG":
+                scale = min_side / min(img.size)
+                img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+            img = ImageOps.exif_transpose(img)
+            return np.asarray(to_rgb(img))
+
+
+def to_rgb(img):
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        # 16-bit grayscale: scale to 8 bits instead of clipping.
+        arr = np.asarray(img, dtype=np.float64)
+        peak = 65535.0 if img.mode != "I" or arr.max() > 255 else 255.0
+        img = Image.fromarray(np.clip(arr * 255.0 / peak + 0.5, 0, 255).astype(np.uint8))
+    if img.mode == "P" or img.mode == "LA" or "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode == "RGBA":
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def try_load(path, min_side=None):
+    try:
+        image = load_rgb(path, min_side)
+    except Exception as error:  # any decoder failure means: skip this file
+        report_bad_file(path, f"cannot decode it ({type(error).__name__}: {error})")
+        return None
+    if min(image.shape[:2]) < 1:
+        report_bad_file(path, "empty image")
+        return None
+    return image
+
+
+def compute_mean_pixel(files, seed, sample=200):
+    """Per-channel mean in [0, 1] of a seeded sample of the photos."""
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(files))[:sample]
+    means = [image.reshape(-1, 3).mean(axis=0) / 255.0
+             for image in (try_load(files[i], 64) for i in chosen) if image is not None]
+    if not means:
+        folders = sorted({os.path.dirname(files[i]) for i in chosen})
+        raise DataError(f"--data-dir {', '.join(folders)}: no decodable image among"
+                        f" {len(chosen)} files tried")
+    return np.mean(means, axis=0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Random geometry (paper): resize + crop, hole, local patches
+
+
+def _random_int(seed, low, high):
+    """Uniform integer in [low, high], stateless."""
+    u = tf.random.stateless_uniform([], seed)
+    return low + tf.cast(tf.floor(u * tf.cast(high - low + 1, tf.float32)), tf.int32)
+
+
+def random_hole(seeds, image_size, local_size, hole_min, hole_max):
+    """Hole (y, x, h, w), a local patch that contains it, and an independent local patch."""
+    h = _random_int(seeds[0], hole_min, hole_max)
+    w = _random_int(seeds[1], hole_min, hole_max)
+    y = _random_int(seeds[2], 0, image_size - h)
+    x = _random_int(seeds[3], 0, image_size - w)
+    ly = _random_int(seeds[4], tf.maximum(0, y + h - local_size), tf.minimum(y, image_size - local_size))
+    lx = _random_int(seeds[5], tf.maximum(0, x + w - local_size), tf.minimum(x, image_size - local_size))
+    ry = _random_int(seeds[6], 0, image_size - local_size)
+    rx = _random_int(seeds[7], 0, image_size - local_size)
+    return tf.stack([y, x, h, w]), tf.stack([ly, lx]), tf.stack([ry, rx])
+
+
+def hole_mask(hole, image_size):
+    """(S, S, 1) float mask, 1 inside the rectangle (y, x, h, w)."""
+    r = tf.range(image_size)
+    rows = (r >= hole[0]) & (r < hole[0] + hole[2])
+    cols = (r >= hole[1]) & (r < hole[1] + hole[3])
+    return tf.cast(rows[:, None, None] & cols[None, :, None], tf.float32)
+
+
+def random_crop(image, seeds, image_size):
+    """Shorter edge to a random size in [S, 1.5 S], random S x S crop, random flip; -> [0, 1]."""
+    shape = tf.shape(image)[:2]
+    short = _random_int(seeds[0], image_size, image_size * 3 // 2)
+    scale = tf.cast(short, tf.float32) / tf.cast(tf.reduce_min(shape), tf.float32)
+    size = tf.maximum(tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32), image_size)
+    image = tf.image.resize(tf.cast(image, tf.float32), size, antialias=True)
+    image = tf.image.stateless_random_crop(image, [image_size, image_size, 3], seeds[1])
+    image = tf.image.stateless_random_flip_left_right(image, seeds[2])
+    return tf.clip_by_value(image / 255.0, 0.0, 1.0)
+
+
+def training_dataset(files, config, start_element=0):
+    """Endless batches of dicts: image (B,S,S,3), mask (B,S,S,1), hole (B,4),
+    local_fake (B,2) and local_real (B,2) offsets of the local patches."""
+    files = list(files)
+    min_side = config.image_size * 3 // 2
+
+    def load(k):
+        rng = np.random.default_rng([config.seed, int(k)])
+        for _ in range(1000):
+            path = files[rng.integers(len(files))]
+            if path in _reported:
+                continue
+            image = try_load(path, min_side)
+            if image is not None:
+                return image
+        raise RuntimeError(f"no decodable photo found in 1000 draws among {len(files)} files")
+
+    def element(k):
+        image = tf.numpy_function(load, [k], tf.uint8, stateful=False)
+        image.set_shape([None, None, 3])
+        seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(config.seed, tf.int64), k]), 11)
+        image = random_crop(image, seeds[:3], config.image_size)
+        hole, local_fake, local_real = random_hole(
+            seeds[3:], config.image_size, config.local_size, config.hole_min, config.hole_max)
+        return dict(image=image, mask=hole_mask(hole, config.image_size), hole=hole,
+                    local_fake=local_fake, local_real=local_real)
+
+    return (tf.data.Dataset.counter(start_element)
+            .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            .batch(config.batch_size, drop_remainder=True)
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def validation_batch(files, config, count=6):
+    """A fixed batch for the sample grids: centre crops with seeded holes (numpy arrays)."""
+    images = []
+    for path in files:
+        image = try_load(path, config.image_size)
+        if image is not None:
+            images.append(center_crop(image, config.image_size))
+    if not images:
+        raise DataError(f"--val-dir: no decodable image among {len(files)} files")
+    seeds = tf.random.experimental.stateless_split([config.seed, 7919], count * 8)
+    holes, fakes, reals = zip(*(random_hole(seeds[8 * i:8 * i + 8], config.image_size,
+                                            config.local_size, config.hole_min, config.hole_max)
+                                for i in range(count)))
+    holes = tf.stack(holes)
+    return dict(image=np.stack([images[i % len(images)] for i in range(count)]),
+                mask=np.stack([hole_mask(h, config.image_size).numpy() for h in holes]),
+                hole=holes.numpy(), local_fake=tf.stack(fakes).numpy(),
+                local_real=tf.stack(reals).numpy())
+
+
+def center_crop(image, size):
+    """Shorter edge to `size`, centre square crop, float32 in [0, 1]."""
+    h, w = image.shape[:2]
+    scale = size / min(h, w)
+    resized = Image.fromarray(image).resize(
+        (max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+    top, left = (resized.height - size) // 2, (resized.width - size) // 2
+    crop = resized.crop((left, top, left + size, top + size))
+    return np.asarray(crop, dtype=np.float32) / 255.0

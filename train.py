@@ -1,0 +1,448 @@
+"""Train the completion network and the context discriminator in the paper's three phases.
+
+Phase 1, iterations [0, Tc):       completion network alone, reconstruction loss.
+Phase 2, iterations [Tc, Tc + Td): context discriminator alone, completion network frozen.
+Phase 3, iterations [Tc + Td, T):  both; per iteration one discriminator and one completion
+                                   network update, the latter on reconstruction + alpha * GAN.
+
+    python train.py                          # default photos, cpu preset without a GPU
+    python train.py --data-dir PHOTOS --session mine --preset quick
+Running the same command again resumes; --fresh starts over (the old session is moved aside).
+"""
+import csv
+import os
+import signal
+import sys
+import time
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import tensorflow as tf  # noqa: E402
+from tqdm import tqdm
+
+import config as cfg
+import data_loader
+import utils
+from model import build_completion_network, build_context_discriminator
+
+PHASE_NAMES = {1: "phase 1 completion", 2: "phase 2 discriminator", 3: "phase 3 joint"}
+HISTORY_FIELDS = ["iteration", "phase", "reconstruction", "discriminator", "adversarial",
+                  "d_real", "d_completed", "images_per_second"]
+
+
+class SessionError(ValueError):
+    """A session on disk conflicts with the command; the message names the setting."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Losses (all from logits)
+
+def reconstruction_loss(images, outputs, masks, kind):
+    """Paper: || M_c * (C(x, M_c) - x) ||^2, averaged over pixels; l1 is the alternative."""
+    diff = masks * (outputs - images)
+    return tf.reduce_mean(tf.square(diff) if kind == "mse" else tf.abs(diff))
+
+
+def bce(logits, label):
+    labels = tf.fill(tf.shape(logits), float(label))
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
+def discriminator_loss(real_logits, fake_logits):
+    """Cross-entropy: real (x, random local patch) -> 1, completed (patch around hole) -> 0."""
+    return bce(real_logits, 1.0) + bce(fake_logits, 0.0)
+
+
+def adversarial_loss(fake_logits):
+    """Non-saturating form of the paper's GAN term: -log D(completed)."""
+    return bce(fake_logits, 1.0)
+
+
+def make_optimizer(config):
+    if config.optimizer == "adadelta":
+        return tf.keras.optimizers.Adadelta(learning_rate=config.learning_rate)
+    return tf.keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# One compiled step per phase
+
+def make_steps(G, D, g_opt, d_opt, config, mean_pixel):
+    mean_pixel = tf.constant(mean_pixel, tf.float32)
+    L = config.local_size
+
+    def discriminate(images, patches_at):
+        return D([images, utils.crop_patches(images, patches_at, L)], training=True)
+
+    def discriminator_update(batch, completed):
+        with tf.GradientTape() as tape:
+            real = discriminate(batch["image"], batch["local_real"])
+            fake = discriminate(completed, batch["local_fake"])
+            loss = discriminator_loss(real, fake)
+        d_opt.apply_gradients(zip(tape.gradient(loss, D.trainable_variables),
+                                  D.trainable_variables))
+        return {"discriminator": loss, "d_real": tf.reduce_mean(tf.sigmoid(real)),
+                "d_completed": tf.reduce_mean(tf.sigmoid(fake))}
+
+    @tf.function
+    def completion_step(batch):
+        images, masks = batch["image"], batch["mask"]
+        with tf.GradientTape() as tape:
+            outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
+            loss = reconstruction_loss(images, outputs, masks, config.recon_loss)
+        g_opt.apply_gradients(zip(tape.gradient(loss, G.trainable_variables),
+                                  G.trainable_variables))
+        return {"reconstruction": loss}
+
+    @tf.function
+    def discriminator_step(batch):
+        images, masks = batch["image"], batch["mask"]
+        outputs = G(utils.completion_input(images, masks, mean_pixel), training=False)
+        return discriminator_update(batch, utils.blend(images, outputs, masks))
+
+    @tf.function
+    def joint_step(batch):
+        images, masks = batch["image"], batch["mask"]
+        with tf.GradientTape() as tape:
+            outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
+            completed = utils.blend(images, outputs, masks)
+            recon = reconstruction_loss(images, outputs, masks, config.recon_loss)
+            with tape.stop_recording():
+                metrics = discriminator_update(batch, tf.stop_gradient(completed))
+            # The same completion, judged by the just-updated discriminator.
+            adv = adversarial_loss(discriminate(completed, batch["local_fake"]))
+            loss = recon + config.alpha * adv
+        g_opt.apply_gradients(zip(tape.gradient(loss, G.trainable_variables),
+                                  G.trainable_variables))
+        return dict(metrics, reconstruction=recon, adversarial=adv)
+
+    return {1: completion_step, 2: discriminator_step, 3: joint_step}
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions: saved_sessions/NAME, logs/NAME, results/NAME
+
+def session_dirs(name):
+    return {kind: os.path.join(kind, name) for kind in ("saved_sessions", "logs", "results")}
+
+
+def move_aside(name):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in session_dirs(name).values():
+        if os.path.exists(path):
+            os.rename(path, f"{path}.old-{stamp}")
+            print(f"Moved the old {path} aside to {path}.old-{stamp}")
+
+
+def load_session(path, overrides):
+    """The saved configuration with this command's flags applied; conflicts are errors."""
+    try:
+        saved = utils.read_json(path)
+        stored = cfg.Config.from_dict(saved["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SessionError(f"{path}: unreadable session file ({error}); use --fresh to start over")
+    config = cfg.resolve(stored, overrides)
+    changes = cfg.differences(stored, config)
+    for name, old, new in changes:
+        if name in cfg.ARCHITECTURE_SETTINGS:
+            raise SessionError(
+                f"{cfg.flag(name)} {new} conflicts with session '{stored.session}', which was"
+                f" trained with {cfg.flag(name)} {old}; drop the flag, or use --fresh or another"
+                " --session")
+    for name, old, new in changes:
+        print(f"Changed on resume: {cfg.flag(name)} {old} -> {new}")
+    return config, saved
+
+
+def new_config(overrides):
+    if "preset" in overrides:
+        return cfg.resolve(cfg.preset_config(overrides["preset"]), overrides)
+    if tf.config.list_physical_devices("GPU"):
+        print("GPU visible: using the paper preset (choose with --preset paper|cpu|quick)")
+        return cfg.resolve(cfg.preset_config("paper"), overrides)
+    config = cfg.resolve(cfg.preset_config("cpu"), overrides)
+    print(f"No GPU visible: using the cpu preset ({config.image_size} px, batch"
+          f" {config.batch_size}, {config.total_iters} iterations; choose with --preset"
+          " paper|cpu|quick)")
+    return config
+
+
+def photo_files(config):
+    folders = config.data_dir or [data_loader.DEFAULT_DATA_DIR]
+    if not config.data_dir:
+        try:
+            return data_loader.find_images(folders)
+        except data_loader.DataError:
+            count = data_loader.install_default_photos()
+            print(f"Copied {count} default photos into {folders[0]}/photos (see data/README.md)")
+    return data_loader.find_images(folders)
+
+
+def prepare_session(overrides, fresh):
+    """Resolve the configuration, the photos, the mean pixel and the validation files."""
+    name = overrides.get("session", "default")
+    session_file = os.path.join(session_dirs(name)["saved_sessions"], "session.json")
+    if fresh:
+        move_aside(name)
+    if os.path.exists(session_file):
+        config, saved = load_session(session_file, overrides)
+    else:
+        config, saved = new_config(overrides), {}
+    print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size},"
+          f" holes {config.hole_min}-{config.hole_max}, batch {config.batch_size},"
+          f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
+          f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}")
+    files = photo_files(config)
+    if config.val_dir:
+        train_files, val_files = files, data_loader.find_images([config.val_dir], "--val-dir")
+    else:
+        train_files, val_files = data_loader.split_validation(files, config.seed)
+    if "mean_pixel" in saved:
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    else:
+        mean_pixel = data_loader.compute_mean_pixel(train_files, config.seed)
+    print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
+          f" mean pixel {np.round(mean_pixel, 4).tolist()}")
+    utils.write_json(session_file, {"config": cfg.dataclasses.asdict(config),
+                                    "mean_pixel": mean_pixel.tolist()})
+    return config, train_files, val_files, mean_pixel
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def checkpoint_number(path):
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+class Checkpoints:
+    """Rolling checkpoints (the newest 3) plus one kept at the end of every phase."""
+
+    def __init__(self, checkpoint, directory):
+        self.checkpoint = checkpoint
+        self.rolling = tf.train.CheckpointManager(
+            checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=3)
+        self.phase_ends = tf.train.CheckpointManager(
+            checkpoint, os.path.join(directory, "phase_ends"), max_to_keep=None)
+
+    def latest(self):
+        return max(self.rolling.latest_checkpoint, self.phase_ends.latest_checkpoint,
+                   key=checkpoint_number)
+
+    def restore(self):
+        path = self.latest()
+        if path:
+            self.checkpoint.restore(path).assert_existing_objects_matched()
+        return path
+
+    def save(self, iteration, phase_end=False):
+        manager = self.phase_ends if phase_end else self.rolling
+        return manager.save(checkpoint_number=iteration)
+
+
+# ---------------------------------------------------------------------------------------------
+# Summaries: TensorBoard, results/ grids and loss curves
+
+class Reporter:
+    def __init__(self, config, dirs, G, val_batch, mean_pixel, start):
+        self.config, self.G = config, G
+        self.results = dirs["results"]
+        self.writer = tf.summary.create_file_writer(dirs["logs"])
+        self.val = {k: tf.constant(v) for k, v in val_batch.items()}
+        self.mean_pixel = tf.constant(mean_pixel)
+        self.history_path = os.path.join(self.results, "losses.csv")
+        self.history = [row for row in self.read_history() if int(row["iteration"]) <= start]
+        self.pending, self.clock, self.images = [], time.perf_counter(), 0
+        self.traced = set()
+
+    def read_history(self):
+        if not os.path.exists(self.history_path):
+            return []
+        with open(self.history_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def step(self, phase, step_fn, batch, iteration):
+        """Run one step (exporting its graph the first time) and record its metrics."""
+        if phase not in self.traced:
+            self.traced.add(phase)
+            tf.summary.trace_on(graph=True, profiler=False)
+            metrics = step_fn(batch)
+            with self.writer.as_default():
+                tf.summary.trace_export(name=f"phase{phase}_step", step=iteration)
+        else:
+            metrics = step_fn(batch)
+        metrics = {k: float(v) for k, v in metrics.items()}
+        for name, value in metrics.items():
+            if not np.isfinite(value):
+                raise FloatingPointError(f"{name} loss is {value} at iteration {iteration}")
+        self.pending.append(metrics)
+        self.images += self.config.batch_size
+        return metrics
+
+    def scalars(self, phase, iteration):
+        elapsed = time.perf_counter() - self.clock
+        rate = self.images / elapsed if elapsed > 0 else 0.0
+        means = {k: float(np.mean([m[k] for m in self.pending])) for k in self.pending[0]}
+        with self.writer.as_default(step=iteration):
+            tf.summary.scalar("phase", phase)
+            tf.summary.scalar("speed/images_per_second", rate)
+            for name in ("reconstruction", "discriminator", "adversarial"):
+                if name in means:
+                    tf.summary.scalar(f"loss/{name}", means[name])
+            if "d_real" in means:
+                tf.summary.scalar("discriminator/real", means["d_real"])
+                tf.summary.scalar("discriminator/completed", means["d_completed"])
+        self.history.append(dict({k: "" for k in HISTORY_FIELDS}, iteration=iteration,
+                                 phase=phase, images_per_second=round(rate, 3),
+                                 **{k: round(v, 6) for k, v in means.items()}))
+        self.pending, self.clock, self.images = [], time.perf_counter(), 0
+        return rate
+
+    def samples(self, phase, iteration):
+        outputs = self.G(utils.completion_input(self.val["image"], self.val["mask"],
+                                                self.mean_pixel), training=False)
+        grid = utils.sample_grid(self.val["image"], self.val["mask"], outputs, self.mean_pixel)
+        with self.writer.as_default(step=iteration):
+            tf.summary.image("samples/masked_input | output | completed | ground_truth",
+                             grid[None], step=iteration)
+        self.writer.flush()
+        utils.save_png(os.path.join(self.results, f"phase{phase}_iter{iteration:07d}.png"), grid)
+        self.save_history()
+
+    def save_history(self):
+        os.makedirs(self.results, exist_ok=True)
+        with open(self.history_path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(self.history_path + ".tmp", self.history_path)
+        plot_losses(self.history, self.results)
+
+
+def plot_losses(history, folder):
+    """results/NAME/losses_phaseP.png: the curves of each phase that has started."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves = {1: ["reconstruction"], 2: ["discriminator", "d_real", "d_completed"],
+              3: ["reconstruction", "adversarial", "discriminator", "d_real", "d_completed"]}
+    for phase, names in curves.items():
+        rows = [r for r in history if int(r["phase"]) == phase]
+        if not rows:
+            continue
+        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            ax.plot([int(r["iteration"]) for r in rows], [float(r[name]) for r in rows])
+            ax.set_title(name.replace("_", " "))
+            ax.set_xlabel("iteration")
+        fig.suptitle(PHASE_NAMES[phase])
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, f"losses_phase{phase}.png"), dpi=80)
+        plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+class StopRequest:
+    """Ctrl-C / SIGTERM ask the loop to save and exit after the current step."""
+
+    def __init__(self):
+        self.signal = None
+        signal.signal(signal.SIGINT, self.handle)
+        signal.signal(signal.SIGTERM, self.handle)
+
+    def handle(self, signum, frame):
+        if self.signal is not None:
+            raise KeyboardInterrupt
+        self.signal = signum
+
+
+def train(config, train_files, val_files, mean_pixel):
+    dirs = session_dirs(config.session)
+    strategy = tf.distribute.get_strategy()
+    with strategy.scope():
+        G = build_completion_network()
+        D = build_context_discriminator(config.image_size, config.local_size)
+        g_opt, d_opt = make_optimizer(config), make_optimizer(config)
+        g_opt.build(G.trainable_variables)
+        d_opt.build(D.trainable_variables)
+        iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        steps = make_steps(G, D, g_opt, d_opt, config, mean_pixel)
+    checkpoint = tf.train.Checkpoint(completion_network=G, context_discriminator=D,
+                                     completion_optimizer=g_opt, discriminator_optimizer=d_opt,
+                                     iteration=iteration)
+    checkpoints = Checkpoints(checkpoint, dirs["saved_sessions"])
+    restored = checkpoints.restore()
+    start = int(iteration.numpy())
+    if restored:
+        print(f"Resuming session '{config.session}' at iteration {start}"
+              f" ({PHASE_NAMES[config.phase(start)] if start < config.total_iters else 'done'})"
+              f" from {restored}")
+    if start >= config.total_iters:
+        print(f"Session '{config.session}' already finished {config.total_iters} iterations;"
+              " raise --total-iters to train longer, or use --fresh to start over")
+        return 0
+
+    reporter = Reporter(config, dirs, G, data_loader.validation_batch(val_files, config),
+                        mean_pixel, start)
+    batches = iter(data_loader.training_dataset(train_files, config, start * config.batch_size))
+    stop = StopRequest()
+    bounds = {1: (0, config.tc), 2: (config.tc, config.tc + config.td),
+              3: (config.tc + config.td, config.total_iters)}
+    for phase, (low, high) in bounds.items():
+        if start >= high:
+            continue
+        bar = tqdm(total=high - low, initial=max(start, low) - low, desc=PHASE_NAMES[phase],
+                   unit="it", dynamic_ncols=True)
+        rate = 0.0
+        for i in range(max(start, low), high):
+            metrics = reporter.step(phase, steps[phase], next(batches), i)
+            n = i + 1
+            iteration.assign(n)
+            if n % config.summary_every == 0 or n == high:
+                rate = reporter.scalars(phase, n)
+            if n % config.sample_every == 0 or n == high:
+                reporter.samples(phase, n)
+            if n == high:
+                checkpoints.save(n, phase_end=True)
+            elif n % config.checkpoint_every == 0:
+                checkpoints.save(n)
+            bar.set_postfix({**{k: f"{v:.4g}" for k, v in metrics.items()}, "img/s": f"{rate:.2f}"},
+                            refresh=False)
+            bar.update(1)
+            if stop.signal is not None and n < config.total_iters:
+                bar.close()
+                if n != high and n % config.checkpoint_every != 0:
+                    checkpoints.save(n)
+                reporter.save_history()
+                name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
+                print(f"{name}: saved iteration {n} of {config.total_iters} to"
+                      f" {checkpoints.latest()}; run the same command to resume")
+                return 128 + stop.signal
+        bar.close()
+    print(f"Finished {config.total_iters} iterations of session '{config.session}'. Checkpoint:"
+          f" {checkpoints.latest()}; samples and loss curves: {dirs['results']}/;"
+          f" TensorBoard: tensorboard --logdir logs")
+    if data_loader.bad_files():
+        print(f"Skipped {len(data_loader.bad_files())} undecodable file(s): see the warnings above")
+    return 0
+
+
+def main(argv=None):
+    args = vars(cfg.build_parser(__doc__.split("\n")[0]).parse_args(argv))
+    fresh = args.pop("fresh")
+    try:
+        config, train_files, val_files, mean_pixel = prepare_session(args, fresh)
+        return train(config, train_files, val_files, mean_pixel)
+    except (cfg.ConfigError, data_loader.DataError, SessionError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("Interrupted before the next checkpoint could be written", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""Small helpers shared by the scripts: network input, completed image, patches, grids, files."""
+import json
+import os
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+
+
+def completion_input(images, masks, mean_pixel):
+    """The completion network's input: the hole filled with the mean pixel, plus the mask."""
+    filled = images * (1.0 - masks) + tf.reshape(mean_pixel, [1, 1, 1, 3]) * masks
+    return tf.concat([filled, masks], axis=-1)
+
+
+def blend(images, outputs, masks):
+    """x * (1 - M) + C(x, M) * M: network pixels inside the hole, the photo's elsewhere."""
+    return images * (1.0 - masks) + outputs * masks
+
+
+def crop_patches(images, offsets, size):
+    """Square (size x size) patches at per-image (y, x) offsets: (B,S,S,C) -> (B,size,size,C)."""
+    steps = tf.range(size)
+    rows = offsets[:, 0:1] + steps
+    cols = offsets[:, 1:2] + steps
+    patches = tf.gather(images, rows, axis=1, batch_dims=1)
+    return tf.gather(patches, cols, axis=2, batch_dims=1)
+
+
+def sample_grid(images, masks, outputs, mean_pixel):
+    """Rows of masked input | output | completed | ground truth, as one uint8 image."""
+    masked = completion_input(images, masks, mean_pixel)[..., :3]
+    completed = blend(images, outputs, masks)
+    columns = [masked, outputs, completed, images]
+    rows = tf.concat(columns, axis=2)
+    grid = tf.reshape(rows, [-1, rows.shape[2], 3])
+    return tf.cast(tf.round(tf.clip_by_value(grid, 0.0, 1.0) * 255.0), tf.uint8).numpy()
+
+
+def save_png(path, array):
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    Image.fromarray(np.asarray(array)).save(path)
+
+
+def write_json(path, data):
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path):
+    with open(path) as f:
+        return json.load(f)

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import shutil
 import sys
+import threading
 import warnings
 
 import numpy as np
@@ -58,7 +59,11 @@ def find_images(folders, flag="--data-dir"):
             raise DataError(f"{flag} {folder}: no image files"
                             f" ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found")
         files += found
-    return sorted(files)
+    # Wallpaper folders often link one picture under several names: keep each file once.
+    unique = {}
+    for path in sorted(files):
+        unique.setdefault(os.path.realpath(path), path)
+    return sorted(unique.values())
 
 
 def split_validation(files, seed):
@@ -94,12 +99,16 @@ def install_default_photos(folder=DEFAULT_DATA_DIR):
 # Decoding (Pillow: every common format and colour mode, EXIF orientation, fast JPEG draft)
 
 _reported = set()
+_report_lock = threading.Lock()
 
 
 def report_bad_file(path, reason):
-    if path not in _reported:
+    """One warning line per bad file, however many pipeline threads meet it."""
+    with _report_lock:
+        if path in _reported:
+            return
         _reported.add(path)
-        tqdm.write(f"warning: skipping {path}: {reason}", file=sys.stderr)
+    tqdm.write(f"warning: skipping {path}: {reason}", file=sys.stderr)
 
 
 def bad_files():
@@ -234,7 +243,7 @@ def training_dataset(files, config, start_element=0):
             .prefetch(tf.data.AUTOTUNE))
 
 
-def validation_batch(files, config, count=6):
+def validation_batch(files, config, count=6, source="--val-dir"):
     """A fixed batch for the sample grids: centre crops with seeded holes (numpy arrays)."""
     images = []
     for path in files:
@@ -242,7 +251,7 @@ def validation_batch(files, config, count=6):
         if image is not None:
             images.append(center_crop(image, config.image_size))
     if not images:
-        raise DataError(f"--val-dir: no decodable image among {len(files)} files")
+        raise DataError(f"{source}: no decodable validation image among {len(files)} files")
     seeds = tf.random.experimental.stateless_split([config.seed, 7919], count * 8)
     holes, fakes, reals = zip(*(random_hole(seeds[8 * i:8 * i + 8], config.image_size,
                                             config.local_size, config.hole_min, config.hole_max)

@@ -194,14 +194,14 @@ def prepare_session(overrides, fresh):
           f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
           f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}")
     files = photo_files(config)
+    if "mean_pixel" in saved:
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    else:
+        mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     if config.val_dir:
         train_files, val_files = files, data_loader.find_images([config.val_dir], "--val-dir")
     else:
         train_files, val_files = data_loader.split_validation(files, config.seed)
-    if "mean_pixel" in saved:
-        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
-    else:
-        mean_pixel = data_loader.compute_mean_pixel(train_files, config.seed)
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
           f" mean pixel {np.round(mean_pixel, 4).tolist()}")
     utils.write_json(session_file, {"config": cfg.dataclasses.asdict(config),
@@ -385,7 +385,9 @@ def train(config, train_files, val_files, mean_pixel):
               " raise --total-iters to train longer, or use --fresh to start over")
         return 0
 
-    reporter = Reporter(config, dirs, G, data_loader.validation_batch(val_files, config),
+    val_source = "--val-dir " + config.val_dir if config.val_dir else "the held-out photos"
+    reporter = Reporter(config, dirs, G, data_loader.validation_batch(val_files, config,
+                                                                     source=val_source),
                         mean_pixel, start)
     batches = iter(data_loader.training_dataset(train_files, config, start * config.batch_size))
     stop = StopRequest()

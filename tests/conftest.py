@@ -1,0 +1,47 @@
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def smooth_photo(rng, height, width):
+    """A small photo-like RGB image: smooth gradients plus a little noise."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([np.sin(3 * x + rng.uniform(0, 6)), np.cos(4 * y + rng.uniform(0, 6)),
+                     np.sin(2 * (x + y) + rng.uniform(0, 6))], axis=-1)
+    image = (base * 0.4 + 0.5 + rng.normal(0, 0.03, base.shape)) * 255
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def make_photos():
+    """make_photos(folder, count, size=(h, w)) writes `count` JPEG/PNG photos, returns paths."""
+    def make(folder, count=6, size=(48, 64), seed=0):
+        rng = np.random.default_rng(seed)
+        os.makedirs(folder, exist_ok=True)
+        paths = []
+        for i in range(count):
+            ext = ".jpg" if i % 2 == 0 else ".png"
+            path = os.path.join(str(folder), f"photo{i}{ext}")
+            Image.fromarray(smooth_photo(rng, *size)).save(path)
+            paths.append(path)
+        return paths
+    return make
+
+
+# Flags of a tiny run used by the command-line tests: 32 px crops, a few iterations per phase.
+TINY = ["--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
+        "--batch-size", "2", "--summary-every", "1", "--sample-every", "2"]
+
+
+def run_script(script, args, cwd, timeout=600, **kwargs):
+    """Run one of the repository's scripts as a user would, in `cwd`."""
+    return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout, **kwargs)

@@ -1,0 +1,642 @@
+"""data_loader.py (and the two data helpers of utils.py) against SPEC.md section 2."""
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import config as config_module
+import data_loader
+import utils
+from data_loader import DataError
+
+SIZE, LOCAL, HOLE_MIN, HOLE_MAX, BATCH = 32, 16, 6, 12, 4
+
+
+@pytest.fixture(autouse=True)
+def clean_reported():
+    """data_loader keeps a global set of reported bad files: isolate every test."""
+    data_loader._reported.clear()
+    yield
+    data_loader._reported.clear()
+
+
+def tiny_config(seed=0):
+    return config_module.Config(image_size=SIZE, local_size=LOCAL, hole_min=HOLE_MIN,
+                                hole_max=HOLE_MAX, batch_size=BATCH, seed=seed)
+
+
+def take(dataset, count):
+    return [{k: v.numpy() for k, v in batch.items()} for batch in dataset.take(count)]
+
+
+def save(array_or_image, path, **kwargs):
+    img = array_or_image if isinstance(array_or_image, Image.Image) \
+        else Image.fromarray(array_or_image)
+    img.save(str(path), **kwargs)
+    return str(path)
+
+
+def write_corrupt(path, nbytes=300, seed=0):
+    with open(path, "wb") as f:
+        f.write(np.random.default_rng(seed).integers(0, 256, nbytes, dtype=np.uint8).tobytes())
+    return str(path)
+
+
+def assert_rgb8(array, shape_hw):
+    assert isinstance(array, np.ndarray)
+    assert array.dtype == np.uint8
+    assert array.shape == (*shape_hw, 3)
+
+
+# ------------------------------------------------------------------------------------------
+# find_images
+
+
+def test_find_images_recursive_case_insensitive_sorted(tmp_path):
+    root = tmp_path / "photos"
+    (root / "a" / "deep" / "deeper").mkdir(parents=True)
+    (root / "b").mkdir()
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    expected = [
+        save(rgb, root / "z_top.png"),
+        save(rgb, root / "a" / "UPPER.JPG"),
+        save(rgb, root / "a" / "deep" / "deeper" / "nested.Jpeg"),
+        save(rgb, root / "b" / "pic.PNG"),
+        save(rgb, root / "b" / "pic.bmp"),
+        save(rgb, root / "b" / "anim.gif"),
+    ]
+    for junk in ["notes.txt", "a/readme.md", "b/data.npy", "b/jpg", "a/deep/photo.jpg.bak"]:
+        (root / junk).write_bytes(b"not an image")
+    found = data_loader.find_images([str(root)])
+    assert found == sorted(expected)
+    assert found == sorted(found)
+
+
+def test_find_images_several_folders_merged_and_sorted(tmp_path):
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    (tmp_path / "z").mkdir()
+    (tmp_path / "a").mkdir()
+    first = save(rgb, tmp_path / "z" / "b.png")
+    second = save(rgb, tmp_path / "a" / "c.jpg")
+    found = data_loader.find_images([str(tmp_path / "z"), str(tmp_path / "a")])
+    assert found == sorted([first, second]) == [second, first]
+
+
+def test_find_images_missing_folder_exact_message(tmp_path):
+    folder = str(tmp_path / "does_not_exist")
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([folder])
+    assert str(info.value) == f"--data-dir {folder}: not a folder"
+
+
+def test_find_images_file_instead_of_folder(tmp_path):
+    path = save(np.zeros((4, 4, 3), np.uint8), tmp_path / "x.png")
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([path])
+    assert str(info.value) == f"--data-dir {path}: not a folder"
+
+
+def test_find_images_empty_folder(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([str(folder)])
+    assert str(info.value).startswith(f"--data-dir {folder}: no image files")
+
+
+def test_find_images_folder_without_images(tmp_path):
+    folder = tmp_path / "docs"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "a.txt").write_text("hello")
+    (folder / "sub" / "b.csv").write_text("1,2")
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([str(folder)])
+    assert str(info.value).startswith(f"--data-dir {folder}: no image files")
+
+
+def test_find_images_flag_changes_message(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([missing], flag="--val-dir")
+    assert str(info.value) == f"--val-dir {missing}: not a folder"
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(DataError) as info:
+        data_loader.find_images([str(empty)], "--val-dir")
+    assert str(info.value).startswith(f"--val-dir {empty}: no image files")
+
+
+def test_data_error_is_a_value_error():
+    assert issubclass(DataError, ValueError)
+
+
+# ------------------------------------------------------------------------------------------
+# Decoding: every colour mode -> 8-bit RGB
+
+
+@pytest.mark.parametrize("loader", ["load_rgb", "try_load"])
+def test_grayscale(tmp_path, loader):
+    gray = np.tile(np.arange(0, 240, 10, dtype=np.uint8), (10, 1))  # (10, 24)
+    path = save(Image.fromarray(gray, "L"), tmp_path / "gray.png")
+    out = getattr(data_loader, loader)(path)
+    assert_rgb8(out, (10, 24))
+    for c in range(3):
+        np.testing.assert_array_equal(out[..., c], gray)
+
+
+def test_rgba_transparent_pixels_become_white(tmp_path):
+    rgba = np.zeros((8, 12, 4), np.uint8)
+    rgba[..., :3] = (10, 20, 30)
+    rgba[:, :6, 3] = 255   # left half opaque
+    rgba[:, 6:, 3] = 0     # right half fully transparent
+    rgba[0, 0] = (200, 100, 50, 128)  # half transparent over white
+    path = save(Image.fromarray(rgba, "RGBA"), tmp_path / "rgba.png")
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (8, 12))
+    assert np.all(out[:, 6:] == 255)
+    assert np.all(out[1:, :6] == (10, 20, 30))
+    expected = np.round(np.array([200, 100, 50]) * 128 / 255 + 255 * (127 / 255))
+    np.testing.assert_allclose(out[0, 0], expected, atol=1.5)
+
+
+def test_palette(tmp_path):
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (9, 14, 3), dtype=np.uint8)
+    pal = Image.fromarray(rgb).quantize(16)
+    assert pal.mode == "P"
+    path = save(pal, tmp_path / "pal.png")
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (9, 14))
+    np.testing.assert_array_equal(out, np.asarray(pal.convert("RGB")))
+    assert len(np.unique(out.reshape(-1, 3), axis=0)) > 1
+
+
+def test_palette_with_transparent_index_becomes_white(tmp_path):
+    pal = Image.new("P", (6, 4), 0)
+    pal.putpalette([0, 0, 255] + [255, 0, 0] + [0] * (254 * 3))
+    pal.paste(1, (0, 0, 3, 4))  # left half: index 1 (red); right half index 0 (blue)
+    path = save(pal, tmp_path / "pal_t.png", transparency=0)
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (4, 6))
+    assert np.all(out[:, :3] == (255, 0, 0))
+    assert np.all(out[:, 3:] == 255)
+
+
+def test_cmyk_jpeg(tmp_path):
+    cmyk = Image.new("CMYK", (16, 8), (0, 255, 255, 0))  # pure red in CMYK
+    path = save(cmyk, tmp_path / "cmyk.jpg", quality=95)
+    with Image.open(path) as check:
+        assert check.mode == "CMYK"
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (8, 16))
+    mean = out.reshape(-1, 3).mean(axis=0)
+    assert mean[0] > 230 and mean[1] < 25 and mean[2] < 25, mean
+
+
+def test_16bit_grayscale_png_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257, 32768, 65535], [65535, 32768, 1000, 0]], dtype=np.uint16)
+    path = save(Image.fromarray(values), tmp_path / "deep.png")
+    with Image.open(path) as check:
+        assert check.mode.startswith("I")
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (2, 4))
+    for c in range(3):
+        channel = out[..., c].astype(int)
+        assert channel[0, 3] == 255 and channel[1, 0] == 255
+        assert abs(channel[0, 2] - 128) <= 1 and abs(channel[1, 1] - 128) <= 1
+        assert channel[0, 0] == 0 and channel[1, 3] == 0
+        assert channel[0, 1] == 1
+        assert abs(channel[1, 2] - 1000 * 255 / 65535) <= 1
+
+
+def test_16bit_grayscale_png_through_try_load(tmp_path):
+    values = np.full((6, 5), 32768, dtype=np.uint16)
+    path = save(Image.fromarray(values), tmp_path / "half.png")
+    out = data_loader.try_load(path)
+    assert_rgb8(out, (6, 5))
+    assert np.all(np.abs(out.astype(int) - 128) <= 1)
+
+
+def test_exif_rotated_jpeg(tmp_path):
+    stored = np.zeros((16, 32, 3), np.uint8)
+    stored[:, :16] = (255, 0, 0)   # left half red
+    stored[:, 16:] = (0, 0, 255)   # right half blue
+    img = Image.fromarray(stored)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 CW to display
+    path = save(img, tmp_path / "rotated.jpg", exif=exif, quality=95, subsampling=0)
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (32, 16))  # transposed with respect to the stored (16, 32)
+    # Rotating the stored pixels 90 degrees clockwise puts the left half on top.
+    expected = np.rot90(stored, k=-1)
+    diff = np.abs(out.astype(int) - expected.astype(int))
+    assert diff[:12].max() < 40 and diff[20:].max() < 40  # away from the red/blue edge
+    assert out[:14, :, 0].mean() > 200 and out[18:, :, 2].mean() > 200
+
+
+def test_gif_first_frame(tmp_path):
+    frames = [Image.new("RGB", (10, 7), colour) for colour in ((255, 0, 0), (0, 0, 255))]
+    path = str(tmp_path / "anim.gif")
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=100, loop=0)
+    with Image.open(path) as check:
+        assert getattr(check, "n_frames", 1) == 2
+    out = data_loader.load_rgb(path)
+    assert_rgb8(out, (7, 10))
+    assert np.all(out == (255, 0, 0))
+
+
+def test_plain_rgb_png_round_trips(tmp_path):
+    rgb = np.random.default_rng(3).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    path = save(rgb, tmp_path / "rgb.png")
+    np.testing.assert_array_equal(data_loader.load_rgb(path), rgb)
+
+
+def test_jpeg_draft_keeps_shorter_edge_at_least_min_side(tmp_path, make_photos):
+    (path,) = make_photos(tmp_path, count=1, size=(192, 256))
+    full = data_loader.load_rgb(path)
+    assert full.shape == (192, 256, 3)
+    small = data_loader.load_rgb(path, min_side=48)
+    assert min(small.shape[:2]) >= 48
+    assert small.shape[0] < 192  # decoded at reduced size
+    assert small.shape[0] * 256 == small.shape[1] * 192  # aspect ratio kept
+
+
+# ------------------------------------------------------------------------------------------
+# Undecodable files
+
+
+@pytest.mark.parametrize("kind", ["random.jpg", "empty.png"])
+def test_bad_file_skipped_with_one_warning(tmp_path, capsys, kind):
+    path = str(tmp_path / kind)
+    if kind == "empty.png":
+        open(path, "wb").close()
+    else:
+        write_corrupt(path)
+    assert data_loader.try_load(path) is None
+    assert data_loader.try_load(path) is None  # second time: no second warning
+    captured = capsys.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert path in lines[0]
+    assert lines[0].startswith("warning: skipping ")
+    assert path not in captured.out
+    assert data_loader.bad_files() == [path]
+
+
+def test_two_bad_files_two_lines(tmp_path, capsys):
+    a = write_corrupt(tmp_path / "a.jpg", seed=1)
+    b = str(tmp_path / "b.png")
+    open(b, "wb").close()
+    for path in (a, b, a, b):
+        assert data_loader.try_load(path) is None
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2
+    assert a in lines[0] and b in lines[1]
+
+
+def test_load_rgb_raises_on_corrupt_file(tmp_path):
+    path = write_corrupt(tmp_path / "bad.jpg")
+    with pytest.raises(Exception):
+        data_loader.load_rgb(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Mean pixel
+
+
+def test_mean_pixel_of_solid_colour(tmp_path):
+    colour = (200, 100, 50)
+    files = [save(np.full((20 + i, 30, 3), colour, np.uint8), tmp_path / f"s{i}.png")
+             for i in range(3)]
+    mean = data_loader.compute_mean_pixel(files, seed=0)
+    assert mean.shape == (3,)
+    assert mean.dtype == np.float32
+    np.testing.assert_allclose(mean, np.array(colour) / 255.0, atol=1e-3)
+
+
+def test_mean_pixel_of_two_colours(tmp_path):
+    files = [save(np.full((16, 16, 3), (255, 0, 0), np.uint8), tmp_path / "r.png"),
+             save(np.full((16, 16, 3), (0, 0, 255), np.uint8), tmp_path / "b.png")]
+    mean = data_loader.compute_mean_pixel(files, seed=5)
+    np.testing.assert_allclose(mean, [0.5, 0.0, 0.5], atol=1e-3)
+
+
+def test_mean_pixel_skips_corrupt_files(tmp_path, capsys):
+    files = [save(np.full((16, 16, 3), (30, 60, 90), np.uint8), tmp_path / "ok.png"),
+             write_corrupt(tmp_path / "bad.jpg")]
+    mean = data_loader.compute_mean_pixel(files, seed=0)
+    np.testing.assert_allclose(mean, np.array([30, 60, 90]) / 255.0, atol=1e-3)
+    assert files[1] in capsys.readouterr().err
+
+
+def test_mean_pixel_all_corrupt_raises(tmp_path):
+    files = [write_corrupt(tmp_path / f"bad{i}.jpg", seed=i) for i in range(3)]
+    with pytest.raises(DataError) as info:
+        data_loader.compute_mean_pixel(files, seed=0)
+    assert str(tmp_path) in str(info.value)
+
+
+# ------------------------------------------------------------------------------------------
+# Validation split
+
+
+def test_split_validation_deterministic_disjoint_complete():
+    files = [f"/photos/{i:02d}.jpg" for i in range(8)]
+    train, val = data_loader.split_validation(files, seed=3)
+    assert (train, val) == data_loader.split_validation(files, seed=3)
+    assert len(val) == 1 and len(train) == 7
+    assert not set(train) & set(val)
+    assert set(train) | set(val) == set(files)
+    assert train == [f for f in files if f in set(train)]  # order kept
+
+
+def test_split_validation_seed_matters():
+    files = [f"/photos/{i:03d}.jpg" for i in range(100)]
+    splits = {tuple(data_loader.split_validation(files, seed)[1]) for seed in range(5)}
+    assert len(splits) > 1
+    train, val = data_loader.split_validation(files, seed=0)
+    assert len(val) == 5 and len(train) == 95
+    assert set(train) | set(val) == set(files) and not set(train) & set(val)
+
+
+def test_split_validation_single_file():
+    files = ["/photos/only.jpg"]
+    train, val = data_loader.split_validation(files, seed=0)
+    assert list(train) == files and list(val) == files
+
+
+# ------------------------------------------------------------------------------------------
+# Training pipeline: crops, holes, local patches
+
+
+@pytest.fixture(scope="module")
+def photo_files(tmp_path_factory):
+    import conftest
+    folder = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, size in enumerate([(48, 64), (64, 48), (40, 40), (50, 70), (48, 64), (36, 60)]):
+        path = str(folder / f"photo{i}{'.jpg' if i % 2 == 0 else '.png'}")
+        Image.fromarray(conftest.smooth_photo(rng, *size)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def twenty_batches(photo_files):
+    data_loader._reported.clear()
+    return take(data_loader.training_dataset(photo_files, tiny_config()), 20)
+
+
+def test_training_batch_shapes_and_types(twenty_batches):
+    expected = dict(image=((BATCH, SIZE, SIZE, 3), np.float32),
+                    mask=((BATCH, SIZE, SIZE, 1), np.float32),
+                    hole=((BATCH, 4), np.int32), local_fake=((BATCH, 2), np.int32),
+                    local_real=((BATCH, 2), np.int32))
+    assert len(twenty_batches) == 20
+    for batch in twenty_batches:
+        assert set(batch) == set(expected)
+        for key, (shape, dtype) in expected.items():
+            assert batch[key].shape == shape, key
+            assert batch[key].dtype == dtype, key
+
+
+def test_training_images_in_unit_range_and_not_flat(twenty_batches):
+    for batch in twenty_batches:
+        images = batch["image"]
+        assert images.min() >= 0.0 and images.max() <= 1.0
+        for image in images:
+            assert image.std() > 0.01
+
+
+def test_training_masks_are_the_holes(twenty_batches):
+    for batch in twenty_batches:
+        for mask, (y, x, h, w) in zip(batch["mask"], batch["hole"]):
+            assert set(np.unique(mask)) <= {0.0, 1.0}
+            rows = np.flatnonzero(mask[..., 0].any(axis=1))
+            cols = np.flatnonzero(mask[..., 0].any(axis=0))
+            assert (rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) == \
+                (y, x, h, w)
+            assert mask.sum() == h * w  # a full rectangle
+            assert HOLE_MIN <= h <= HOLE_MAX and HOLE_MIN <= w <= HOLE_MAX
+            assert 0 <= y and y + h <= SIZE and 0 <= x and x + w <= SIZE
+
+
+def test_training_local_patches(twenty_batches):
+    for batch in twenty_batches:
+        for (y, x, h, w), (ly, lx), (ry, rx) in zip(batch["hole"], batch["local_fake"],
+                                                    batch["local_real"]):
+            assert 0 <= ly <= SIZE - LOCAL and 0 <= lx <= SIZE - LOCAL
+            assert ly <= y and y + h <= ly + LOCAL
+            assert lx <= x and x + w <= lx + LOCAL
+            assert 0 <= ry <= SIZE - LOCAL and 0 <= rx <= SIZE - LOCAL
+
+
+def test_training_holes_vary_and_cover_the_whole_range(twenty_batches):
+    holes = np.concatenate([b["hole"] for b in twenty_batches])
+    fakes = np.concatenate([b["local_fake"] for b in twenty_batches])
+    reals = np.concatenate([b["local_real"] for b in twenty_batches])
+    sizes = holes[:, 2:]
+    assert len({tuple(s) for s in sizes}) > 10
+    assert sizes.min() == HOLE_MIN and sizes.max() == HOLE_MAX  # both ends inclusive
+    assert len({tuple(p) for p in holes[:, :2]}) > 10
+    # Real patches are drawn independently of the hole: rarely at the fake patch's place,
+    # and often not containing the hole at all.
+    assert (reals[:, 0] == fakes[:, 0]).mean() < 0.5
+    assert (reals[:, 1] == fakes[:, 1]).mean() < 0.5
+    contains = ((reals[:, 0] <= holes[:, 0]) & (holes[:, 0] + holes[:, 2] <= reals[:, 0] + LOCAL)
+                & (reals[:, 1] <= holes[:, 1]) & (holes[:, 1] + holes[:, 3] <= reals[:, 1] + LOCAL))
+    assert not contains.all()
+    assert len({tuple(p) for p in reals}) > 10
+    # Positions reach both borders of the image.
+    assert (holes[:, 0] == 0).any() or (holes[:, 1] == 0).any()
+    assert (holes[:, 0] + holes[:, 2] == SIZE).any() or (holes[:, 1] + holes[:, 3] == SIZE).any()
+
+
+def test_training_images_differ_within_a_batch(twenty_batches):
+    images = twenty_batches[0]["image"]
+    for i in range(BATCH):
+        for j in range(i + 1, BATCH):
+            assert not np.array_equal(images[i], images[j])
+
+
+def test_training_dataset_same_seed_same_batches(photo_files):
+    first = take(data_loader.training_dataset(photo_files, tiny_config(seed=11)), 2)
+    second = take(data_loader.training_dataset(photo_files, tiny_config(seed=11)), 2)
+    other = take(data_loader.training_dataset(photo_files, tiny_config(seed=12)), 1)
+    for a, b in zip(first, second):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert not np.array_equal(first[0]["image"], other[0]["image"])
+    assert not np.array_equal(first[0]["hole"], other[0]["hole"])
+
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_training_dataset_resume_at_start_element(photo_files, k):
+    config = tiny_config(seed=4)
+    stream = take(data_loader.training_dataset(photo_files, config), k + 1)
+    resumed = take(data_loader.training_dataset(photo_files, config,
+                                                start_element=k * config.batch_size), 1)
+    for key in stream[k]:
+        np.testing.assert_array_equal(resumed[0][key], stream[k][key], err_msg=key)
+    assert not np.array_equal(resumed[0]["image"], stream[0]["image"])
+
+
+def test_pipeline_survives_corrupt_and_odd_files(tmp_path, make_photos, capsys):
+    folder = tmp_path / "mixed"
+    good = make_photos(folder, count=3, size=(40, 48))
+    gray = save(Image.fromarray(np.tile(np.arange(48, dtype=np.uint8) * 5, (40, 1)), "L"),
+                folder / "gray.png")
+    rgba = np.zeros((40, 48, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[:, :24, 3] = 255
+    rgba_path = save(Image.fromarray(rgba, "RGBA"), folder / "alpha.png")
+    deep = save(Image.fromarray((np.arange(40 * 48).reshape(40, 48) * 30).astype(np.uint16)),
+                folder / "deep16.png")
+    corrupt = write_corrupt(folder / "corrupt.jpg", nbytes=500)
+    files = data_loader.find_images([str(folder)])
+    assert set(files) == set(good + [gray, rgba_path, deep, corrupt])
+
+    batches = take(data_loader.training_dataset(files, tiny_config(seed=1)), 12)
+    assert len(batches) == 12
+    for batch in batches:
+        assert batch["image"].shape == (BATCH, SIZE, SIZE, 3)
+        assert np.all(np.isfinite(batch["image"]))
+        assert batch["image"].min() >= 0 and batch["image"].max() <= 1
+    err = capsys.readouterr().err
+    reported = [line for line in err.splitlines() if corrupt in line]
+    assert len(reported) == 1, err  # 48 draws among 7 files: the corrupt one is hit, once
+    assert data_loader.bad_files() == [corrupt]
+    for path in (gray, rgba_path, deep) + tuple(good):
+        assert path not in err
+
+
+def test_pipeline_only_corrupt_files_fails(tmp_path):
+    files = [write_corrupt(tmp_path / f"bad{i}.jpg", seed=i) for i in range(2)]
+    with pytest.raises(Exception, match="no decodable photo"):
+        take(data_loader.training_dataset(files, tiny_config()), 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Validation batch
+
+
+def test_validation_batch_shapes_and_stability(photo_files):
+    config = tiny_config(seed=2)
+    first = data_loader.validation_batch(photo_files[:4], config, count=6)
+    second = data_loader.validation_batch(photo_files[:4], config, count=6)
+    assert set(first) == {"image", "mask", "hole", "local_fake", "local_real"}
+    assert first["image"].shape == (6, SIZE, SIZE, 3)
+    assert first["mask"].shape == (6, SIZE, SIZE, 1)
+    assert first["hole"].shape == (6, 4)
+    assert first["local_fake"].shape == (6, 2) and first["local_real"].shape == (6, 2)
+    for key in first:
+        assert isinstance(first[key], np.ndarray), key
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    assert first["image"].min() >= 0 and first["image"].max() <= 1
+    for mask, (y, x, h, w), (ly, lx) in zip(first["mask"], first["hole"], first["local_fake"]):
+        expected = np.zeros((SIZE, SIZE, 1), np.float32)
+        expected[y:y + h, x:x + w] = 1
+        np.testing.assert_array_equal(mask, expected)
+        assert HOLE_MIN <= h <= HOLE_MAX and HOLE_MIN <= w <= HOLE_MAX
+        assert ly <= y and y + h <= ly + LOCAL and lx <= x and x + w <= lx + LOCAL
+    assert len({tuple(h) for h in first["hole"]}) > 1
+
+
+def test_validation_batch_images_are_untouched_centre_crops(photo_files):
+    """validation_batch knows nothing of the mean pixel: the hole is not filled."""
+    config = tiny_config(seed=2)
+    files = photo_files[:4]
+    batch = data_loader.validation_batch(files, config, count=6)
+    for i in range(6):
+        expected = data_loader.center_crop(data_loader.try_load(files[i % 4], SIZE), SIZE)
+        np.testing.assert_array_equal(batch["image"][i], expected)
+    # Inside the hole the picture still varies (it is the photo, not a constant fill).
+    y, x, h, w = batch["hole"][0]
+    assert batch["image"][0, y:y + h, x:x + w].std() > 0.005
+
+
+def test_validation_batch_skips_corrupt_and_fails_without_images(tmp_path, photo_files):
+    corrupt = write_corrupt(tmp_path / "bad.jpg")
+    config = tiny_config()
+    batch = data_loader.validation_batch([corrupt, photo_files[0]], config, count=2)
+    expected = data_loader.center_crop(data_loader.try_load(photo_files[0], SIZE), SIZE)
+    np.testing.assert_array_equal(batch["image"][0], expected)
+    np.testing.assert_array_equal(batch["image"][1], expected)
+    with pytest.raises(DataError):
+        data_loader.validation_batch([corrupt], config, count=2)
+
+
+# ------------------------------------------------------------------------------------------
+# random_hole / hole_mask directly
+
+
+def test_random_hole_direct_many_seeds():
+    seeds = tf.random.experimental.stateless_split([3, 5], 8 * 60)
+    for i in range(60):
+        hole, fake, real = (t.numpy() for t in data_loader.random_hole(
+            seeds[8 * i:8 * i + 8], 64, 32, 20, 32))
+        y, x, h, w = hole
+        assert 20 <= h <= 32 and 20 <= w <= 32
+        assert 0 <= y <= 64 - h and 0 <= x <= 64 - w
+        assert fake[0] <= y and y + h <= fake[0] + 32 and 0 <= fake[0] <= 32
+        assert fake[1] <= x and x + w <= fake[1] + 32 and 0 <= fake[1] <= 32
+        assert 0 <= real[0] <= 32 and 0 <= real[1] <= 32
+
+
+def test_hole_mask_values():
+    mask = data_loader.hole_mask(tf.constant([2, 5, 3, 4]), 10).numpy()
+    expected = np.zeros((10, 10, 1), np.float32)
+    expected[2:5, 5:9] = 1
+    np.testing.assert_array_equal(mask, expected)
+
+
+# ------------------------------------------------------------------------------------------
+# utils: network input and local patches
+
+
+def test_completion_input_fills_hole_with_mean_pixel():
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    masks = np.zeros((2, 16, 16, 1), np.float32)
+    masks[0, 2:7, 3:12] = 1
+    masks[1, 9:16, 0:5] = 1
+    mean = np.array([0.1, 0.5, 0.9], np.float32)
+    out = np.asarray(utils.completion_input(tf.constant(images), tf.constant(masks),
+                                            tf.constant(mean)))
+    assert out.shape == (2, 16, 16, 4)
+    inside = masks[..., 0] == 1
+    np.testing.assert_allclose(out[..., :3][inside], np.broadcast_to(mean, (inside.sum(), 3)),
+                               atol=1e-7)
+    np.testing.assert_array_equal(out[..., :3][~inside], images[~inside])
+    np.testing.assert_array_equal(out[..., 3], masks[..., 0])
+
+
+def test_completion_input_accepts_numpy_mean_pixel():
+    images = np.full((1, 8, 8, 3), 0.25, np.float32)
+    masks = np.zeros((1, 8, 8, 1), np.float32)
+    masks[0, :4] = 1
+    out = np.asarray(utils.completion_input(images, masks, np.array([1.0, 0.0, 0.5], np.float32)))
+    np.testing.assert_allclose(out[0, :4, :, :3], np.broadcast_to([1.0, 0.0, 0.5], (4, 8, 3)))
+    np.testing.assert_allclose(out[0, 4:, :, :3], 0.25)
+
+
+def test_crop_patches_matches_numpy_slicing():
+    rng = np.random.default_rng(1)
+    images = rng.uniform(0, 1, (3, 32, 32, 3)).astype(np.float32)
+    offsets = np.array([[0, 0], [16, 5], [7, 16]], np.int32)
+    patches = np.asarray(utils.crop_patches(tf.constant(images), tf.constant(offsets), 16))
+    assert patches.shape == (3, 16, 16, 3)
+    for b, (y, x) in enumerate(offsets):
+        np.testing.assert_array_equal(patches[b], images[b, y:y + 16, x:x + 16])
+
+
+def test_crop_patches_on_pipeline_batch(twenty_batches):
+    batch = twenty_batches[0]
+    for key in ("local_fake", "local_real"):
+        patches = np.asarray(utils.crop_patches(tf.constant(batch["image"]),
+                                                tf.constant(batch[key]), LOCAL))
+        for b, (y, x) in enumerate(batch[key]):
+            np.testing.assert_array_equal(patches[b], batch["image"][b, y:y + LOCAL, x:x + LOCAL])

@@ -1,0 +1,270 @@
+"""The two networks of model.py against SPEC.md section 1 (the paper's Tables 1 and 2).
+
+The expected architecture is written out here, copied from SPEC.md, and deliberately not read
+from model.COMPLETION_LAYERS / GLOBAL_CHANNELS / LOCAL_CHANNELS: a typo in model.py must fail.
+"""
+import keras
+import numpy as np
+import pytest
+from keras import layers
+
+import model
+
+# SPEC.md section 1, completion network: (type, kernel, dilation, stride, channels out).
+# Stride 2 on a "deconv" row means the paper's stride 1/2, i.e. a x2 transposed convolution.
+SPEC_COMPLETION = [
+    ("conv", 5, 1, 1, 64),       # 1
+    ("conv", 3, 1, 2, 128),      # 2
+    ("conv", 3, 1, 1, 128),      # 3
+    ("conv", 3, 1, 2, 256),      # 4
+    ("conv", 3, 1, 1, 256),      # 5
+    ("conv", 3, 1, 1, 256),      # 6
+    ("conv", 3, 2, 1, 256),      # 7  dilated
+    ("conv", 3, 4, 1, 256),      # 8  dilated
+    ("conv", 3, 8, 1, 256),      # 9  dilated
+    ("conv", 3, 16, 1, 256),     # 10 dilated
+    ("conv", 3, 1, 1, 256),      # 11
+    ("conv", 3, 1, 1, 256),      # 12
+    ("deconv", 4, 1, 2, 128),    # 13 transposed, x2 up
+    ("conv", 3, 1, 1, 128),      # 14
+    ("deconv", 4, 1, 2, 64),     # 15 transposed, x2 up
+    ("conv", 3, 1, 1, 32),       # 16
+    ("output", 3, 1, 1, 3),      # 17 sigmoid
+]
+SPEC_GLOBAL_CHANNELS = [64, 128, 256, 512, 512, 512]
+SPEC_LOCAL_CHANNELS = [64, 128, 256, 512, 512]
+SPEC_FC = 1024
+
+
+def producer(tensor):
+    """The layer whose output is this symbolic tensor."""
+    return tensor._keras_history.operation
+
+
+def source(model_, name):
+    """The layer feeding the (single-input) layer `name`."""
+    return producer(model_.get_layer(name).input)
+
+
+def has_layer(model_, name):
+    return any(layer.name == name for layer in model_.layers)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    keras.utils.set_random_seed(0)
+    return model.build_completion_network()
+
+
+@pytest.fixture(scope="module")
+def discriminator():
+    keras.utils.set_random_seed(0)
+    return model.build_context_discriminator(64, 32)
+
+
+# ------------------------------------------------------------------------------------------
+# Completion network
+
+
+def test_spec_table_has_17_rows():
+    assert len(SPEC_COMPLETION) == 17
+
+
+@pytest.mark.parametrize("row", range(1, 18))
+def test_completion_layer_matches_spec_row(generator, row):
+    kind, kernel, dilation, stride, channels = SPEC_COMPLETION[row - 1]
+    conv = generator.get_layer(f"conv{row}")
+    expected_class = layers.Conv2DTranspose if kind == "deconv" else layers.Conv2D
+    assert type(conv) is expected_class, f"conv{row} is {type(conv).__name__}"
+    assert tuple(conv.kernel_size) == (kernel, kernel)
+    assert tuple(conv.dilation_rate) == (dilation, dilation)
+    assert tuple(conv.strides) == (stride, stride)
+    assert conv.filters == channels
+    assert conv.padding == "same"
+    assert conv.use_bias
+
+
+@pytest.mark.parametrize("row", range(1, 17))
+def test_completion_rows_1_to_16_are_conv_bn_relu(generator, row):
+    conv = generator.get_layer(f"conv{row}")
+    bn = generator.get_layer(f"bn{row}")
+    relu = generator.get_layer(f"relu{row}")
+    # The convolution itself is linear: batch norm and then ReLU come after it.
+    assert conv.get_config()["activation"] == "linear"
+    assert isinstance(bn, layers.BatchNormalization)
+    assert isinstance(relu, layers.ReLU)
+    relu_config = relu.get_config()
+    assert relu_config["negative_slope"] == 0 and relu_config["max_value"] is None
+    assert relu_config["threshold"] == 0
+    # Wiring: conv{i} -> bn{i} -> relu{i} -> conv{i+1}
+    assert source(generator, f"bn{row}") is conv
+    assert source(generator, f"relu{row}") is bn
+    assert source(generator, f"conv{row + 1}") is relu
+
+
+def test_completion_last_row_is_sigmoid_without_batch_norm(generator):
+    last = generator.get_layer("conv17")
+    assert last.get_config()["activation"] == "sigmoid"
+    assert not has_layer(generator, "bn17")
+    assert not has_layer(generator, "relu17")
+    assert producer(generator.outputs[0]) is last
+
+
+def test_completion_first_layer_reads_the_input(generator):
+    assert isinstance(source(generator, "conv1"), layers.InputLayer)
+
+
+def test_completion_has_exactly_17_convolutions_and_16_batch_norms(generator):
+    convs = [l for l in generator.layers if isinstance(l, (layers.Conv2D, layers.Conv2DTranspose))]
+    assert [l.name for l in convs] == [f"conv{i}" for i in range(1, 18)]
+    bns = [l.name for l in generator.layers if isinstance(l, layers.BatchNormalization)]
+    assert bns == [f"bn{i}" for i in range(1, 17)]
+
+
+def test_completion_layer_order_is_a_plain_chain(generator):
+    expected = ["masked_image_and_mask"]
+    for i in range(1, 17):
+        expected += [f"conv{i}", f"bn{i}", f"relu{i}"]
+    expected.append("conv17")
+    assert [l.name for l in generator.layers] == expected
+
+
+def test_completion_input_shape(generator):
+    assert tuple(generator.input_shape) == (None, None, None, 4)
+    assert tuple(generator.output_shape) == (None, None, None, 3)
+
+
+@pytest.mark.parametrize("batch,height,width", [(1, 32, 32), (2, 48, 64), (1, 64, 40),
+                                                (2, 32, 32)])
+def test_completion_output_shape_and_range(generator, batch, height, width):
+    rng = np.random.default_rng(batch * 1000 + height + width)
+    x = rng.uniform(0, 1, (batch, height, width, 4)).astype(np.float32)
+    x[..., 3] = (x[..., 3] > 0.5)
+    y = np.asarray(generator(x, training=False))
+    assert y.shape == (batch, height, width, 3)
+    assert y.dtype == np.float32
+    assert np.all(np.isfinite(y))
+    assert y.min() >= 0.0 and y.max() <= 1.0
+
+
+def test_completion_output_stays_in_unit_range_for_extreme_inputs(generator):
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 50, (1, 32, 32, 4)).astype(np.float32)
+    y = np.asarray(generator(x, training=True))  # batch statistics: large activations
+    assert y.shape == (1, 32, 32, 3)
+    assert y.min() >= 0.0 and y.max() <= 1.0
+    assert y.std() > 0  # not a constant output
+
+
+def test_completion_output_depends_on_mask_channel(generator):
+    rng = np.random.default_rng(2)
+    x = rng.uniform(0, 1, (1, 32, 32, 4)).astype(np.float32)
+    x[..., 3] = 0
+    x2 = x.copy()
+    x2[:, 8:20, 8:20, 3] = 1
+    y1 = np.asarray(generator(x, training=False))
+    y2 = np.asarray(generator(x2, training=False))
+    # Untrained weights make the effect small, but the same input gives bit-identical output.
+    assert np.array_equal(y1, np.asarray(generator(x, training=False)))
+    assert np.abs(y1 - y2).max() > 1e-7
+
+
+# ------------------------------------------------------------------------------------------
+# Context discriminator
+
+
+@pytest.mark.parametrize("prefix,channels", [("global", SPEC_GLOBAL_CHANNELS),
+                                             ("local", SPEC_LOCAL_CHANNELS)])
+def test_discriminator_branch_convolutions(discriminator, prefix, channels):
+    for i, c in enumerate(channels, 1):
+        conv = discriminator.get_layer(f"{prefix}_conv{i}")
+        assert type(conv) is layers.Conv2D
+        assert conv.filters == c, f"{prefix}_conv{i}"
+        assert tuple(conv.kernel_size) == (5, 5)
+        assert tuple(conv.strides) == (2, 2)
+        assert tuple(conv.dilation_rate) == (1, 1)
+        assert conv.padding == "same"
+        assert conv.get_config()["activation"] == "linear"
+        bn = discriminator.get_layer(f"{prefix}_bn{i}")
+        relu = discriminator.get_layer(f"{prefix}_relu{i}")
+        assert isinstance(bn, layers.BatchNormalization)
+        assert isinstance(relu, layers.ReLU)
+        assert source(discriminator, f"{prefix}_bn{i}") is conv
+        assert source(discriminator, f"{prefix}_relu{i}") is bn
+        if i > 1:
+            assert source(discriminator, f"{prefix}_conv{i}") is \
+                discriminator.get_layer(f"{prefix}_relu{i - 1}")
+    assert not has_layer(discriminator, f"{prefix}_conv{len(channels) + 1}")
+    convs = [l.name for l in discriminator.layers
+             if isinstance(l, layers.Conv2D) and l.name.startswith(prefix + "_")]
+    assert sorted(convs) == sorted(f"{prefix}_conv{i}" for i in range(1, len(channels) + 1))
+
+
+@pytest.mark.parametrize("prefix,depth", [("global", 6), ("local", 5)])
+def test_discriminator_branch_fc_1024(discriminator, prefix, depth):
+    fc = discriminator.get_layer(f"{prefix}_fc")
+    assert isinstance(fc, layers.Dense)
+    assert fc.units == SPEC_FC
+    assert tuple(fc.output.shape) == (None, SPEC_FC)
+    # The FC layer reads (through a flatten) the branch's last ReLU.
+    feeder = source(discriminator, f"{prefix}_fc")
+    while isinstance(feeder, layers.Flatten):
+        feeder = producer(feeder.input)
+    assert feeder is discriminator.get_layer(f"{prefix}_relu{depth}")
+
+
+def test_discriminator_branches_read_the_right_inputs(discriminator):
+    image_input = producer(discriminator.inputs[0])
+    patch_input = producer(discriminator.inputs[1])
+    assert source(discriminator, "global_conv1") is image_input
+    assert source(discriminator, "local_conv1") is patch_input
+    assert tuple(discriminator.inputs[0].shape) == (None, 64, 64, 3)
+    assert tuple(discriminator.inputs[1].shape) == (None, 32, 32, 3)
+
+
+def test_discriminator_concatenation_is_2048_wide(discriminator):
+    concat = discriminator.get_layer("concat")
+    assert isinstance(concat, layers.Concatenate)
+    assert tuple(concat.output.shape) == (None, 2 * SPEC_FC)
+    feeders = {producer(t).name for t in concat.input}
+    assert feeders == {"global_fc", "local_fc"}
+
+
+def test_discriminator_logit_is_linear_dense_1(discriminator):
+    logit = discriminator.get_layer("logit")
+    assert isinstance(logit, layers.Dense)
+    assert logit.units == 1
+    assert logit.get_config()["activation"] == "linear"
+    assert source(discriminator, "logit") is discriminator.get_layer("concat")
+    assert producer(discriminator.outputs[0]) is logit
+
+
+def test_discriminator_outputs_are_unbounded_logits():
+    keras.utils.set_random_seed(0)
+    d = model.build_context_discriminator(32, 16)
+    logit = d.get_layer("logit")
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (2, 32, 32, 3)).astype(np.float32)
+    patches = rng.uniform(0, 1, (2, 16, 16, 3)).astype(np.float32)
+    kernel = np.zeros(logit.kernel.shape, np.float32)
+    logit.set_weights([kernel, np.array([-3.0], np.float32)])
+    low = np.asarray(d([images, patches], training=False))
+    logit.set_weights([kernel, np.array([4.5], np.float32)])
+    high = np.asarray(d([images, patches], training=False))
+    # A sigmoid (or any squashing) after the last layer would keep these in [0, 1].
+    np.testing.assert_allclose(low, -3.0, atol=1e-6)
+    np.testing.assert_allclose(high, 4.5, atol=1e-6)
+
+
+@pytest.mark.parametrize("image_size,local_size,batch", [(64, 32, 2), (32, 16, 3), (32, 16, 1)])
+def test_discriminator_output_shape(image_size, local_size, batch):
+    keras.utils.set_random_seed(0)
+    d = model.build_context_discriminator(image_size, local_size)
+    rng = np.random.default_rng(0)
+    images = rng.uniform(0, 1, (batch, image_size, image_size, 3)).astype(np.float32)
+    patches = rng.uniform(0, 1, (batch, local_size, local_size, 3)).astype(np.float32)
+    out = np.asarray(d([images, patches], training=False))
+    assert out.shape == (batch, 1)
+    assert out.dtype == np.float32
+    assert np.all(np.isfinite(out))
+    assert tuple(d.output_shape) == (None, 1)

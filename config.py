@@ -93,7 +93,7 @@ def flag(name):
 PRESET_VALUES = {
     "paper": {},
     "cpu": dict(image_size=128, local_size=64, hole_min=48, hole_max=64, batch_size=8,
-                tc=4500, td=500, total_iters=25_000, checkpoint_every=500, summary_every=25,
+                tc=3000, td=300, total_iters=10_000, checkpoint_every=250, summary_every=25,
                 sample_every=250),
     "quick": dict(image_size=64, local_size=32, hole_min=16, hole_max=24, batch_size=4,
                   tc=30, td=10, total_iters=60, checkpoint_every=20, summary_every=2,

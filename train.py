@@ -411,8 +411,9 @@ def train(config, train_files, val_files, mean_pixel):
                 checkpoints.save(n, phase_end=True)
             elif n % config.checkpoint_every == 0:
                 checkpoints.save(n)
-            bar.set_postfix({**{k: f"{v:.4g}" for k, v in metrics.items()}, "img/s": f"{rate:.2f}"},
-                            refresh=False)
+            bar.set_postfix({"iter": f"{n}/{config.total_iters}",
+                             **{k: f"{v:.4g}" for k, v in metrics.items()},
+                             "img/s": f"{rate:.2f}"}, refresh=False)
             bar.update(1)
             if stop.signal is not None and n < config.total_iters:
                 bar.close()

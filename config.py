@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass, field
 
 PRESETS = ("paper", "cpu", "quick")
+HOLE_SHAPES = ("rect", "free")
 DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
@@ -25,6 +26,7 @@ class Config:
     local_size: int = 128
     hole_min: int = 96
     hole_max: int = 128
+    hole_shape: str = "rect"
     batch_size: int = 96
     tc: int = 90_000
     td: int = 10_000
@@ -66,6 +68,8 @@ class Config:
         need(self.hole_min >= 1, "--hole-min", f"at least 1, got {self.hole_min}")
         need(self.hole_min <= self.hole_max, "--hole-max",
              f"at least --hole-min ({self.hole_min}), got {self.hole_max}")
+        need(self.hole_shape in HOLE_SHAPES, "--hole-shape",
+             f"one of {', '.join(HOLE_SHAPES)}, got {self.hole_shape!r}")
         need(self.hole_max <= self.local_size, "--hole-max",
              f"at most --local-size ({self.local_size}) so the local patch can contain the hole,"
              f" got {self.hole_max}")
@@ -115,8 +119,12 @@ FLAG_HELP = {
               " any flag below overrides its value",
     "image_size": "side of the square training crop, a multiple of 4 (paper: 256)",
     "local_size": "side of the local patch seen by the local discriminator (paper: 128)",
-    "hole_min": "smallest edge of the random rectangular hole (paper: 96)",
-    "hole_max": "largest edge of the random rectangular hole (paper: 128)",
+    "hole_min": "smallest edge of the random rectangular hole, or of the box a free-form hole"
+                " is drawn in (paper: 96)",
+    "hole_max": "largest edge of the random rectangular hole, or of the box a free-form hole"
+                " is drawn in (paper: 128)",
+    "hole_shape": "shape of the random holes: rect (the paper's rectangles) or free (random"
+                  " brush strokes, like holes people draw)",
     "batch_size": "images per iteration (paper: 96)",
     "tc": "iterations of phase 1, completion network only (paper: 90000)",
     "td": "iterations of phase 2, discriminator only (paper: 10000)",
@@ -130,16 +138,19 @@ FLAG_HELP = {
     "sample_every": "write validation grids (TensorBoard and results/) every N iterations",
     "seed": "seed of the data stream, holes and validation batch",
 }
-CHOICES = {"preset": PRESETS, "recon_loss": ("mse", "l1"), "optimizer": ("adadelta", "adam")}
+CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "recon_loss": ("mse", "l1"),
+           "optimizer": ("adadelta", "adam")}
 
 
-class _Parser(argparse.ArgumentParser):
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (and exit status 2)."""
+
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
 def build_parser(description):
-    parser = _Parser(description=description)
+    parser = ArgumentParser(description=description)
     for f in dataclasses.fields(Config):
         kwargs = dict(default=argparse.SUPPRESS, help=FLAG_HELP[f.name], dest=f.name)
         if f.name == "data_dir":

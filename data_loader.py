@@ -6,6 +6,9 @@ hole with edges in [hole_min, hole_max] is cut; the local patch (L x L) is a ran
 that contains the hole. The discriminator's real examples use a local patch drawn
 independently. Horizontal flips are added.
 
+With --hole-shape free the hole is instead 1-4 random brush strokes drawn inside such a
+rectangle (holes as people draw them); `hole` is then the strokes' tight bounding box.
+
 Element k of the stream is a pure function of (seed, k), so a resumed run sees the same data
 as an uninterrupted one.
 """
@@ -16,6 +19,7 @@ import sys
 import threading
 import warnings
 
+import cv2
 import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageOps
@@ -177,17 +181,60 @@ def _random_int(seed, low, high):
     return low + tf.cast(tf.floor(u * tf.cast(high - low + 1, tf.float32)), tf.int32)
 
 
-def random_hole(seeds, image_size, local_size, hole_min, hole_max):
-    """Hole (y, x, h, w), a local patch that contains it, and an independent local patch."""
+def random_box(seeds, image_size, hole_min, hole_max):
+    """Rectangle (y, x, h, w) with edges in [hole_min, hole_max], fully inside the image."""
     h = _random_int(seeds[0], hole_min, hole_max)
     w = _random_int(seeds[1], hole_min, hole_max)
     y = _random_int(seeds[2], 0, image_size - h)
     x = _random_int(seeds[3], 0, image_size - w)
-    ly = _random_int(seeds[4], tf.maximum(0, y + h - local_size), tf.minimum(y, image_size - local_size))
-    lx = _random_int(seeds[5], tf.maximum(0, x + w - local_size), tf.minimum(x, image_size - local_size))
-    ry = _random_int(seeds[6], 0, image_size - local_size)
-    rx = _random_int(seeds[7], 0, image_size - local_size)
-    return tf.stack([y, x, h, w]), tf.stack([ly, lx]), tf.stack([ry, rx])
+    return tf.stack([y, x, h, w])
+
+
+def local_patches(seeds, hole, image_size, local_size):
+    """Offsets (y, x) of a local patch that contains the hole and of an independent one."""
+    y, x, h, w = tf.unstack(tf.convert_to_tensor(hole, tf.int32))
+    ly = _random_int(seeds[0], tf.maximum(0, y + h - local_size), tf.minimum(y, image_size - local_size))
+    lx = _random_int(seeds[1], tf.maximum(0, x + w - local_size), tf.minimum(x, image_size - local_size))
+    ry = _random_int(seeds[2], 0, image_size - local_size)
+    rx = _random_int(seeds[3], 0, image_size - local_size)
+    return tf.stack([ly, lx]), tf.stack([ry, rx])
+
+
+def random_hole(seeds, image_size, local_size, hole_min, hole_max):
+    """Rectangular hole (y, x, h, w), a local patch that contains it, and an independent one."""
+    hole = random_box(seeds[:4], image_size, hole_min, hole_max)
+    return (hole, *local_patches(seeds[4:], hole, image_size, local_size))
+
+
+def random_mask(rng, image_size, hole_min, hole_max, shape):
+    """(mask, hole) in numpy: an (S, S, 1) float32 0/1 mask and its bounding box (y, x, h, w).
+    "rect": the paper's rectangle. "free": 1-4 brush strokes of a few random segments drawn
+    inside such a rectangle; `hole` is then their tight bounding box."""
+    h, w = rng.integers(hole_min, hole_max + 1, size=2)
+    y, x = rng.integers(0, image_size - h + 1), rng.integers(0, image_size - w + 1)
+    box = np.zeros((h, w), np.uint8)
+    if shape == "rect":
+        box[:] = 1
+    elif shape == "free":
+        far = np.array([w - 1, h - 1])  # the box's last pixel, as (x, y) for OpenCV
+        for _ in range(rng.integers(1, 5)):
+            width = int(rng.integers(max(1, min(h, w) // 10), max(2, min(h, w) // 4) + 1))
+            point = rng.integers((0, 0), (w, h))
+            points = [point]
+            for _ in range(rng.integers(1, 5)):
+                angle, length = rng.uniform(0, 2 * np.pi), rng.uniform(0.2, 0.7) * max(h, w)
+                point = point + length * np.array([np.cos(angle), np.sin(angle)])
+                point = np.clip(far - np.abs(far - np.abs(point)), 0, far)  # bounce off the edges
+                points.append(point)
+            # Thick OpenCV lines have round caps; drawing on the box clips their edges to it.
+            cv2.polylines(box, [np.round(points).astype(np.int32)], False, 1, width)
+    else:
+        raise ValueError(f"unknown hole shape {shape!r}")
+    mask = np.zeros((image_size, image_size, 1), np.float32)
+    mask[y:y + h, x:x + w, 0] = box
+    rows, cols = np.flatnonzero(mask.any(axis=(1, 2))), np.flatnonzero(mask.any(axis=(0, 2)))
+    hole = np.array([rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1], np.int32)
+    return mask, hole
 
 
 def hole_mask(hole, image_size):
@@ -227,14 +274,26 @@ def training_dataset(files, config, start_element=0):
                 return image
         raise RuntimeError(f"no decodable photo found in 1000 draws among {len(files)} files")
 
+    def load_with_free_hole(k):
+        rng = np.random.default_rng([config.seed, int(k), 1])
+        return (load(k), *random_mask(rng, config.image_size, config.hole_min, config.hole_max,
+                                      "free"))
+
     def element(k):
-        image = tf.numpy_function(load, [k], tf.uint8, stateful=False)
-        image.set_shape([None, None, 3])
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(config.seed, tf.int64), k]), 11)
-        image = random_crop(image, seeds[:3], config.image_size)
-        hole, local_fake, local_real = random_hole(
-            seeds[3:], config.image_size, config.local_size, config.hole_min, config.hole_max)
-        return dict(image=image, mask=hole_mask(hole, config.image_size), hole=hole,
+        if config.hole_shape == "free":
+            image, mask, hole = tf.numpy_function(load_with_free_hole, [k],
+                                                  (tf.uint8, tf.float32, tf.int32), stateful=False)
+            mask.set_shape([config.image_size, config.image_size, 1])
+            hole.set_shape([4])
+        else:
+            image = tf.numpy_function(load, [k], tf.uint8, stateful=False)
+            hole = random_box(seeds[3:7], config.image_size, config.hole_min, config.hole_max)
+            mask = hole_mask(hole, config.image_size)
+        image.set_shape([None, None, 3])
+        local_fake, local_real = local_patches(seeds[7:], hole, config.image_size,
+                                               config.local_size)
+        return dict(image=random_crop(image, seeds[:3], config.image_size), mask=mask, hole=hole,
                     local_fake=local_fake, local_real=local_real)
 
     return (tf.data.Dataset.counter(start_element)
@@ -253,14 +312,22 @@ def validation_batch(files, config, count=6, source="--val-dir"):
     if not images:
         raise DataError(f"{source}: no decodable validation image among {len(files)} files")
     seeds = tf.random.experimental.stateless_split([config.seed, 7919], count * 8)
-    holes, fakes, reals = zip(*(random_hole(seeds[8 * i:8 * i + 8], config.image_size,
-                                            config.local_size, config.hole_min, config.hole_max)
-                                for i in range(count)))
-    holes = tf.stack(holes)
+    rng = np.random.default_rng([config.seed, 7919])
+
+    def one_hole(seeds):
+        if config.hole_shape == "free":
+            mask, hole = random_mask(rng, config.image_size, config.hole_min, config.hole_max,
+                                     "free")
+        else:
+            hole = random_box(seeds[:4], config.image_size, config.hole_min, config.hole_max)
+            mask, hole = hole_mask(hole, config.image_size).numpy(), hole.numpy()
+        fake, real = local_patches(seeds[4:], hole, config.image_size, config.local_size)
+        return mask, hole, fake.numpy(), real.numpy()
+
+    masks, holes, fakes, reals = zip(*(one_hole(seeds[8 * i:8 * i + 8]) for i in range(count)))
     return dict(image=np.stack([images[i % len(images)] for i in range(count)]),
-                mask=np.stack([hole_mask(h, config.image_size).numpy() for h in holes]),
-                hole=holes.numpy(), local_fake=tf.stack(fakes).numpy(),
-                local_real=tf.stack(reals).numpy())
+                mask=np.stack(masks), hole=np.stack(holes), local_fake=np.stack(fakes),
+                local_real=np.stack(reals))
 
 
 def center_crop(image, size):

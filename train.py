@@ -190,7 +190,7 @@ def prepare_session(overrides, fresh):
     else:
         config, saved = new_config(overrides), {}
     print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size},"
-          f" holes {config.hole_min}-{config.hole_max}, batch {config.batch_size},"
+          f" holes {config.hole_min}-{config.hole_max} ({config.hole_shape}), batch {config.batch_size},"
           f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
           f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}")
     files = photo_files(config)
@@ -212,23 +212,18 @@ def prepare_session(overrides, fresh):
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
-def checkpoint_number(path):
-    return int(path.rsplit("-", 1)[1]) if path else -1
-
-
 class Checkpoints:
     """Rolling checkpoints (the newest 3) plus one kept at the end of every phase."""
 
     def __init__(self, checkpoint, directory):
-        self.checkpoint = checkpoint
+        self.checkpoint, self.directory = checkpoint, directory
         self.rolling = tf.train.CheckpointManager(
             checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=3)
         self.phase_ends = tf.train.CheckpointManager(
             checkpoint, os.path.join(directory, "phase_ends"), max_to_keep=None)
 
     def latest(self):
-        return max(self.rolling.latest_checkpoint, self.phase_ends.latest_checkpoint,
-                   key=checkpoint_number)
+        return utils.latest_checkpoint(self.directory)
 
     def restore(self):
         path = self.latest()

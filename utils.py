@@ -37,6 +37,17 @@ def sample_grid(images, masks, outputs, mean_pixel):
     return tf.cast(tf.round(tf.clip_by_value(grid, 0.0, 1.0) * 255.0), tf.uint8).numpy()
 
 
+def checkpoint_number(path):
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+def latest_checkpoint(session_dir):
+    """The newest checkpoint of a session: rolling (checkpoints/) or phase end (phase_ends/)."""
+    candidates = [tf.train.latest_checkpoint(os.path.join(session_dir, sub))
+                  for sub in ("checkpoints", "phase_ends")]
+    return max(candidates, key=checkpoint_number)
+
+
 def save_png(path, array):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     Image.fromarray(np.asarray(array)).save(path)

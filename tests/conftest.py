@@ -45,3 +45,26 @@ def run_script(script, args, cwd, timeout=600, **kwargs):
     """Run one of the repository's scripts as a user would, in `cwd`."""
     return subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=cwd,
                           capture_output=True, text=True, timeout=timeout, **kwargs)
+
+
+@pytest.fixture
+def make_session():
+    """make_session(root, name="s", image_size=32): a session with an untrained completion
+    network checkpoint, laid out as train.py leaves it, without the cost of training."""
+    def make(root, name="s", image_size=32, mean_pixel=(0.4, 0.5, 0.6)):
+        import tensorflow as tf
+        import config as cfg
+        import utils
+        from model import build_completion_network
+        folder = os.path.join(str(root), "saved_sessions", name)
+        config = cfg.resolve(cfg.preset_config("quick"), dict(
+            session=name, image_size=image_size, local_size=image_size // 2,
+            hole_min=image_size // 8, hole_max=image_size // 4))
+        tf.keras.utils.set_random_seed(0)
+        network = build_completion_network()
+        tf.train.CheckpointManager(tf.train.Checkpoint(completion_network=network),
+                                   os.path.join(folder, "phase_ends"), None).save(1)
+        utils.write_json(os.path.join(folder, "session.json"),
+                         {"config": cfg.dataclasses.asdict(config), "mean_pixel": list(mean_pixel)})
+        return folder
+    return make

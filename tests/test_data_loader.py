@@ -1,4 +1,5 @@
 """data_loader.py (and the two data helpers of utils.py) against SPEC.md section 2."""
+import dataclasses
 import os
 
 import numpy as np
@@ -640,3 +641,141 @@ def test_crop_patches_on_pipeline_batch(twenty_batches):
                                                 tf.constant(batch[key]), LOCAL))
         for b, (y, x) in enumerate(batch[key]):
             np.testing.assert_array_equal(patches[b], batch["image"][b, y:y + LOCAL, x:x + LOCAL])
+
+
+# ------------------------------------------------------------------------------------------
+# Hole shapes: the paper's rectangles and free-form brush strokes (--hole-shape)
+
+
+def bounding_box(mask):
+    rows = np.flatnonzero(mask[..., 0].any(axis=1))
+    cols = np.flatnonzero(mask[..., 0].any(axis=0))
+    return rows[0], cols[0], rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+
+
+def free_config(seed=0):
+    return dataclasses.replace(tiny_config(seed), hole_shape="free", batch_size=2)
+
+
+@pytest.mark.parametrize("shape", ["rect", "free"])
+def test_random_mask_is_a_binary_hole_with_its_tight_bounding_box(shape):
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        mask, hole = data_loader.random_mask(rng, SIZE, HOLE_MIN, HOLE_MAX, shape)
+        assert mask.shape == (SIZE, SIZE, 1) and mask.dtype == np.float32
+        assert hole.shape == (4,) and hole.dtype == np.int32
+        assert set(np.unique(mask)) == {0.0, 1.0}
+        y, x, h, w = hole
+        assert bounding_box(mask) == (y, x, h, w)
+        assert 0 <= y and y + h <= SIZE and 0 <= x and x + w <= SIZE
+        low = HOLE_MIN if shape == "rect" else 1
+        assert low <= h <= HOLE_MAX and low <= w <= HOLE_MAX
+        if shape == "rect":
+            assert mask.sum() == h * w
+
+
+def test_free_masks_are_strokes_inside_the_rectangle_of_the_same_draw():
+    fills = []
+    for seed in range(20):
+        free, (y, x, h, w) = data_loader.random_mask(np.random.default_rng(seed), SIZE,
+                                                     HOLE_MIN, HOLE_MAX, "free")
+        rect, _ = data_loader.random_mask(np.random.default_rng(seed), SIZE, HOLE_MIN,
+                                          HOLE_MAX, "rect")
+        assert np.all(free <= rect)  # the strokes never leave their box
+        fills.append(free.sum() / (h * w))
+    assert sum(fill < 1 for fill in fills) >= 15, fills
+
+
+def test_random_mask_same_seed_same_mask():
+    for shape in ("rect", "free"):
+        a = data_loader.random_mask(np.random.default_rng(7), SIZE, HOLE_MIN, HOLE_MAX, shape)
+        b = data_loader.random_mask(np.random.default_rng(7), SIZE, HOLE_MIN, HOLE_MAX, shape)
+        c = data_loader.random_mask(np.random.default_rng(8), SIZE, HOLE_MIN, HOLE_MAX, shape)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+        assert not np.array_equal(a[0], c[0])
+
+
+def test_random_mask_unknown_shape_is_loud():
+    with pytest.raises(ValueError, match="star"):
+        data_loader.random_mask(np.random.default_rng(0), SIZE, HOLE_MIN, HOLE_MAX, "star")
+
+
+def test_rect_hole_stream_unchanged_by_free_form_holes(photo_files):
+    """Holes and local patches of the rectangle stream, as computed before free-form holes."""
+    config = dataclasses.replace(tiny_config(seed=5), batch_size=2)
+    batches = take(data_loader.training_dataset(photo_files, config), 3)
+    expected = dict(
+        hole=[[2, 13, 6, 9], [11, 15, 11, 7], [3, 6, 6, 8], [1, 3, 11, 12], [16, 11, 9, 7],
+              [10, 5, 12, 8]],
+        local_fake=[[0, 12], [7, 14], [3, 4], [0, 2], [15, 5], [8, 1]],
+        local_real=[[8, 13], [0, 7], [3, 7], [14, 13], [3, 1], [3, 5]])
+    for key, values in expected.items():
+        np.testing.assert_array_equal(np.concatenate([b[key] for b in batches]), values,
+                                      err_msg=key)
+    val = data_loader.validation_batch(photo_files[:1], config, count=3)
+    np.testing.assert_array_equal(val["hole"], [[0, 19, 9, 9], [7, 6, 9, 12], [19, 20, 6, 10]])
+    np.testing.assert_array_equal(val["local_fake"], [[0, 16], [1, 5], [15, 14]])
+    np.testing.assert_array_equal(val["local_real"], [[5, 5], [10, 9], [16, 1]])
+
+
+def check_free_holes(batch):
+    for mask, hole, (ly, lx), (ry, rx) in zip(batch["mask"], batch["hole"], batch["local_fake"],
+                                              batch["local_real"]):
+        y, x, h, w = hole
+        assert set(np.unique(mask)) == {0.0, 1.0}
+        assert bounding_box(mask) == (y, x, h, w)
+        assert 1 <= h <= HOLE_MAX and 1 <= w <= HOLE_MAX
+        assert 0 <= ly <= SIZE - LOCAL and 0 <= lx <= SIZE - LOCAL
+        assert ly <= y and y + h <= ly + LOCAL and lx <= x and x + w <= lx + LOCAL
+        assert 0 <= ry <= SIZE - LOCAL and 0 <= rx <= SIZE - LOCAL
+
+
+def test_training_dataset_free_holes(photo_files):
+    config = free_config(seed=3)
+    batches = take(data_loader.training_dataset(photo_files, config), 5)
+    for batch in batches:
+        assert batch["mask"].shape == (2, SIZE, SIZE, 1) and batch["mask"].dtype == np.float32
+        assert batch["hole"].shape == (2, 4) and batch["hole"].dtype == np.int32
+        assert batch["local_fake"].dtype == batch["local_real"].dtype == np.int32
+        check_free_holes(batch)
+    masks = np.concatenate([b["mask"] for b in batches])
+    holes = np.concatenate([b["hole"] for b in batches])
+    assert len({m.tobytes() for m in masks}) == len(masks)
+    assert (masks.sum(axis=(1, 2, 3)) < holes[:, 2] * holes[:, 3]).sum() >= len(masks) // 2
+    again = take(data_loader.training_dataset(photo_files, config), 1)[0]
+    resumed = take(data_loader.training_dataset(photo_files, config, start_element=2), 1)[0]
+    for key in again:
+        np.testing.assert_array_equal(again[key], batches[0][key], err_msg=key)
+        np.testing.assert_array_equal(resumed[key], batches[1][key], err_msg=key)
+
+
+def test_validation_batch_free_holes_are_deterministic(photo_files):
+    config = free_config(seed=2)
+    first = data_loader.validation_batch(photo_files[:2], config, count=4)
+    second = data_loader.validation_batch(photo_files[:2], config, count=4)
+    for key in first:
+        assert isinstance(first[key], np.ndarray), key
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    assert first["mask"].shape == (4, SIZE, SIZE, 1) and first["hole"].shape == (4, 4)
+    check_free_holes(first)
+    assert len({m.tobytes() for m in first["mask"]}) == 4
+    other = data_loader.validation_batch(photo_files[:2], free_config(seed=9), count=4)
+    assert not np.array_equal(first["mask"], other["mask"])
+
+
+def test_hole_shape_flag_and_sessions_saved_before_it():
+    parser = config_module.build_parser("train")
+    assert parser.parse_args(["--hole-shape", "free"]).hole_shape == "free"
+    assert "hole_shape" not in vars(parser.parse_args([]))
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--hole-shape", "star"])
+    assert info.value.code == 2
+    old = dataclasses.asdict(config_module.preset_config("cpu"))
+    del old["hole_shape"]
+    loaded = config_module.Config.from_dict(old)
+    assert loaded.hole_shape == "rect" and loaded.image_size == 128
+    assert config_module.resolve(loaded, {"hole_shape": "free"}).hole_shape == "free"
+    with pytest.raises(config_module.ConfigError, match="--hole-shape"):
+        config_module.Config(hole_shape="star").validate()
+    assert "hole_shape" not in config_module.ARCHITECTURE_SETTINGS

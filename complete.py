@@ -1,0 +1,323 @@
+"""Complete your own photos with a trained completion network.
+
+    python complete.py --session NAME --input photo.jpg --mask mask.png --output out.png
+    python complete.py --session NAME --input photo.jpg --box 40,30,64,48 --output out.png --postprocess blend
+    python complete.py --session NAME --input photos/ --mask masks/ --output completed/
+    python complete.py --session NAME --export exported/      # then: --model exported/ instead of --session
+
+White pixels of a mask (same size as the photo) are the hole. Pixels outside the hole are
+copied from the input exactly. `--postprocess blend` is the paper's post-processing: a fast
+marching (Telea) fill of the hole, into which the network's completion is Poisson-blended
+(OpenCV's seamless cloning), so that its colours meet the surrounding pixels without a seam.
+"""
+import os
+import sys
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import cv2  # noqa: E402
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import config as cfg  # noqa: E402
+import utils  # noqa: E402
+from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
+from model import build_completion_network  # noqa: E402
+
+EXPORT_FORMAT, EXPORT_VERSION = "glcic-completion-network", 1
+MULTIPLE = 4  # the completion network halves the resolution twice
+
+
+class UserError(ValueError):
+    """Bad input from the command line; the message names the file or flag."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading a trained completion network: from a session, or from an export
+
+
+def load_from_session(name):
+    """(completion network, mean pixel, config) from saved_sessions/NAME."""
+    folder = os.path.join("saved_sessions", name)
+    try:
+        saved = utils.read_json(os.path.join(folder, "session.json"))
+        config = cfg.Config.from_dict(saved["config"])
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(f"--session {name}: no readable session in {folder}/ (train one with"
+                        f" python train.py --session {name})")
+    path = utils.latest_checkpoint(folder)
+    if path is None:
+        raise UserError(f"--session {name}: no checkpoint in {folder}/ yet; train longer first")
+    network = build_completion_network()
+    tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
+    return network, mean_pixel, config
+
+
+def export(network, mean_pixel, config, folder):
+    """folder/completion_network.keras, folder/saved_model/ and folder/glcic.json."""
+    os.makedirs(folder, exist_ok=True)
+    network.save(os.path.join(folder, "completion_network.keras"))
+    network.export(os.path.join(folder, "saved_model"), verbose=False)
+    utils.write_json(os.path.join(folder, "glcic.json"), {
+        "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
+        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": cfg.dataclasses.asdict(config)})
+
+
+def load_export(folder):
+    """(completion network, mean pixel, config) from a folder written by export()."""
+    try:
+        meta = utils.read_json(os.path.join(folder, "glcic.json"))
+    except (OSError, ValueError):
+        raise UserError(f"--model {folder}: not an export of complete.py (glcic.json missing"
+                        " or unreadable)")
+    if meta.get("format") != EXPORT_FORMAT or meta.get("version") != EXPORT_VERSION:
+        raise UserError(f"--model {folder}: export format {meta.get('format')!r} version"
+                        f" {meta.get('version')!r} is not supported (expected"
+                        f" {EXPORT_FORMAT!r} version {EXPORT_VERSION}); export it again")
+    network = keras.models.load_model(os.path.join(folder, "completion_network.keras"))
+    return (network, np.asarray(meta["mean_pixel"], np.float32),
+            cfg.Config.from_dict(meta.get("config", {})))
+
+
+# ---------------------------------------------------------------------------------------------
+# Completion
+
+
+def complete(network, image, hole, mean_pixel, max_pixels=4_000_000):
+    """Fill `hole` (bool H x W) of `image` (uint8 H x W x 3). Returns (completed, raw output),
+    both uint8; completed equals image outside the hole.
+
+    Images larger than max_pixels are completed one window per group of holes (the hole plus
+    a margin of context), so memory depends on the holes, not on the photo."""
+    raw = image.copy()
+    windows = [(0, 0, image.shape[0], image.shape[1])]
+    if image.shape[0] * image.shape[1] > max_pixels:
+        windows = hole_windows(hole, image.shape[:2])
+    for top, left, bottom, right in windows:
+        crop = image[top:bottom, left:right]
+        raw[top:bottom, left:right] = run_network(network, crop, hole[top:bottom, left:right],
+                                                  mean_pixel)
+    inside = hole[..., None]
+    return np.where(inside, raw, image), raw
+
+
+def run_network(network, image, hole, mean_pixel):
+    """One forward pass on a crop padded (by reflection) to a multiple of 4."""
+    h, w = hole.shape
+    pad = ((0, -h % MULTIPLE), (0, -w % MULTIPLE))
+    x = np.pad(image.astype(np.float32) / 255.0, pad + ((0, 0),), mode="reflect" if min(h, w) > 4 else "edge")
+    m = np.pad(hole.astype(np.float32), pad)[..., None]
+    inputs = utils.completion_input(x[None], m[None], tf.constant(mean_pixel))
+    output = network(inputs, training=False)[0, :h, :w].numpy()
+    return np.round(np.clip(output, 0.0, 1.0) * 255.0).astype(np.uint8)
+
+
+def hole_windows(hole, shape, margin=None):
+    """Boxes (top, left, bottom, right) around the connected holes, merged where they overlap."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
+    boxes = []
+    for x, y, w, h, _ in stats[1:count]:
+        pad = margin if margin is not None else max(64, max(w, h))
+        boxes.append([max(0, y - pad), max(0, x - pad), min(shape[0], y + h + pad),
+                      min(shape[1], x + w + pad)])
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return [tuple(b) for b in boxes]
+
+
+def poisson_blend(image, completed, hole):
+    """The paper's post-processing: Telea fill of the hole, then seamless (Poisson) cloning of
+    the completion into it, one connected hole at a time. Outside the hole: the input."""
+    border = 8  # seamlessClone needs the cloned region away from the image edge
+    pad = ((border, border), (border, border))
+    mask = np.pad(hole.astype(np.uint8) * 255, pad)
+    source = cv2.cvtColor(np.pad(completed, pad + ((0, 0),), mode="reflect"), cv2.COLOR_RGB2BGR)
+    result = cv2.cvtColor(np.pad(image, pad + ((0, 0),), mode="reflect"), cv2.COLOR_RGB2BGR)
+    result = cv2.inpaint(result, mask, 3, cv2.INPAINT_TELEA)
+    count, labels, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    for label in range(1, count):
+        region = cv2.dilate((labels == label).astype(np.uint8) * 255, np.ones((3, 3), np.uint8))
+        x, y, w, h = cv2.boundingRect(region)
+        result = cv2.seamlessClone(source, result, region, (x + w // 2, y + h // 2),
+                                   cv2.NORMAL_CLONE)
+    blended = cv2.cvtColor(result, cv2.COLOR_BGR2RGB)[border:-border, border:-border]
+    return np.where(hole[..., None], blended, image)
+
+
+# ---------------------------------------------------------------------------------------------
+# Files and the command line
+
+
+def read_mask(path, shape):
+    try:
+        with Image.open(path) as img:
+            mask = np.asarray(img.convert("L")) > 127
+    except Exception as error:
+        raise UserError(f"--mask {path}: cannot read it as an image ({error})")
+    if mask.shape != tuple(shape):
+        raise UserError(f"--mask {path}: {mask.shape[1]}x{mask.shape[0]} pixels, expected the"
+                        f" input's size {shape[1]}x{shape[0]}")
+    return mask
+
+
+def box_mask(boxes, shape):
+    mask = np.zeros(shape, bool)
+    for text in boxes:
+        try:
+            x, y, w, h = (int(v) for v in text.split(","))
+        except ValueError:
+            raise UserError(f"--box {text}: expected X,Y,W,H (four integers)")
+        if w < 1 or h < 1 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
+            raise UserError(f"--box {text}: expected a box of positive size inside the"
+                            f" {shape[1]}x{shape[0]} image")
+        mask[y:y + h, x:x + w] = True
+    return mask
+
+
+def read_image(path):
+    try:
+        return load_rgb(path)
+    except Exception as error:
+        raise UserError(f"--input {path}: cannot read it as an image ({error})")
+
+
+def save_image(path, array):
+    """Write via a temporary file, so a failure never leaves half an output behind."""
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    root, ext = os.path.splitext(path)
+    tmp = f"{root}.partial{ext}"
+    try:
+        Image.fromarray(array).save(tmp)
+    except (OSError, ValueError) as error:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise UserError(f"--output {path}: cannot write it ({error})")
+    os.replace(tmp, path)
+
+
+def jobs(args):
+    """(input path, mask source, output path) for each photo, checked before any work."""
+    if os.path.isdir(args.input):
+        names = sorted(n for n in os.listdir(args.input) if n.lower().endswith(IMAGE_EXTENSIONS))
+        if not names:
+            raise UserError(f"--input {args.input}: no image files found")
+        if args.mask and not os.path.isdir(args.mask):
+            raise UserError(f"--mask {args.mask}: expected a folder of masks, since --input is"
+                            " a folder")
+        if os.path.isfile(args.output):
+            raise UserError(f"--output {args.output}: expected a folder, since --input is one")
+        result = []
+        for name in names:
+            stem = os.path.splitext(name)[0]
+            mask = None
+            if args.mask:
+                matches = [m for m in sorted(os.listdir(args.mask))
+                           if os.path.splitext(m)[0] == stem]
+                if not matches:
+                    raise UserError(f"--mask {args.mask}: no mask named {stem}.png for"
+                                    f" {os.path.join(args.input, name)}")
+                mask = os.path.join(args.mask, matches[0])
+            result.append((os.path.join(args.input, name), mask,
+                           os.path.join(args.output, stem + ".png")))
+        return result
+    if not os.path.isfile(args.input):
+        raise UserError(f"--input {args.input}: no such file or folder")
+    if args.mask and not os.path.isfile(args.mask):
+        raise UserError(f"--mask {args.mask}: no such file")
+    return [(args.input, args.mask, args.output)]
+
+
+def steps_image(image, hole, raw, completed, blended, mean_pixel):
+    """masked input | raw output | completed | blended, side by side."""
+    masked = np.where(hole[..., None], np.round(np.asarray(mean_pixel) * 255).astype(np.uint8),
+                      image)
+    panels = [masked, raw, completed] + ([blended] if blended is not None else [])
+    return np.concatenate(panels, axis=1)
+
+
+def process(network, mean_pixel, job, args):
+    source, mask_path, output = job
+    image = read_image(source)
+    hole = read_mask(mask_path, image.shape[:2]) if mask_path else box_mask(args.box, image.shape[:2])
+    if not hole.any():
+        save_image(output, image)
+        print(f"{source}: the mask is empty, nothing to fill; copied the input to {output}")
+        return
+    completed, raw = complete(network, image, hole, mean_pixel, args.max_pixels)
+    blended = poisson_blend(image, completed, hole) if args.postprocess == "blend" else None
+    save_image(output, blended if blended is not None else completed)
+    if args.save_steps:
+        root, ext = os.path.splitext(output)
+        save_image(f"{root}_steps{ext}", steps_image(image, hole, raw, completed, blended,
+                                                     mean_pixel))
+    print(f"{source}: filled {int(hole.sum())} pixels -> {output}")
+
+
+def parse_args(argv):
+    parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--session", help="a training session in saved_sessions/NAME")
+    source.add_argument("--model", metavar="DIR", help="a folder written by --export")
+    parser.add_argument("--export", metavar="DIR",
+                        help="write the session's completion network (with its mean pixel) to DIR")
+    parser.add_argument("--input", help="a photo, or a folder of photos")
+    parser.add_argument("--mask", help="mask image (white = hole, the photo's size), or a folder"
+                                       " of masks named like the photos")
+    parser.add_argument("--box", action="append", metavar="X,Y,W,H",
+                        help="a rectangular hole in pixels; repeat for several holes")
+    parser.add_argument("--output", help="output image (.png), or a folder for a folder input")
+    parser.add_argument("--postprocess", choices=("none", "blend"), default="none",
+                        help="blend: the paper's fast marching + Poisson blending (default: none)")
+    parser.add_argument("--save-steps", action="store_true",
+                        help="also write OUTPUT_steps.png: masked | raw output | completed | blended")
+    parser.add_argument("--max-pixels", type=int, default=4_000_000,
+                        help="larger photos are completed window by window around the holes"
+                             " (default: 4000000)")
+    args = parser.parse_args(argv)
+    if args.export:
+        if args.model or any([args.input, args.mask, args.box, args.output]):
+            parser.error("--export takes only --session")
+    else:
+        if not args.input or not args.output:
+            parser.error("--input and --output are required (or --export DIR)")
+        if bool(args.mask) == bool(args.box):
+            parser.error("give either --mask or --box (one or more)")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.model:
+            network, mean_pixel, _ = load_export(args.model)
+        else:
+            network, mean_pixel, config = load_from_session(args.session)
+        if args.export:
+            export(network, mean_pixel, config, args.export)
+            print(f"Exported the completion network of session '{args.session}' to {args.export}/")
+            return 0
+        for job in jobs(args):
+            process(network, mean_pixel, job, args)
+        return 0
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

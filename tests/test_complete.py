@@ -1,0 +1,181 @@
+"""complete.py: any photo, any hole, exact pixels outside the hole, exports, bad input."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+import complete
+import utils
+from conftest import run_script, smooth_photo
+
+
+def write(path, array):
+    os.makedirs(os.path.dirname(str(path)) or ".", exist_ok=True)
+    Image.fromarray(array).save(path)
+    return str(path)
+
+
+def stroke_mask(height, width):
+    """A hand-drawn looking hole: a thick polyline and a disc."""
+    mask = np.zeros((height, width), np.uint8)
+    cv2.polylines(mask, [np.array([[5, 8], [20, 30], [40, 22], [width - 10, 50]], np.int32)],
+                  False, 255, 5)
+    cv2.circle(mask, (width // 3, height - 15), 6, 255, -1)
+    return mask
+
+
+@pytest.fixture
+def setup(tmp_path, make_session, monkeypatch):
+    make_session(tmp_path, "s")
+    monkeypatch.chdir(tmp_path)
+    photo = smooth_photo(np.random.default_rng(3), 67, 90)
+    return tmp_path, write(tmp_path / "photo.png", photo), photo
+
+
+def test_pixels_outside_a_free_form_hole_are_exactly_the_input(setup):
+    root, photo_path, photo = setup
+    mask = stroke_mask(*photo.shape[:2])
+    mask_path = write(root / "mask.png", mask)
+    for post in ("none", "blend"):
+        out = str(root / f"out_{post}.png")
+        assert complete.main(["--session", "s", "--input", photo_path, "--mask", mask_path,
+                              "--output", out, "--postprocess", post]) == 0
+        result = np.asarray(Image.open(out))
+        hole = mask > 127
+        assert result.shape == photo.shape
+        assert np.array_equal(result[~hole], photo[~hole])
+        assert (result[hole] != photo[hole]).any()
+
+
+def test_odd_sizes_round_trip(tmp_path, make_session, monkeypatch):
+    make_session(tmp_path, "s")
+    monkeypatch.chdir(tmp_path)
+    photo = smooth_photo(np.random.default_rng(4), 199, 301)
+    path = write(tmp_path / "odd.jpg", photo)
+    assert complete.main(["--session", "s", "--input", path, "--box", "100,50,40,30",
+                          "--output", "odd_out.png"]) == 0
+    assert np.asarray(Image.open(tmp_path / "odd_out.png")).shape == (199, 301, 3)
+
+
+def test_mask_and_boxes_give_the_same_completion(setup):
+    root, photo_path, photo = setup
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[10:30, 5:25] = 255
+    mask[40:60, 50:80] = 255
+    write(root / "rects.png", mask)
+    complete.main(["--session", "s", "--input", photo_path, "--mask", "rects.png", "--output", "a.png"])
+    complete.main(["--session", "s", "--input", photo_path, "--box", "5,10,20,20",
+                   "--box", "50,40,30,20", "--output", "b.png"])
+    assert np.array_equal(np.asarray(Image.open("a.png")), np.asarray(Image.open("b.png")))
+
+
+def test_export_loads_without_the_session_and_gives_the_same_output(setup, capsys):
+    root, photo_path, _ = setup
+    assert complete.main(["--session", "s", "--export", "exported"]) == 0
+    assert "Exported the completion network of session 's' to exported/" in capsys.readouterr().out
+    assert sorted(os.listdir("exported")) == ["completion_network.keras", "glcic.json", "saved_model"]
+    complete.main(["--session", "s", "--input", photo_path, "--box", "20,20,30,25", "--output", "from_session.png"])
+    os.rename("saved_sessions", "moved_away")
+    complete.main(["--model", "exported", "--input", photo_path, "--box", "20,20,30,25",
+                   "--output", "from_export.png"])
+    assert np.array_equal(np.asarray(Image.open("from_session.png")),
+                          np.asarray(Image.open("from_export.png")))
+    meta = utils.read_json("exported/glcic.json")
+    assert meta["mean_pixel"] == pytest.approx([0.4, 0.5, 0.6])
+
+
+def test_a_folder_of_photos_with_a_folder_of_masks(setup):
+    root, _, _ = setup
+    rng = np.random.default_rng(5)
+    for name, size in (("a", (40, 52)), ("b", (33, 47))):
+        write(root / "in" / f"{name}.jpg", smooth_photo(rng, *size))
+        mask = np.zeros(size, np.uint8)
+        mask[5:15, 10:30] = 255
+        write(root / "masks" / f"{name}.png", mask)
+    assert complete.main(["--session", "s", "--input", "in", "--mask", "masks", "--output", "out"]) == 0
+    assert sorted(os.listdir("out")) == ["a.png", "b.png"]
+    assert np.asarray(Image.open("out/b.png")).shape == (33, 47, 3)
+
+
+def test_save_steps_writes_the_panels_side_by_side(setup):
+    root, photo_path, photo = setup
+    complete.main(["--session", "s", "--input", photo_path, "--box", "10,10,20,20",
+                   "--output", "x.png", "--postprocess", "blend", "--save-steps"])
+    steps = np.asarray(Image.open("x_steps.png"))
+    assert steps.shape == (photo.shape[0], 4 * photo.shape[1], 3)
+    assert np.array_equal(steps[:, 3 * photo.shape[1]:], np.asarray(Image.open("x.png")))
+
+
+def test_large_photos_are_completed_window_by_window(setup):
+    root, photo_path, photo = setup
+    network, mean_pixel, _ = complete.load_from_session("s")
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[5:12, 5:15] = True
+    hole[50:60, 70:85] = True
+    completed, raw = complete.complete(network, photo, hole, mean_pixel, max_pixels=1000)
+    assert np.array_equal(completed[~hole], photo[~hole])
+    assert (completed[hole] != photo[hole]).any()
+    # Two holes far apart: two windows; overlapping margins merge into one.
+    assert len(complete.hole_windows(hole, hole.shape, margin=8)) == 2
+    assert complete.hole_windows(hole, hole.shape, margin=40) == [(0, 0, 67, 90)]
+
+
+def test_an_empty_mask_copies_the_input_and_says_so(setup, capsys):
+    root, photo_path, photo = setup
+    write(root / "empty.png", np.zeros(photo.shape[:2], np.uint8))
+    assert complete.main(["--session", "s", "--input", photo_path, "--mask", "empty.png",
+                          "--output", "same.png"]) == 0
+    assert "the mask is empty, nothing to fill; copied the input to same.png" in capsys.readouterr().out
+    assert np.array_equal(np.asarray(Image.open("same.png")), photo)
+
+
+BAD = [
+    (["--input", "missing.jpg", "--box", "1,1,5,5"], "--input missing.jpg: no such file or folder"),
+    (["--input", "photo.png", "--mask", "small.png"],
+     "--mask small.png: 10x8 pixels, expected the input's size 90x67"),
+    (["--input", "photo.png", "--box", "80,10,20,20"],
+     "--box 80,10,20,20: expected a box of positive size inside the 90x67 image"),
+    (["--input", "photo.png", "--box", "8,9"], "--box 8,9: expected X,Y,W,H (four integers)"),
+    (["--input", "notanimage.png", "--box", "1,1,5,5"], "--input notanimage.png: cannot read it as an image"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD)
+def test_bad_input_is_one_line_and_writes_nothing(setup, capsys, args, message):
+    root, _, _ = setup
+    write(root / "small.png", np.zeros((8, 10), np.uint8))
+    (root / "notanimage.png").write_text("hello")
+    assert complete.main(["--session", "s", *args, "--output", "never.png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {message}") and err.count("\n") == 1
+    assert not os.path.exists("never.png")
+    assert not [n for n in os.listdir(".") if "partial" in n]
+
+
+def test_sessions_and_exports_that_cannot_be_used(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    utils.write_json("saved_sessions/untrained/session.json",
+                     {"config": {"image_size": 32}, "mean_pixel": [0.5, 0.5, 0.5]})
+    utils.write_json("old_export/glcic.json", {"format": "glcic-completion-network", "version": 0})
+    cases = [(["--session", "nothing"], "error: --session nothing: no readable session in"
+                                        " saved_sessions/nothing/"),
+             (["--session", "untrained"], "error: --session untrained: no checkpoint in"
+                                          " saved_sessions/untrained/ yet; train longer first"),
+             (["--model", "old_export"], "error: --model old_export: export format"
+                                         " 'glcic-completion-network' version 0 is not supported")]
+    for source, message in cases:
+        assert complete.main([*source, "--input", "x.png", "--box", "1,1,2,2", "--output", "o.png"]) == 2
+        assert capsys.readouterr().err.startswith(message)
+
+
+def test_command_line_errors_exit_2_without_traceback(setup):
+    root, photo_path, _ = setup
+    result = run_script("complete.py", ["--session", "s", "--input", photo_path, "--box",
+                                        "500,1,5,5", "--output", "o.png"], cwd=root, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("error: --box 500,1,5,5:")
+    result = run_script("complete.py", ["--session", "s", "--input", photo_path, "--output",
+                                        "o.png"], cwd=root, timeout=300)
+    assert result.returncode == 2 and "give either --mask or --box" in result.stderr

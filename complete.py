@@ -77,9 +77,15 @@ def load_export(folder):
         raise UserError(f"--model {folder}: export format {meta.get('format')!r} version"
                         f" {meta.get('version')!r} is not supported (expected"
                         f" {EXPORT_FORMAT!r} version {EXPORT_VERSION}); export it again")
-    network = keras.models.load_model(os.path.join(folder, "completion_network.keras"))
-    return (network, np.asarray(meta["mean_pixel"], np.float32),
-            cfg.Config.from_dict(meta.get("config", {})))
+    path = os.path.join(folder, "completion_network.keras")
+    try:
+        mean_pixel = np.asarray(meta["mean_pixel"], np.float32).reshape(3)
+        config = cfg.Config.from_dict(meta["config"])
+        network = keras.models.load_model(path)
+    except (KeyError, TypeError, ValueError, OSError) as error:
+        raise UserError(f"--model {folder}: incomplete or damaged export ({type(error).__name__}:"
+                        f" {error}); export it again")
+    return network, mean_pixel, config
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,11 +248,16 @@ def jobs(args):
     return [(args.input, args.mask, args.output)]
 
 
+def mean_fill(image, hole, mean_pixel):
+    """The hole filled with the mean pixel: what the completion network sees (uint8)."""
+    return np.where(hole[..., None], np.round(np.asarray(mean_pixel) * 255).astype(np.uint8),
+                    image)
+
+
 def steps_image(image, hole, raw, completed, blended, mean_pixel):
     """masked input | raw output | completed | blended, side by side."""
-    masked = np.where(hole[..., None], np.round(np.asarray(mean_pixel) * 255).astype(np.uint8),
-                      image)
-    panels = [masked, raw, completed] + ([blended] if blended is not None else [])
+    panels = [mean_fill(image, hole, mean_pixel), raw, completed]
+    panels += [blended] if blended is not None else []
     return np.concatenate(panels, axis=1)
 
 

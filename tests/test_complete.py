@@ -165,6 +165,9 @@ def test_sessions_and_exports_that_cannot_be_used(tmp_path, monkeypatch, capsys)
                                           " saved_sessions/untrained/ yet; train longer first"),
              (["--model", "old_export"], "error: --model old_export: export format"
                                          " 'glcic-completion-network' version 0 is not supported")]
+    utils.write_json("no_network/glcic.json", {"format": "glcic-completion-network", "version": 1,
+                                               "mean_pixel": [0.5, 0.5, 0.5], "config": {}})
+    cases.append((["--model", "no_network"], "error: --model no_network: incomplete or damaged export"))
     for source, message in cases:
         assert complete.main([*source, "--input", "x.png", "--box", "1,1,2,2", "--output", "o.png"]) == 2
         assert capsys.readouterr().err.startswith(message)

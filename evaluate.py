@@ -1,0 +1,277 @@
+"""Measure how well a trained completion network fills holes, against simple baselines.
+
+    python evaluate.py --session NAME --data-dir PHOTOS
+    python evaluate.py --model exported/ --data-dir PHOTOS --hole-shape free --seed 1 --count 50
+
+Each photo is centre-cropped to the session's image size and gets one seeded random hole: the
+same holes for every method, and for every run with the same --seed. Methods: the completion
+network ("model"), the network with the paper's post-processing ("model + blend"), the mean
+pixel the network sees in the hole ("mean pixel"), and OpenCV's fast marching (Telea) and
+Navier-Stokes inpainting. Metrics on [0, 1] values, inside the hole and over the whole image:
+mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Writes to
+results/NAME/eval/: metrics.csv, metrics.json (with the per-photo values), metrics.png and
+examples.png.
+"""
+import csv
+import os
+import sys
+import textwrap
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import cv2  # noqa: E402
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+from skimage.metrics import structural_similarity  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import complete  # noqa: E402
+import config as cfg  # noqa: E402
+import data_loader  # noqa: E402
+import utils  # noqa: E402
+
+METHODS = ("model", "model + blend", "mean pixel", "OpenCV Telea", "OpenCV Navier-Stokes")
+METRICS = {"l1": "L1", "l2": "L2", "psnr": "PSNR", "ssim": "SSIM"}
+HIGHER_IS_BETTER = ("psnr", "ssim")
+REGIONS = ("hole", "image")
+COLUMNS = [f"{metric}_{region}" for region in REGIONS for metric in METRICS]  # l1_hole, ...
+MAX_PSNR = 100.0  # dB, reported for a perfect match (MSE 0)
+EXAMPLES = 4
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics: prediction and target are (H, W, 3) arrays in [0, 1]; a mask (H, W) or (H, W, 1)
+# restricts them to its pixels (all three channels of each).
+
+
+def difference(prediction, target, mask=None):
+    diff = np.asarray(prediction, np.float64) - np.asarray(target, np.float64)
+    return diff if mask is None else diff[np.asarray(mask, bool).reshape(diff.shape[:2])]
+
+
+def l1(prediction, target, mask=None):
+    return float(np.mean(np.abs(difference(prediction, target, mask))))
+
+
+def l2(prediction, target, mask=None):
+    return float(np.mean(np.square(difference(prediction, target, mask))))
+
+
+def psnr(prediction, target, mask=None):
+    mse = l2(prediction, target, mask)
+    return MAX_PSNR if mse == 0 else min(MAX_PSNR, float(10 * np.log10(1.0 / mse)))
+
+
+def ssim(prediction, target, mask=None):
+    """Whole image: scikit-image's mean SSIM. With a mask: the mean of the SSIM map over it."""
+    side = min(np.shape(target)[:2])
+    mean, ssim_map = structural_similarity(
+        np.asarray(prediction, np.float64), np.asarray(target, np.float64), channel_axis=-1,
+        data_range=1.0, full=True, win_size=min(7, side if side % 2 else side - 1))
+    if mask is None:
+        return float(mean)
+    return float(np.mean(ssim_map[np.asarray(mask, bool).reshape(ssim_map.shape[:2])]))
+
+
+def scores(result, image, hole):
+    """Every metric of one completion (uint8) against the photo (uint8), in COLUMNS order."""
+    prediction, target = result / 255.0, image / 255.0
+    functions = {"l1": l1, "l2": l2, "psnr": psnr, "ssim": ssim}
+    return {f"{name}_{region}": functions[name](prediction, target,
+                                                hole if region == "hole" else None)
+            for region in REGIONS for name in METRICS}
+
+
+# ---------------------------------------------------------------------------------------------
+# The methods, all given the same masked photo: no method sees the pixels of the hole
+
+
+def fill_all(network, masked, hole, mean_pixel):
+    """{method: completed uint8 photo} for the bool (H, W) hole of a uint8 photo."""
+    completed, _ = complete.complete(network, masked, hole, mean_pixel)
+    bgr, hole_u8 = cv2.cvtColor(masked, cv2.COLOR_RGB2BGR), hole.astype(np.uint8) * 255
+
+    def opencv(kind):
+        return cv2.cvtColor(cv2.inpaint(bgr, hole_u8, 3, kind), cv2.COLOR_BGR2RGB)
+
+    return {"model": completed,
+            "model + blend": complete.poisson_blend(masked, completed, hole),
+            "mean pixel": masked,
+            "OpenCV Telea": opencv(cv2.INPAINT_TELEA),
+            "OpenCV Navier-Stokes": opencv(cv2.INPAINT_NS)}
+
+
+def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
+    """Per-photo scores of every method: (photos, {method: {column: [value per photo]}},
+    examples). The hole of files[i] depends on (seed, i) only."""
+    size = config.image_size
+    photos, examples = [], []
+    per_photo = {method: {column: [] for column in COLUMNS} for method in METHODS}
+    bar = tqdm(total=min(count, len(files)), desc="evaluating", unit="photo", dynamic_ncols=True,
+               leave=False)
+    for index, path in enumerate(files):
+        if len(photos) == count:
+            break
+        photo = data_loader.try_load(path, size)
+        if photo is None:
+            continue
+        image = np.round(data_loader.center_crop(photo, size) * 255).astype(np.uint8)
+        rng = np.random.default_rng([seed, index])
+        mask, box = data_loader.random_mask(rng, size, config.hole_min, config.hole_max,
+                                            hole_shape)
+        hole = mask[..., 0] > 0
+        masked = complete.mean_fill(image, hole, mean_pixel)
+        results = fill_all(network, masked, hole, mean_pixel)
+        for method, result in results.items():
+            for column, value in scores(result, image, hole).items():
+                per_photo[method][column].append(value)
+        photos.append(dict(path=path, hole=box.tolist(), hole_pixels=int(hole.sum())))
+        if len(examples) < EXAMPLES:
+            examples.append((path, image, hole, results))
+        bar.update(1)
+    bar.close()
+    return photos, per_photo, examples
+
+
+# ---------------------------------------------------------------------------------------------
+# Report: table, csv, json, figures
+
+
+def column_title(column):
+    metric, region = column.split("_")
+    return f"{METRICS[metric]} {region}"
+
+
+def table(header, means):
+    width = max(len(method) for method in METHODS) + 2
+    lines = [header, "method".ljust(width) + "".join(f"{column_title(c):>12}" for c in COLUMNS)]
+    for method in METHODS:
+        lines.append(method.ljust(width) + "".join(
+            f"{means[method][c]:>12.2f}" if c.startswith("psnr") else f"{means[method][c]:>12.4f}"
+            for c in COLUMNS))
+    return "\n".join(lines)
+
+
+def write_csv(path, means):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["method", *COLUMNS])
+        for method in METHODS:
+            writer.writerow([method, *(repr(means[method][c]) for c in COLUMNS)])
+
+
+def plot_metrics(path, header, means):
+    """One bar chart per metric and region, a bar per method."""
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig, axes = plt.subplots(len(REGIONS), len(METRICS), figsize=(4 * len(METRICS), 8))
+    for ax, column in zip(axes.flat, COLUMNS):
+        bars = ax.bar(range(len(METHODS)), [means[m][column] for m in METHODS],
+                      color=colors[:len(METHODS)])
+        ax.bar_label(bars, fmt="%.2f" if column.startswith("psnr") else "%.3g", fontsize=8)
+        better = "higher" if column.split("_")[0] in HIGHER_IS_BETTER else "lower"
+        ax.set_title(f"{column_title(column)} ({better} is better)")
+        ax.set_xticks(range(len(METHODS)), METHODS, rotation=30, ha="right", fontsize=9)
+        ax.margins(y=0.15)
+    fig.suptitle(header)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def plot_examples(path, examples):
+    """A row per photo: masked input (hole in white) | each method | ground truth."""
+    titles = ["masked input", *METHODS, "ground truth"]
+    fig, axes = plt.subplots(len(examples), len(titles), squeeze=False,
+                             figsize=(1.8 * len(titles), 1.9 * len(examples) + 0.4))
+    for row, (photo, image, hole, results) in zip(axes, examples):
+        panels = [np.where(hole[..., None], np.uint8(255), image),
+                  *(results[m] for m in METHODS), image]
+        for ax, panel in zip(row, panels):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+        name = os.path.basename(photo)
+        row[0].set_ylabel(name if len(name) <= 24 else name[:23] + "…", fontsize=8)
+    for ax, title in zip(axes[0], titles):
+        ax.set_title("\n".join(textwrap.wrap(title, 13)), fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def report(folder, header, settings, photos, per_photo, examples):
+    means = {method: {c: float(np.mean(v)) for c, v in columns.items()}
+             for method, columns in per_photo.items()}
+    print(table(header, means))
+    os.makedirs(folder, exist_ok=True)
+    paths = [os.path.join(folder, name)
+             for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png")]
+    write_csv(paths[0], means)
+    utils.write_json(paths[1], dict(settings=settings, photos=photos, methods=list(METHODS),
+                                    mean=means, per_photo=per_photo))
+    plot_metrics(paths[2], header, means)
+    plot_examples(paths[3], examples)
+    print("Wrote " + ", ".join(paths))
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line
+
+
+def parse_args(argv):
+    parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--session", help="a training session in saved_sessions/NAME")
+    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export")
+    parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
+                        help="folder(s) of photos, searched recursively")
+    parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
+                        help="rect or free (default: the session's hole shape)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the holes: the same seed gives the same holes (default: 0)")
+    parser.add_argument("--count", type=int, default=100,
+                        help="at most this many photos, in sorted order (default: 100)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        if args.count < 1:
+            raise complete.UserError(f"--count {args.count}: expected at least 1 photo")
+        if args.seed < 0:
+            raise complete.UserError(f"--seed {args.seed}: expected a non-negative integer")
+        files = data_loader.find_images(args.data_dir)
+        if args.model:
+            network, mean_pixel, config = complete.load_export(args.model)
+            name, source = os.path.basename(os.path.normpath(args.model)), f"model {args.model}"
+        else:
+            network, mean_pixel, config = complete.load_from_session(args.session)
+            name, source = args.session, f"session '{args.session}'"
+        hole_shape = args.hole_shape or config.hole_shape
+        photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
+                                               hole_shape, args.seed)
+        if not photos:
+            raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
+                                        f" photo among {len(files)} image files")
+    except (complete.UserError, data_loader.DataError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
+              f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
+              f" {args.seed}")
+    settings = dict(session=args.session, model=args.model, data_dir=args.data_dir,
+                    hole_shape=hole_shape, seed=args.seed, count=args.count,
+                    image_size=config.image_size, hole_min=config.hole_min,
+                    hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
+    report(os.path.join("results", name, "eval"), header, settings, photos, per_photo, examples)
+    if data_loader.bad_files():
+        print(f"Skipped {len(data_loader.bad_files())} undecodable file(s): see the warnings above")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The metrics against hand-computed values, and evaluate.py as a user runs it."""
+import csv
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+import data_loader
+import evaluate
+from conftest import run_script
+
+MEAN_PIXEL = (0.4, 0.5, 0.6)  # make_session's default
+
+
+# ---------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_l1_l2_psnr_by_hand():
+    target = np.zeros((2, 2, 3))
+    prediction = np.zeros((2, 2, 3))
+    prediction[0, 0] = [0.5, 0.25, 0.0]   # the only wrong pixel
+    prediction[1, 1] = [0.1, 0.1, 0.1]
+    mask = np.array([[True, False], [False, False]])
+    assert evaluate.l1(prediction, target) == pytest.approx((0.75 + 0.3) / 12)
+    assert evaluate.l2(prediction, target) == pytest.approx((0.25 + 0.0625 + 0.03) / 12)
+    assert evaluate.psnr(prediction, target) == pytest.approx(
+        10 * math.log10(12 / (0.25 + 0.0625 + 0.03)))
+    # Masked: the three channels of the masked pixel only; (H, W, 1) masks work too.
+    assert evaluate.l1(prediction, target, mask) == pytest.approx(0.75 / 3)
+    assert evaluate.l2(prediction, target, mask[..., None]) == pytest.approx(0.3125 / 3)
+    assert evaluate.psnr(prediction, target, mask) == pytest.approx(10 * math.log10(3 / 0.3125))
+    assert evaluate.l1(prediction, target, ~mask) == pytest.approx(0.3 / 9)
+
+
+def test_psnr_of_a_perfect_match_is_capped():
+    image = np.full((2, 2, 3), 0.3)
+    assert evaluate.psnr(image, image) == evaluate.MAX_PSNR
+    assert evaluate.l1(image, image) == evaluate.l2(image, image) == 0.0
+
+
+def test_ssim_identical_is_one_and_the_mask_counts_only_its_pixels():
+    rng = np.random.default_rng(0)
+    target = rng.uniform(size=(32, 32, 3))
+    assert evaluate.ssim(target, target) == pytest.approx(1.0)
+    prediction = target.copy()
+    prediction[:8, :8] = 0.0  # damage the top-left corner only
+    far = np.zeros((32, 32), bool)
+    far[20:, 20:] = True      # more than a 7 x 7 window away from the damage
+    near = ~far
+    assert evaluate.ssim(prediction, target) < 0.99
+    assert evaluate.ssim(prediction, target, far) == pytest.approx(1.0)
+    assert evaluate.ssim(prediction, target, near) < evaluate.ssim(prediction, target)
+    # Images smaller than the 7 x 7 window still work.
+    assert evaluate.ssim(target[:5, :6], target[:5, :6]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# evaluate.py as a user runs it
+
+
+def run_evaluate(root, *args):
+    result = run_script("evaluate.py", ["--session", "s", "--data-dir", "photos", *args],
+                        cwd=root)
+    assert result.returncode == 0, result.stderr
+    with open(os.path.join(root, "results", "s", "eval", "metrics.json")) as f:
+        return result, json.load(f)
+
+
+@pytest.fixture
+def root(tmp_path, make_photos, make_session):
+    make_photos(tmp_path / "photos", 4, size=(40, 48))
+    make_session(tmp_path)
+    return tmp_path
+
+
+def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root):
+    result, report = run_evaluate(root, "--count", "3")
+    folder = root / "results" / "s" / "eval"
+    for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png"):
+        assert (folder / name).stat().st_size > 0
+        assert os.path.join("results", "s", "eval", name) in result.stdout
+    # The printed table: header line naming the settings, a row per method.
+    assert "session 's': 3 photos" in result.stdout and "rect holes" in result.stdout
+    assert "seed 0" in result.stdout
+    for method in evaluate.METHODS:
+        assert any(line.startswith(method + "  ") for line in result.stdout.splitlines())
+    with open(folder / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["method"] for r in rows] == list(evaluate.METHODS)
+    assert all(math.isfinite(float(r[c])) for r in rows for c in evaluate.COLUMNS)
+    assert float(rows[0]["l1_hole"]) == pytest.approx(report["mean"]["model"]["l1_hole"])
+
+    # The photos in sorted order, with their seeded holes.
+    photos = report["photos"]
+    assert ([str(root / p["path"]) for p in photos]
+            == data_loader.find_images([str(root / "photos")])[:3])
+    size = report["settings"]["image_size"]
+    per_photo = report["per_photo"]
+    for i, photo in enumerate(photos):
+        mask, hole = data_loader.random_mask(np.random.default_rng([0, i]), size,
+                                             report["settings"]["hole_min"],
+                                             report["settings"]["hole_max"], "rect")
+        assert photo["hole"] == hole.tolist() and photo["hole_pixels"] == int(mask.sum())
+        # Mean pixel fill, by hand: the MSE inside the hole, hence its PSNR.
+        photo_u8 = np.round(data_loader.center_crop(
+            data_loader.load_rgb(str(root / photo["path"]), size), size) * 255).astype(np.uint8)
+        image = photo_u8 / 255
+        fill = np.round(np.array(MEAN_PIXEL) * 255) / 255
+        mse = np.mean((image[mask[..., 0] > 0] - fill) ** 2)
+        assert per_photo["mean pixel"]["l2_hole"][i] == pytest.approx(mse, rel=1e-9)
+        assert per_photo["mean pixel"]["psnr_hole"][i] == pytest.approx(10 * math.log10(1 / mse))
+        # Every method copies the photo outside the hole: the image-wide L1 is the hole's,
+        # diluted by the hole's share of the pixels.
+        fraction = photo["hole_pixels"] / size ** 2
+        for method in evaluate.METHODS:
+            scores = per_photo[method]
+            assert scores["l1_image"][i] == pytest.approx(scores["l1_hole"][i] * fraction,
+                                                          abs=1e-6)
+            assert scores["l1_image"][i] <= scores["l1_hole"][i]
+    for method in evaluate.METHODS:
+        assert all(len(values) == 3 for values in per_photo[method].values())
+        assert report["mean"][method]["psnr_hole"] == pytest.approx(
+            np.mean(per_photo[method]["psnr_hole"]))
+
+
+def test_same_seed_same_numbers_other_seed_other_holes(root):
+    _, first = run_evaluate(root, "--count", "2", "--seed", "3")
+    _, again = run_evaluate(root, "--count", "2", "--seed", "3")
+    assert again == first
+    _, other = run_evaluate(root, "--count", "2", "--seed", "4")
+    assert [p["hole"] for p in other["photos"]] != [p["hole"] for p in first["photos"]]
+    assert other["per_photo"] != first["per_photo"]
+
+
+def test_free_form_holes(root):
+    result, report = run_evaluate(root, "--count", "2", "--hole-shape", "free")
+    assert "free holes" in result.stdout and report["settings"]["hole_shape"] == "free"
+    for i, photo in enumerate(report["photos"]):
+        mask, _ = data_loader.random_mask(np.random.default_rng([0, i]), 32, 4, 8, "free")
+        y, x, h, w = photo["hole"]
+        assert photo["hole_pixels"] == int(mask.sum()) < h * w  # strokes, not the whole box
+    assert all(math.isfinite(v) for columns in report["per_photo"].values()
+               for values in columns.values() for v in values)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--session", "nope", "--data-dir", "photos"], "error: --session nope"),
+    (["--session", "s", "--data-dir", "missing"], "error: --data-dir missing: not a folder"),
+    (["--session", "s", "--data-dir", "photos", "--count", "0"], "error: --count 0"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(root, args, message):
+    result = run_script("evaluate.py", args, cwd=root)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(message) and "Traceback" not in result.stderr
+    assert not (root / "results").exists()

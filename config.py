@@ -39,6 +39,8 @@ class Config:
     summary_every: int = 100
     sample_every: int = 1000
     seed: int = 0
+    deterministic: bool = False
+    on_nan: str = "stop"
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -68,6 +70,8 @@ class Config:
         need(self.hole_min >= 1, "--hole-min", f"at least 1, got {self.hole_min}")
         need(self.hole_min <= self.hole_max, "--hole-max",
              f"at least --hole-min ({self.hole_min}), got {self.hole_max}")
+        need(self.on_nan in ("stop", "rollback"), "--on-nan",
+             f"stop or rollback, got {self.on_nan!r}")
         need(self.hole_shape in HOLE_SHAPES, "--hole-shape",
              f"one of {', '.join(HOLE_SHAPES)}, got {self.hole_shape!r}")
         need(self.hole_max <= self.local_size, "--hole-max",
@@ -136,9 +140,12 @@ FLAG_HELP = {
     "checkpoint_every": "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)",
     "summary_every": "write TensorBoard scalars every N iterations",
     "sample_every": "write validation grids (TensorBoard and results/) every N iterations",
-    "seed": "seed of the data stream, holes and validation batch",
+    "seed": "seed of the initial weights, the data stream, holes and validation batch",
+    "deterministic": "bit-identical runs for the same --seed on the CPU (slower kernels)",
+    "on_nan": "when a loss becomes NaN or infinite: stop (keeping every good checkpoint), or"
+              " rollback to the last good checkpoint and skip the batches that caused it",
 }
-CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "recon_loss": ("mse", "l1"),
+CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "on_nan": ("stop", "rollback"), "recon_loss": ("mse", "l1"),
            "optimizer": ("adadelta", "adam")}
 
 
@@ -155,6 +162,8 @@ def build_parser(description):
         kwargs = dict(default=argparse.SUPPRESS, help=FLAG_HELP[f.name], dest=f.name)
         if f.name == "data_dir":
             kwargs.update(nargs="+", metavar="DIR")
+        elif f.type is bool:
+            kwargs.update(action="store_true")
         elif f.name in CHOICES:
             kwargs.update(choices=CHOICES[f.name])
         else:

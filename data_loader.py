@@ -17,7 +17,6 @@ import os
 import shutil
 import sys
 import threading
-import warnings
 
 import cv2
 import numpy as np
@@ -119,17 +118,25 @@ def bad_files():
     return sorted(_reported)
 
 
+# Larger photos are refused with a message instead of exhausting memory (250 M pixels is
+# 750 MB as 8-bit RGB). JPEGs are checked after draft decoding, which shrinks them first.
+MAX_PIXELS = 250_000_000
+Image.MAX_IMAGE_PIXELS = None  # replaced by the check below, made after JPEG draft mode
+
+
 def load_rgb(path, min_side=None):
-    """Decode a photo as 8-bit RGB (H, W, 3). JPEGs are decoded at reduced size when their
-    shorter edge stays >= min_side, which is much faster and never changes the crop's content."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with Image.open(path) as img:
-            if min_side and img.format == "JPEG":
-                scale = min_side / min(img.size)
-                img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
-            img = ImageOps.exif_transpose(img)
-            return np.asarray(to_rgb(img))
+    """Decode a photo as 8-bit RGB (H, W, 3), upright as its EXIF orientation says. JPEGs are
+    decoded at reduced size when their shorter edge stays >= min_side, which is much faster
+    and never changes the crop's content."""
+    with Image.open(path) as img:
+        if min_side and img.format == "JPEG":
+            scale = min_side / min(img.size)
+            img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+        if img.width * img.height > MAX_PIXELS:
+            raise ValueError(f"{img.width}x{img.height} pixels is more than this program"
+                             f" decodes ({MAX_PIXELS // 1_000_000} M pixels)")
+        img = ImageOps.exif_transpose(img)
+        return np.asarray(to_rgb(img))
 
 
 def to_rgb(img):
@@ -309,6 +316,8 @@ def validation_batch(files, config, count=6, source="--val-dir"):
         image = try_load(path, config.image_size)
         if image is not None:
             images.append(center_crop(image, config.image_size))
+        if len(images) == count:
+            break
     if not images:
         raise DataError(f"{source}: no decodable validation image among {len(files)} files")
     seeds = tf.random.experimental.stateless_split([config.seed, 7919], count * 8)

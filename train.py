@@ -10,14 +10,19 @@ Phase 3, iterations [Tc + Td, T):  both; per iteration one discriminator and one
 Running the same command again resumes; --fresh starts over (the old session is moved aside).
 """
 import csv
+import fcntl
+import glob
 import os
+import shutil
 import signal
+import socket
 import sys
 import time
 
 import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm
 
@@ -31,8 +36,19 @@ HISTORY_FIELDS = ["iteration", "phase", "reconstruction", "discriminator", "adve
                   "d_real", "d_completed", "images_per_second"]
 
 
+MAX_ROLLBACKS = 3
+
+
 class SessionError(ValueError):
     """A session on disk conflicts with the command; the message names the setting."""
+
+
+class SaveError(RuntimeError):
+    """A checkpoint could not be written (disk full, folder not writable)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """A loss became NaN or infinite."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -179,21 +195,42 @@ def photo_files(config):
     return data_loader.find_images(folders)
 
 
+def lock_session(name):
+    """Hold saved_sessions/NAME.lock while training: a second train.py on the same session stops
+    at once. The operating system releases the lock when the process ends, even by kill -9."""
+    os.makedirs("saved_sessions", exist_ok=True)
+    handle = open(os.path.join("saved_sessions", f"{name}.lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise SessionError(f"--session {name}: already being trained by {owner}; wait for it to"
+                           " finish or stop it (Ctrl-C), or choose another --session")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"train.py (pid {os.getpid()} on {socket.gethostname()})")
+    handle.flush()
+    return handle
+
+
 def prepare_session(overrides, fresh):
     """Resolve the configuration, the photos, the mean pixel and the validation files."""
     name = overrides.get("session", "default")
     session_file = os.path.join(session_dirs(name)["saved_sessions"], "session.json")
-    if fresh:
-        move_aside(name)
-    if os.path.exists(session_file):
+    if os.path.exists(session_file) and not fresh:
         config, saved = load_session(session_file, overrides)
     else:
         config, saved = new_config(overrides), {}
+    files = photo_files(config)
+    lock = lock_session(name)
+    if fresh:
+        move_aside(name)
     print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size},"
           f" holes {config.hole_min}-{config.hole_max} ({config.hole_shape}), batch {config.batch_size},"
           f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
           f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}")
-    files = photo_files(config)
     if "mean_pixel" in saved:
         mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
     else:
@@ -206,14 +243,18 @@ def prepare_session(overrides, fresh):
           f" mean pixel {np.round(mean_pixel, 4).tolist()}")
     utils.write_json(session_file, {"config": cfg.dataclasses.asdict(config),
                                     "mean_pixel": mean_pixel.tolist()})
-    return config, train_files, val_files, mean_pixel
+    return config, train_files, val_files, mean_pixel, lock
 
 
 # ---------------------------------------------------------------------------------------------
 # Checkpoints
 
 class Checkpoints:
-    """Rolling checkpoints (the newest 3) plus one kept at the end of every phase."""
+    """Rolling checkpoints (the newest 3) plus one kept at the end of every phase.
+
+    A checkpoint is whole or ignored: TensorFlow writes the files first and the `checkpoint`
+    index last (atomically); a save that fails has its files removed, and a restore skips
+    damaged checkpoints for the next older one."""
 
     def __init__(self, checkpoint, directory):
         self.checkpoint, self.directory = checkpoint, directory
@@ -225,15 +266,39 @@ class Checkpoints:
     def latest(self):
         return utils.latest_checkpoint(self.directory)
 
+    def candidates(self):
+        found = glob.glob(os.path.join(self.directory, "checkpoints", "ckpt-*.index"))
+        found += glob.glob(os.path.join(self.directory, "phase_ends", "ckpt-*.index"))
+        paths = [p[:-len(".index")] for p in found if "_temp" not in p]
+        return sorted(paths, key=utils.checkpoint_number, reverse=True)
+
     def restore(self):
-        path = self.latest()
-        if path:
-            self.checkpoint.restore(path).assert_existing_objects_matched()
-        return path
+        """Restore the newest checkpoint that reads back whole; None if there is none yet."""
+        for partial in glob.glob(os.path.join(self.directory, "*", "ckpt-*_temp*")):
+            shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
+        candidates = self.candidates()
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_nontrivial_match()
+                return path
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:
+                reason = str(error).strip().splitlines()[0][:160]
+                print(f"warning: skipping damaged checkpoint {path} ({reason})", file=sys.stderr)
+        if candidates:
+            raise SessionError(f"--session {os.path.basename(self.directory)}: every checkpoint in"
+                               f" {self.directory} is damaged; use --fresh to start over")
+        return None
 
     def save(self, iteration, phase_end=False):
         manager = self.phase_ends if phase_end else self.rolling
-        return manager.save(checkpoint_number=iteration)
+        try:
+            return manager.save(checkpoint_number=iteration)
+        except (OSError, tf.errors.OpError) as error:
+            for path in glob.glob(os.path.join(manager.directory, f"ckpt-{iteration}[._]*")):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            raise SaveError(f"could not write checkpoint {iteration} to {manager.directory}"
+                            f" ({reason}); the previous checkpoint {self.latest()} is intact")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,6 +315,11 @@ class Reporter:
         self.history = [row for row in self.read_history() if int(row["iteration"]) <= start]
         self.pending, self.clock, self.images = [], time.perf_counter(), 0
         self.traced = set()
+
+    def rewind(self, iteration):
+        """Forget what was recorded after `iteration` (after a rollback)."""
+        self.history = [row for row in self.history if int(row["iteration"]) <= iteration]
+        self.pending, self.clock, self.images = [], time.perf_counter(), 0
 
     def read_history(self):
         if not os.path.exists(self.history_path):
@@ -356,6 +426,9 @@ class StopRequest:
 
 def train(config, train_files, val_files, mean_pixel):
     dirs = session_dirs(config.session)
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
         G = build_completion_network()
@@ -364,67 +437,96 @@ def train(config, train_files, val_files, mean_pixel):
         g_opt.build(G.trainable_variables)
         d_opt.build(D.trainable_variables)
         iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
+        # Batches skipped after a non-finite loss (--on-nan rollback): element k of the data
+        # stream is used at iteration k - data_offset.
+        data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
         steps = make_steps(G, D, g_opt, d_opt, config, mean_pixel)
     checkpoint = tf.train.Checkpoint(completion_network=G, context_discriminator=D,
                                      completion_optimizer=g_opt, discriminator_optimizer=d_opt,
-                                     iteration=iteration)
+                                     iteration=iteration, data_offset=data_offset)
     checkpoints = Checkpoints(checkpoint, dirs["saved_sessions"])
     restored = checkpoints.restore()
-    start = int(iteration.numpy())
+    n = int(iteration.numpy())
     if restored:
-        print(f"Resuming session '{config.session}' at iteration {start}"
-              f" ({PHASE_NAMES[config.phase(start)] if start < config.total_iters else 'done'})"
+        print(f"Resuming session '{config.session}' at iteration {n}"
+              f" ({PHASE_NAMES[config.phase(n)] if n < config.total_iters else 'done'})"
               f" from {restored}")
-    if start >= config.total_iters:
+    if n >= config.total_iters:
         print(f"Session '{config.session}' already finished {config.total_iters} iterations;"
               " raise --total-iters to train longer, or use --fresh to start over")
         return 0
 
-    val_source = "--val-dir " + config.val_dir if config.val_dir else "the held-out photos"
-    reporter = Reporter(config, dirs, G, data_loader.validation_batch(val_files, config,
-                                                                     source=val_source),
-                        mean_pixel, start)
-    batches = iter(data_loader.training_dataset(train_files, config, start * config.batch_size))
-    stop = StopRequest()
-    bounds = {1: (0, config.tc), 2: (config.tc, config.tc + config.td),
-              3: (config.tc + config.td, config.total_iters)}
-    for phase, (low, high) in bounds.items():
-        if start >= high:
-            continue
-        bar = tqdm(total=high - low, initial=max(start, low) - low, desc=PHASE_NAMES[phase],
-                   unit="it", dynamic_ncols=True)
-        rate = 0.0
-        for i in range(max(start, low), high):
-            metrics = reporter.step(phase, steps[phase], next(batches), i)
-            n = i + 1
-            iteration.assign(n)
-            if n % config.summary_every == 0 or n == high:
-                rate = reporter.scalars(phase, n)
-            if n % config.sample_every == 0 or n == high:
-                reporter.samples(phase, n)
-            if n == high:
-                checkpoints.save(n, phase_end=True)
-            elif n % config.checkpoint_every == 0:
-                checkpoints.save(n)
-            bar.set_postfix({"iter": f"{n}/{config.total_iters}",
-                             **{k: f"{v:.4g}" for k, v in metrics.items()},
-                             "img/s": f"{rate:.2f}"}, refresh=False)
-            bar.update(1)
-            if stop.signal is not None and n < config.total_iters:
+    try:
+        val_batch = data_loader.validation_batch(val_files, config, source=f"--val-dir {config.val_dir}")
+    except data_loader.DataError:
+        if config.val_dir:
+            raise
+        val_batch = data_loader.validation_batch(train_files, config, source="--data-dir")
+    reporter = Reporter(config, dirs, G, val_batch, mean_pixel, n)
+
+    def stream():
+        first = (n + int(data_offset.numpy())) * config.batch_size
+        return iter(data_loader.training_dataset(train_files, config, first))
+
+    batches, stop, bar, rate, rollbacks = stream(), StopRequest(), None, 0.0, 0
+    while n < config.total_iters:
+        phase = config.phase(n)
+        high = {1: config.tc, 2: config.tc + config.td, 3: config.total_iters}[phase]
+        if bar is None or bar.desc != PHASE_NAMES[phase]:
+            bar and bar.close()
+            low = {1: 0, 2: config.tc, 3: config.tc + config.td}[phase]
+            bar = tqdm(total=high - low, initial=n - low, desc=PHASE_NAMES[phase], unit="it",
+                       dynamic_ncols=True)
+        try:
+            metrics = reporter.step(phase, steps[phase], next(batches), n + 1)
+        except FloatingPointError as error:
+            # The weights are already damaged: never save them.
+            if config.on_nan == "stop" or rollbacks == MAX_ROLLBACKS:
                 bar.close()
-                if n != high and n % config.checkpoint_every != 0:
-                    checkpoints.save(n)
-                reporter.save_history()
-                name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
-                print(f"{name}: saved iteration {n} of {config.total_iters} to"
-                      f" {checkpoints.latest()}; run the same command to resume")
-                return 128 + stop.signal
-        bar.close()
+                raise NonFiniteLoss(f"{error}; stopped without saving, the newest good"
+                                    f" checkpoint is {checkpoints.latest()}. Resume with"
+                                    " --on-nan rollback, or a lower --learning-rate")
+            rollbacks += 1
+            if checkpoints.restore() is None:
+                raise NonFiniteLoss(f"{error}, before any checkpoint to roll back to")
+            skipped = n + 1 - int(iteration.numpy())
+            data_offset.assign_add(skipped)
+            n = int(iteration.numpy())
+            reporter.rewind(n)
+            batches, bar = stream(), bar.close()
+            tqdm.write(f"warning: {error}; rolled back to iteration {n} and skipped the"
+                       f" {skipped} batch(es) since", file=sys.stderr)
+            continue
+        n += 1
+        iteration.assign(n)
+        if n % config.summary_every == 0 or n == high:
+            rate = reporter.scalars(phase, n)
+        if n % config.sample_every == 0 or n == high:
+            reporter.samples(phase, n)
+        if n == high:
+            checkpoints.save(n, phase_end=True)
+        elif n % config.checkpoint_every == 0:
+            checkpoints.save(n)
+        bar.set_postfix({"iter": f"{n}/{config.total_iters}",
+                         **{k: f"{v:.4g}" for k, v in metrics.items()},
+                         "img/s": f"{rate:.2f}"}, refresh=False)
+        bar.update(1)
+        if stop.signal is not None and n < config.total_iters:
+            bar.close()
+            if n != high and n % config.checkpoint_every != 0:
+                checkpoints.save(n)
+            reporter.save_history()
+            name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
+            print(f"{name}: saved iteration {n} of {config.total_iters} to"
+                  f" {checkpoints.latest()}; run the same command to resume")
+            return 128 + stop.signal
+    bar.close()
     print(f"Finished {config.total_iters} iterations of session '{config.session}'. Checkpoint:"
           f" {checkpoints.latest()}; samples and loss curves: {dirs['results']}/;"
           f" TensorBoard: tensorboard --logdir logs")
     if data_loader.bad_files():
-        print(f"Skipped {len(data_loader.bad_files())} undecodable file(s): see the warnings above")
+        print(f"Skipped {len(data_loader.bad_files())} undecodable file(s): "
+              + ", ".join(data_loader.bad_files()))
     return 0
 
 
@@ -432,11 +534,17 @@ def main(argv=None):
     args = vars(cfg.build_parser(__doc__.split("\n")[0]).parse_args(argv))
     fresh = args.pop("fresh")
     try:
-        config, train_files, val_files, mean_pixel = prepare_session(args, fresh)
+        config, train_files, val_files, mean_pixel, _lock = prepare_session(args, fresh)
         return train(config, train_files, val_files, mean_pixel)
     except (cfg.ConfigError, data_loader.DataError, SessionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except SaveError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except NonFiniteLoss as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         print("Interrupted before the next checkpoint could be written", file=sys.stderr)
         return 130

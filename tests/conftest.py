@@ -36,6 +36,19 @@ def make_photos():
     return make
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: longer runs, only with GLCIC_SLOW=1")
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("GLCIC_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with GLCIC_SLOW=1")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)
+
+
 # Flags of a tiny run used by the command-line tests: 32 px crops, a few iterations per phase.
 TINY = ["--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
         "--batch-size", "2", "--summary-every", "1", "--sample-every", "2"]

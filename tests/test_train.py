@@ -299,7 +299,8 @@ def test_fresh_moves_the_old_session_aside(finished_run):
 # Ctrl-C, then the same command resumes
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("signum", [signal.SIGINT,
+                                    pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_interrupt_saves_and_the_same_command_resumes(tmp_path, make_photos, signum):
     make_photos(tmp_path / "photos", 4)
     args = tiny_args(tmp_path / "photos", session="stop", tc=4, td=2, total=7)

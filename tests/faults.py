@@ -1,0 +1,519 @@
+"""Fault injection for train.py: kill -9 at random moments, undecodable photos, then finish.
+
+    python -m tests.faults [--kills 20] [--seed 0] [--workdir DIR] [--keep]
+
+In a temporary folder (or an empty --workdir): six small good photos plus four bad files (a
+zero-byte .jpg, a truncated JPEG, a text file named .jpg, a .png of random bytes). Then train.py
+runs as a user runs it (a subprocess, same command every time, stdout and stderr kept in
+runs/NN.stdout and runs/NN.stderr) and is killed with SIGKILL N times. The kills cycle through
+three kinds, their delays drawn from a seeded numpy generator:
+
+  startup     2-8 s after launch: TensorFlow importing, the session and networks being built;
+  step        0-10 s after the run reports its first training step (here the first step comes
+              11-25 s after launch, later in phases 2 and 3, which trace a new step function);
+  checkpoint  when the run's 1st or 2nd checkpoint write starts (a new file appears in a
+              ckpt-N_temp folder under saved_sessions/faults/checkpoints or phase_ends), plus
+              0-0.4 s: inside the write, which takes about 0.5-1.3 s here.
+Whatever the kind, a run whose progress bar reaches the last iteration is killed within 0-1.5 s
+(in the last step or the final checkpoint write), so that the session never ends during the
+kills.
+
+Before each restart the newest checkpoint on disk is recorded (the largest N of a
+ckpt-N.index under checkpoints/ or phase_ends/). When the next run says where it resumed
+("Resuming session 'faults' at iteration N", or its first progress bar without that line: a
+fresh start at 0), each kill since the last resume is checked:
+  (a) the run resumed at the newest checkpoint on disk, or at an older one while warning about
+      the newer one on stderr (a corrupt checkpoint: counted as a lost checkpoint). Only (a)
+      counts as a survived kill.
+  (b) when it resumed at the newest one, at most checkpoint-every + 1 iterations were lost
+      since the kill (unless the kill came before the first checkpoint); otherwise an issue.
+A run that exits by itself with a status other than 0 (or -9), or prints a Traceback, is a
+crash. After the kills, the same command runs to the end ("Finished T iterations", status 0),
+then once more ("already finished"). One summary line is printed; the exit status is 0 only
+when everything was perfect.
+
+tests/test_faults.py runs this with 3 kills (and 20 with GLCIC_SLOW=1).
+"""
+import argparse
+import glob
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SESSION = "faults"
+KINDS = ("startup", "step", "checkpoint")
+RESUME_RE = re.compile(r"Resuming session '" + SESSION + r"' at iteration (\d+)")
+ITER_RE = re.compile(r"iter=(\d+)/")
+SKIP_RE = re.compile(r"warning: skipping (.+?): ")
+CKPT_RE = re.compile(r"ckpt-(\d+)")
+STARTED = []  # every Run, so that none outlives run() (Ctrl-C, an error in this script)
+BAD_FILES = ("bad_empty.jpg", "bad_random.png", "bad_text.jpg", "bad_truncated.jpg")
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos
+
+
+def smooth_photo(rng, height, width):
+    """A small photo-like RGB image: smooth gradients plus a little noise."""
+    y, x = np.mgrid[0:height, 0:width] / max(height, width)
+    base = np.stack([np.sin(3 * x + rng.uniform(0, 6)), np.cos(4 * y + rng.uniform(0, 6)),
+                     np.sin(2 * (x + y) + rng.uniform(0, 6))], axis=-1)
+    image = (base * 0.4 + 0.5 + rng.normal(0, 0.03, base.shape)) * 255
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def make_photos(folder, seed=0):
+    """Six good photos (JPEG and PNG, 48x64) and the four BAD_FILES; returns the bad names.
+    (Sorted, the held-out validation photo of train.py's seed 0 is a good one: photo4.jpg.)"""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for i in range(6):
+        ext = ".jpg" if i % 2 == 0 else ".png"
+        Image.fromarray(smooth_photo(rng, 48, 64)).save(os.path.join(folder, f"photo{i}{ext}"))
+    open(os.path.join(folder, "bad_empty.jpg"), "wb").close()
+    with open(os.path.join(folder, "photo0.jpg"), "rb") as f:
+        jpeg = f.read()
+    with open(os.path.join(folder, "bad_truncated.jpg"), "wb") as f:
+        f.write(jpeg[:len(jpeg) // 2])
+    with open(os.path.join(folder, "bad_text.jpg"), "w") as f:
+        f.write("This is a text file, not a photo.\n")
+    with open(os.path.join(folder, "bad_random.png"), "wb") as f:
+        f.write(rng.bytes(3000))
+    return list(BAD_FILES)
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints on disk
+
+
+def checkpoint_indexes(workdir):
+    """{path prefix: mtime} of every complete checkpoint (ckpt-N.index) of the session."""
+    found = {}
+    for sub in ("checkpoints", "phase_ends"):
+        for path in glob.glob(os.path.join(workdir, "saved_sessions", SESSION, sub, "ckpt-*.index")):
+            if "_temp" in path:
+                continue
+            try:
+                found[os.path.relpath(path, workdir)[:-len(".index")]] = os.stat(path).st_mtime
+            except FileNotFoundError:  # deleted by the rolling manager meanwhile
+                pass
+    return found
+
+
+def number(prefix):
+    match = re.search(r"ckpt-(\d+)$", prefix)
+    return int(match.group(1)) if match else -1
+
+
+def newest_checkpoint(workdir):
+    """The largest N of a complete ckpt-N, or None."""
+    numbers = [number(p) for p in checkpoint_indexes(workdir)]
+    return max(numbers) if numbers else None
+
+
+def temp_files(workdir):
+    """{path: mtime} of the files of checkpoint writes in progress or abandoned by a kill
+    (TensorFlow writes ckpt-N_temp/part-....tempstateNNNN, then renames it to ckpt-N.data-...)."""
+    found = {}
+    for sub in ("checkpoints", "phase_ends"):
+        pattern = os.path.join(workdir, "saved_sessions", SESSION, sub, "*_temp*", "*")
+        for path in glob.glob(pattern):
+            try:
+                found[os.path.relpath(path, workdir)] = os.stat(path).st_mtime
+            except FileNotFoundError:  # renamed meanwhile: that write has just ended
+                pass
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# One run of train.py
+
+
+class Run:
+    """train.py in a subprocess with its output in files, read back incrementally."""
+
+    def __init__(self, index, workdir, args):
+        self.index, self.workdir = index, workdir
+        os.makedirs(os.path.join(workdir, "runs"), exist_ok=True)
+        self.paths = {name: os.path.join(workdir, "runs", f"{index:02d}.{name}")
+                      for name in ("stdout", "stderr")}
+        self.offsets = {"stdout": 0, "stderr": 0}
+        self.text = {"stdout": "", "stderr": ""}
+        self.resumed = None        # iteration it said it resumed at (0: a fresh start)
+        self.progress = None       # the largest iteration its progress bar reported
+        self.returncode = None
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+        files = {name: open(path, "wb") for name, path in self.paths.items()}
+        self.started, self.wall_started = time.monotonic(), time.time()
+        self.process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args],
+                                        cwd=workdir, stdout=files["stdout"],
+                                        stderr=files["stderr"], stdin=subprocess.DEVNULL, env=env)
+        for f in files.values():
+            f.close()
+        STARTED.append(self)
+
+    @property
+    def elapsed(self):
+        return time.monotonic() - self.started
+
+    def read(self, final=False):
+        """Take in what the run has written since the last call."""
+        for name, path in self.paths.items():
+            with open(path, "rb") as f:
+                f.seek(self.offsets[name])
+                data = f.read()
+            if not final:  # keep a partial last line (or character) for the next call
+                data = data[:max(data.rfind(b"\n"), data.rfind(b"\r")) + 1]
+            self.offsets[name] += len(data)
+            self.text[name] += data.decode("utf-8", "replace")
+        match = RESUME_RE.search(self.text["stdout"])
+        iters = [int(m) for m in ITER_RE.findall(self.text["stderr"])]
+        if iters:
+            self.progress = max(iters)
+        if match:
+            self.resumed = int(match.group(1))
+        elif self.resumed is None and ("%|" in self.text["stderr"] or iters):
+            self.resumed = 0  # a progress bar without a Resuming line: started from scratch
+
+    def alive(self):
+        return self.process.poll() is None
+
+    def kill(self):
+        """SIGKILL unless it already ended; True if the kill is what ended it."""
+        if self.alive():
+            os.kill(self.process.pid, signal.SIGKILL)
+        self.returncode = self.process.wait()
+        self.read(final=True)
+        return self.returncode == -signal.SIGKILL
+
+    def wait(self, timeout):
+        try:
+            self.returncode = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.returncode = self.process.wait()
+            self.read(final=True)
+            return False
+        self.read(final=True)
+        return True
+
+    def lines(self, name):
+        return self.text[name].replace("\r", "\n").splitlines()
+
+    def checkpoint_warnings(self):
+        """stderr lines that warn about a checkpoint (skipped, unreadable, damaged...)."""
+        return [line for line in self.lines("stderr") if "warning" in line.lower()
+                and ("ckpt-" in line or "checkpoint" in line.lower())]
+
+    def skipped_files(self):
+        return {os.path.basename(m.group(1)) for line in self.lines("stderr")
+                for m in [SKIP_RE.search(line)] if m and "checkpoint" not in m.group(1)
+                and "ckpt-" not in m.group(1)}
+
+    def crashed(self):
+        """Ended by itself with a bad status, or printed a Traceback."""
+        return ((self.returncode not in (0, -signal.SIGKILL, None))
+                or "Traceback" in self.text["stderr"])
+
+    def tail(self, name, count=6):
+        return "\n".join("      " + line for line in self.lines(name)[-count:])
+
+
+# ---------------------------------------------------------------------------------------------
+# The experiment
+
+
+def run(kills=20, seed=0, workdir=None, total_iters=60, tc=30, td=10, checkpoint_every=3,
+        log=print):
+    """Kill train.py `kills` times in `workdir` (a new temporary folder if None, left in place),
+    then let it finish. Returns a dict: kills, kills_requested, survived, checkpoints_lost,
+    corrupt_checkpoints, final_iteration, total_iters, bad_files_tried, bad_files_reported,
+    crashes, issues (what went wrong, in words), kill_records (one dict per kill), workdir,
+    summary (the one-line summary) and perfect (what the exit status of main() reflects)."""
+    try:
+        return _run(kills, seed, workdir, total_iters, tc, td, checkpoint_every, log)
+    finally:
+        for current in STARTED:
+            if current.alive():
+                current.kill()
+        STARTED.clear()
+
+
+def _run(kills, seed, workdir, total_iters, tc, td, checkpoint_every, log):
+    rng = np.random.default_rng(seed)
+    workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="glcic-faults-"))
+    os.makedirs(workdir, exist_ok=True)
+    bad = make_photos(os.path.join(workdir, "photos"))
+    args = ["--data-dir", "photos", "--session", SESSION, "--preset", "quick",
+            "--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
+            "--batch-size", "2", "--tc", str(tc), "--td", str(td),
+            "--total-iters", str(total_iters), "--checkpoint-every", str(checkpoint_every),
+            "--summary-every", "1", "--sample-every", "10"]
+    log(f"faults: work dir {workdir}")
+    log(f"faults: command (cwd = work dir): {sys.executable} {os.path.join(REPO, 'train.py')}"
+        f" {' '.join(args)}")
+
+    runs, issues, kill_records = [], [], []
+    pending = []               # kills whose next resume has not been seen yet
+    lost_checkpoints, crashes, corrupt = 0, 0, set()
+    done_kills, consecutive_crashes = 0, 0
+
+    def resolve(current, newest_at_start, snapshot):
+        """Check every pending kill against where `current` resumed."""
+        nonlocal lost_checkpoints
+        if not pending or current.resumed is None:
+            return
+        resumed = current.resumed
+        expected = newest_at_start if newest_at_start is not None else 0
+        warned = current.checkpoint_warnings()
+        warned_numbers = {int(n) for line in warned for n in CKPT_RE.findall(line)}
+        fell_back = resumed < expected
+        if fell_back:
+            lost_checkpoints += 1
+            newer = {p for p in snapshot if number(p) > resumed}
+            if not {number(p) for p in newer} & warned_numbers:
+                # Resumed from an older checkpoint without naming the newer ones it skipped.
+                corrupt.update((p, snapshot[p]) for p in newer)
+        for record in pending:
+            lost = record["at_kill"] - resumed
+            record.update(resumed=resumed, expected=expected, lost_iterations=lost,
+                          resumed_by_run=current.index)
+            if resumed == expected:
+                record["survived"] = True
+                limit = checkpoint_every + 1
+                if lost > limit and not record["before_first_checkpoint"]:
+                    issues.append(f"kill {record['kill']}: {lost} iterations lost (at most"
+                                  f" {limit} expected): killed at ~{record['at_kill']},"
+                                  f" resumed at {resumed}")
+                verdict = "ok" if lost <= limit or record["before_first_checkpoint"] else "TOO MUCH LOST"
+            elif fell_back and warned:
+                record["survived"] = True
+                verdict = (f"fell back past a corrupt checkpoint ({len(warned)} warning(s):"
+                           f" {warned[0].strip()[:200]})")
+            else:
+                record["survived"] = False
+                why = ("resumed from an older checkpoint without any warning about the newer one"
+                       if fell_back else "resumed past the newest checkpoint on disk")
+                issues.append(f"kill {record['kill']}: run {current.index} {why}:"
+                              f" resumed at {resumed}, newest complete checkpoint on disk"
+                              f" {expected}")
+                verdict = "NOT SURVIVED: " + why
+            log(f"    kill {record['kill']}: run {current.index} resumed at {resumed} (newest"
+                f" on disk {newest_at_start}), {lost} iteration(s) lost since the kill: {verdict}")
+        pending.clear()
+
+    def start():
+        newest, snapshot = newest_checkpoint(workdir), checkpoint_indexes(workdir)
+        current = Run(len(runs), workdir, args)
+        current.snapshot = snapshot  # the complete checkpoints on disk when it started
+        runs.append(current)
+        return current, newest, snapshot
+
+    def record_crash(current, what):
+        nonlocal crashes
+        crashes += 1
+        issues.append(f"run {current.index} ({what}) crashed: status {current.returncode}")
+        log(f"  run {current.index} CRASHED ({what}): status {current.returncode}\n"
+            f"    stdout tail:\n{current.tail('stdout')}\n    stderr tail:\n"
+            f"{current.tail('stderr', 12)}")
+
+    max_attempts = 2 * kills + 3
+    attempt = 0
+    while done_kills < kills and attempt < max_attempts and consecutive_crashes < 3:
+        attempt += 1
+        kind = KINDS[done_kills % len(KINDS)]
+        current, newest_at_start, snapshot = start()
+        temp_at_start = set(temp_files(workdir))
+        deadline = current.elapsed + 240
+        delay = {"startup": rng.uniform(2, 8), "step": rng.uniform(0, 10),
+                 "checkpoint": rng.uniform(0, 0.4)}[kind]
+        nth_write = int(rng.integers(1, 3)) if kind == "checkpoint" else 0
+        # Never let the session finish during the kills: once the last step has begun, kill
+        # within 0-2 s (during that step or the final checkpoint write) whatever the kind.
+        guard_delay, guard = rng.uniform(0, 1.5), None
+        writes = []
+        trigger, reason = None, "timeout"
+        while current.alive() and current.elapsed < deadline:
+            current.read()
+            if current.resumed is not None and pending:
+                resolve(current, newest_at_start, snapshot)
+            now = current.elapsed
+            if guard is None and current.progress is not None and \
+                    current.progress >= total_iters - 1:
+                guard = now
+            if guard is not None and now >= guard + guard_delay:
+                reason = f"the last step had begun {guard_delay:.1f} s before"
+                break
+            if kind == "startup":
+                if now >= delay:
+                    reason = "delay"
+                    break
+            elif kind == "step":
+                if trigger is None and current.progress is not None:
+                    trigger = now
+                if trigger is not None and now >= trigger + delay:
+                    reason = "delay"
+                    break
+            else:
+                if trigger is None and current.resumed is not None:
+                    started = set(temp_files(workdir)) - temp_at_start - set(writes)
+                    writes += sorted(p for p in started if ".tempstate" in p)  # one a write
+                    if len(writes) >= nth_write:
+                        trigger = now
+                        reason = f"write {nth_write}: {os.path.dirname(writes[nth_write - 1])}"
+                if trigger is not None and now >= trigger + delay:
+                    break
+            time.sleep(0.005 if kind == "checkpoint" and current.resumed is not None else 0.05)
+        at_kill_time = current.elapsed
+        if reason == "timeout" and current.alive():
+            issues.append(f"run {current.index} ({kind} kill): what the kill waits for did not"
+                          f" happen within {at_kill_time:.0f} s; killed anyway")
+        killed = current.kill()
+        newest_after = newest_checkpoint(workdir)
+        if current.resumed is not None:
+            resolve(current, newest_at_start, snapshot)
+        if not killed:
+            # Ended by itself before the kill.
+            if current.crashed():
+                record_crash(current, f"kill attempt {done_kills + 1}, {kind}")
+                consecutive_crashes += 1
+                continue
+            consecutive_crashes = 0
+            log(f"  run {current.index} ended by itself with status {current.returncode} after"
+                f" {at_kill_time:.1f} s: {current.lines('stdout')[-1:] or ''}")
+            if "Finished" in current.text["stdout"] or "already finished" in current.text["stdout"]:
+                issues.append(f"the session finished during the kill loop after {done_kills}"
+                              f" kills; no further kills possible")
+                break
+            continue
+        if "Traceback" in current.text["stderr"]:
+            record_crash(current, f"kill {done_kills + 1}, Traceback before the kill")
+        consecutive_crashes = 0
+        done_kills += 1
+        unfinished = sorted({os.path.dirname(p) for p, m in temp_files(workdir).items()
+                             if m >= current.wall_started - 0.5 and p not in temp_at_start})
+        if unfinished:
+            landed = "checkpoint write (left " + ", ".join(unfinished) + ")"
+        elif current.progress is not None:
+            landed = "training steps"
+        elif current.resumed is not None:
+            landed = "startup, after the restore"
+        else:
+            landed = "startup, before the restore"
+        seen = [v for v in (current.progress, current.resumed, newest_after) if v is not None]
+        at_kill = max(seen) if seen else 0
+        record = dict(kill=done_kills, run=current.index, kind=kind, seconds=round(at_kill_time, 2),
+                      landed=landed, at_kill=at_kill, newest_on_disk=newest_after,
+                      before_first_checkpoint=newest_after is None, survived=None)
+        kill_records.append(record)
+        pending.append(record)
+        log(f"  kill {done_kills}/{kills} ({kind}, {reason}): run {current.index} after"
+            f" {at_kill_time:.1f} s, during {landed}; progress ~{at_kill}, newest checkpoint on"
+            f" disk {newest_after}")
+
+    if done_kills < kills:
+        issues.append(f"only {done_kills} of {kills} kills were made")
+
+    # Let it finish, then check it knows it has.
+    final_run, newest_at_start, snapshot = start()
+    log(f"  run {final_run.index}: to the end (no kill)")
+    finished_in_time = final_run.wait(timeout=1800)
+    resolve(final_run, newest_at_start, snapshot)
+    final = None
+    match = re.search(r"Finished (\d+) iterations", final_run.text["stdout"])
+    if match:
+        final = int(match.group(1))
+    if not finished_in_time:
+        issues.append(f"run {final_run.index} did not end within 30 minutes")
+    if final_run.crashed() or not finished_in_time:
+        record_crash(final_run, "final run")
+    elif not match or final_run.returncode != 0:
+        issues.append(f"run {final_run.index} (final) did not report 'Finished {total_iters}"
+                      f" iterations' with status 0 (status {final_run.returncode})")
+    if final is None:
+        final = newest_checkpoint(workdir) or 0
+    if final != total_iters:
+        issues.append(f"final iteration {final}, expected {total_iters}")
+    log(f"  run {final_run.index} ended with status {final_run.returncode} after"
+        f" {final_run.elapsed:.1f} s: {(final_run.lines('stdout') or [''])[-2:]}")
+
+    again, _, _ = start()
+    again.wait(timeout=600)
+    if again.crashed():
+        record_crash(again, "run after the end")
+    if "already finished" not in again.text["stdout"] or again.returncode != 0:
+        issues.append(f"run {again.index} (after the end) did not say 'already finished' with"
+                      f" status 0 (status {again.returncode}): {again.lines('stdout')[-2:]}")
+    log(f"  run {again.index} ended with status {again.returncode} after {again.elapsed:.1f} s:"
+        f" {(again.lines('stdout') or [''])[-1]}")
+
+    for record in pending:  # never resumed: not survived
+        record["survived"] = False
+        issues.append(f"kill {record['kill']}: no later run said where it resumed")
+    for current in runs:  # checkpoints named in a warning, told apart by their file's mtime
+        for line in current.checkpoint_warnings():
+            for path in re.findall(r"(\S*ckpt-\d+)", line):
+                prefix = os.path.normpath(path)
+                corrupt.add((prefix, current.snapshot.get(prefix)))
+    skipped = set().union(*(r.skipped_files() for r in runs))
+    reported = sorted(skipped & set(bad))
+    if skipped - set(bad):
+        issues.append(f"good files reported as undecodable: {sorted(skipped - set(bad))}")
+    survived = sum(1 for r in kill_records if r["survived"])
+    result = dict(
+        kills=done_kills, kills_requested=kills, survived=survived,
+        checkpoints_lost=lost_checkpoints, corrupt_checkpoints=len(corrupt),
+        final_iteration=final, total_iters=total_iters, bad_files_tried=len(bad),
+        bad_files_reported=len(reported), reported_files=reported, crashes=crashes,
+        runs=len(runs), kill_records=kill_records, issues=issues, workdir=workdir,
+        corrupt=sorted(str(c[0]) for c in corrupt))
+    result["summary"] = (
+        f"faults: kills survived {survived}/{done_kills}, checkpoints lost {lost_checkpoints},"
+        f" corrupt checkpoints {len(corrupt)}, final iteration {final}/{total_iters},"
+        f" bad files tried {len(bad)} (reported {len(reported)}), crashes {crashes}")
+    result["perfect"] = (done_kills == kills and survived == done_kills and lost_checkpoints == 0
+                         and crashes == 0 and final == total_iters and len(reported) == len(bad)
+                         and not issues)
+    return result
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kills", type=int, default=20, help="how many times to SIGKILL train.py")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the kill delays")
+    parser.add_argument("--workdir", help="an empty or new folder to work in (default: a"
+                        " temporary one)")
+    parser.add_argument("--keep", action="store_true", help="keep the work folder, print its path")
+    args = parser.parse_args(argv)
+    if args.workdir:
+        if os.path.exists(args.workdir) and os.listdir(args.workdir):
+            parser.error(f"--workdir {args.workdir}: not empty")
+        workdir, own = args.workdir, False
+    else:
+        workdir, own = tempfile.mkdtemp(prefix="glcic-faults-"), True
+    try:
+        result = run(args.kills, args.seed, workdir)
+    finally:
+        if own and not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+    for issue in result["issues"]:
+        print(f"  issue: {issue}")
+    if args.keep or not own:
+        print(f"faults: work dir kept: {os.path.abspath(workdir)}")
+    print(result["summary"])
+    return 0 if result["perfect"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,15 +9,8 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-
-def smooth_photo(rng, height, width):
-    """A small photo-like RGB image: smooth gradients plus a little noise."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    base = np.stack([np.sin(3 * x + rng.uniform(0, 6)), np.cos(4 * y + rng.uniform(0, 6)),
-                     np.sin(2 * (x + y) + rng.uniform(0, 6))], axis=-1)
-    image = (base * 0.4 + 0.5 + rng.normal(0, 0.03, base.shape)) * 255
-    return np.clip(image, 0, 255).astype(np.uint8)
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from photos import smooth_photo  # noqa: E402,F401
 
 
 @pytest.fixture

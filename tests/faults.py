@@ -48,6 +48,9 @@ import time
 import numpy as np
 from PIL import Image
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from photos import smooth_photo  # noqa: E402
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SESSION = "faults"
 KINDS = ("startup", "step", "checkpoint")
@@ -61,15 +64,6 @@ BAD_FILES = ("bad_empty.jpg", "bad_random.png", "bad_text.jpg", "bad_truncated.j
 
 # ---------------------------------------------------------------------------------------------
 # Photos
-
-
-def smooth_photo(rng, height, width):
-    """A small photo-like RGB image: smooth gradients plus a little noise."""
-    y, x = np.mgrid[0:height, 0:width] / max(height, width)
-    base = np.stack([np.sin(3 * x + rng.uniform(0, 6)), np.cos(4 * y + rng.uniform(0, 6)),
-                     np.sin(2 * (x + y) + rng.uniform(0, 6))], axis=-1)
-    image = (base * 0.4 + 0.5 + rng.normal(0, 0.03, base.shape)) * 255
-    return np.clip(image, 0, 255).astype(np.uint8)
 
 
 def make_photos(folder, seed=0):

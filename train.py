@@ -10,6 +10,7 @@ Phase 3, iterations [Tc + Td, T):  both; per iteration one discriminator and one
 Running the same command again resumes; --fresh starts over (the old session is moved aside).
 """
 import csv
+import errno
 import fcntl
 import glob
 import os
@@ -469,58 +470,59 @@ def train(config, train_files, val_files, mean_pixel):
         return iter(data_loader.training_dataset(train_files, config, first))
 
     batches, stop, bar, rate, rollbacks = stream(), StopRequest(), None, 0.0, 0
-    while n < config.total_iters:
-        phase = config.phase(n)
-        high = {1: config.tc, 2: config.tc + config.td, 3: config.total_iters}[phase]
-        if bar is None or bar.desc != PHASE_NAMES[phase]:
-            bar and bar.close()
-            low = {1: 0, 2: config.tc, 3: config.tc + config.td}[phase]
-            bar = tqdm(total=high - low, initial=n - low, desc=PHASE_NAMES[phase], unit="it",
-                       dynamic_ncols=True)
-        try:
-            metrics = reporter.step(phase, steps[phase], next(batches), n + 1)
-        except FloatingPointError as error:
-            # The weights are already damaged: never save them.
-            if config.on_nan == "stop" or rollbacks == MAX_ROLLBACKS:
-                bar.close()
-                raise NonFiniteLoss(f"{error}; stopped without saving, the newest good"
-                                    f" checkpoint is {checkpoints.latest()}. Resume with"
-                                    " --on-nan rollback, or a lower --learning-rate")
-            rollbacks += 1
-            if checkpoints.restore() is None:
-                raise NonFiniteLoss(f"{error}, before any checkpoint to roll back to")
-            skipped = n + 1 - int(iteration.numpy())
-            data_offset.assign_add(skipped)
-            n = int(iteration.numpy())
-            reporter.rewind(n)
-            batches, bar = stream(), bar.close()
-            tqdm.write(f"warning: {error}; rolled back to iteration {n} and skipped the"
-                       f" {skipped} batch(es) since", file=sys.stderr)
-            continue
-        n += 1
-        iteration.assign(n)
-        if n % config.summary_every == 0 or n == high:
-            rate = reporter.scalars(phase, n)
-        if n % config.sample_every == 0 or n == high:
-            reporter.samples(phase, n)
-        if n == high:
-            checkpoints.save(n, phase_end=True)
-        elif n % config.checkpoint_every == 0:
-            checkpoints.save(n)
-        bar.set_postfix({"iter": f"{n}/{config.total_iters}",
-                         **{k: f"{v:.4g}" for k, v in metrics.items()},
-                         "img/s": f"{rate:.2f}"}, refresh=False)
-        bar.update(1)
-        if stop.signal is not None and n < config.total_iters:
-            bar.close()
-            if n != high and n % config.checkpoint_every != 0:
+    try:
+        while n < config.total_iters:
+            phase = config.phase(n)
+            high = {1: config.tc, 2: config.tc + config.td, 3: config.total_iters}[phase]
+            if bar is None or bar.desc != PHASE_NAMES[phase]:
+                bar and bar.close()
+                low = {1: 0, 2: config.tc, 3: config.tc + config.td}[phase]
+                bar = tqdm(total=high - low, initial=n - low, desc=PHASE_NAMES[phase], unit="it",
+                           dynamic_ncols=True)
+            try:
+                metrics = reporter.step(phase, steps[phase], next(batches), n + 1)
+            except FloatingPointError as error:
+                # The weights are already damaged: never save them.
+                if config.on_nan == "stop" or rollbacks == MAX_ROLLBACKS:
+                    raise NonFiniteLoss(f"{error}; stopped without saving, the newest good"
+                                        f" checkpoint is {checkpoints.latest()}. Resume with"
+                                        " --on-nan rollback, or a lower --learning-rate")
+                rollbacks += 1
+                if checkpoints.restore() is None:
+                    raise NonFiniteLoss(f"{error}, before any checkpoint to roll back to")
+                skipped = n + 1 - int(iteration.numpy())
+                data_offset.assign_add(skipped)
+                n = int(iteration.numpy())
+                reporter.rewind(n)
+                batches, bar = stream(), bar.close()
+                tqdm.write(f"warning: {error}; rolled back to iteration {n} and skipped the"
+                           f" {skipped} batch(es) since", file=sys.stderr)
+                continue
+            n += 1
+            iteration.assign(n)
+            if n % config.summary_every == 0 or n == high:
+                rate = reporter.scalars(phase, n)
+            if n % config.sample_every == 0 or n == high:
+                reporter.samples(phase, n)
+            if n == high:
+                checkpoints.save(n, phase_end=True)
+            elif n % config.checkpoint_every == 0:
                 checkpoints.save(n)
-            reporter.save_history()
-            name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
-            print(f"{name}: saved iteration {n} of {config.total_iters} to"
-                  f" {checkpoints.latest()}; run the same command to resume")
-            return 128 + stop.signal
-    bar.close()
+            bar.set_postfix({"iter": f"{n}/{config.total_iters}",
+                             **{k: f"{v:.4g}" for k, v in metrics.items()},
+                             "img/s": f"{rate:.2f}"}, refresh=False)
+            bar.update(1)
+            if stop.signal is not None and n < config.total_iters:
+                bar.close()
+                if n != high and n % config.checkpoint_every != 0:
+                    checkpoints.save(n)
+                reporter.save_history()
+                name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
+                print(f"{name}: saved iteration {n} of {config.total_iters} to"
+                      f" {checkpoints.latest()}; run the same command to resume")
+                return 128 + stop.signal
+    finally:
+        bar and bar.close()
     print(f"Finished {config.total_iters} iterations of session '{config.session}'. Checkpoint:"
           f" {checkpoints.latest()}; samples and loss curves: {dirs['results']}/;"
           f" TensorBoard: tensorboard --logdir logs")
@@ -545,6 +547,12 @@ def main(argv=None):
     except NonFiniteLoss as error:
         print(f"error: {error}", file=sys.stderr)
         return 3
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            raise
+        print(f"error: cannot write {error.filename or 'an output file'}: {error.strerror};"
+              " the checkpoints written so far are intact", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("Interrupted before the next checkpoint could be written", file=sys.stderr)
         return 130

@@ -293,3 +293,19 @@ def test_older_checkpoints_resume_and_killed_saves_are_cleaned_up(tmp_path):
     assert newer.restore().endswith("ckpt-4")
     assert float(value) == 4.0 and int(added) == 5
     assert not partial.exists()
+
+
+def test_a_full_disk_while_writing_results_is_one_line(tmp_path, monkeypatch, capsys, make_photos):
+    make_photos(tmp_path / "photos", 3)
+    monkeypatch.chdir(tmp_path)
+
+    def disk_full(path, array):
+        raise OSError(errno.ENOSPC, "No space left on device", path)
+
+    monkeypatch.setattr(train.utils, "save_png", disk_full)
+    code = train.main(["--data-dir", "photos", "--session", "full", "--preset", "quick", *TINY,
+                       "--tc", "3", "--td", "0", "--total-iters", "3"])
+    assert code == 1
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: cannot write results/full/phase1_iter0000002.png: No space left on device;"
+        " the checkpoints written so far are intact")

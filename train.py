@@ -225,6 +225,10 @@ def prepare_session(overrides, fresh):
     else:
         config, saved = new_config(overrides), {}
     files = photo_files(config)
+    if "mean_pixel" in saved:
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    else:  # also checks, before anything is written, that some photo decodes
+        mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     lock = lock_session(name)
     if fresh:
         move_aside(name)
@@ -232,10 +236,6 @@ def prepare_session(overrides, fresh):
           f" holes {config.hole_min}-{config.hole_max} ({config.hole_shape}), batch {config.batch_size},"
           f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
           f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}")
-    if "mean_pixel" in saved:
-        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
-    else:
-        mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     if config.val_dir:
         train_files, val_files = files, data_loader.find_images([config.val_dir], "--val-dir")
     else:

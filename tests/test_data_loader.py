@@ -1,6 +1,5 @@
 """data_loader.py (and the two data helpers of utils.py) against SPEC.md section 2."""
 import dataclasses
-import os
 
 import numpy as np
 import pytest

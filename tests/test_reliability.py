@@ -5,7 +5,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -212,7 +211,7 @@ def test_a_nan_loss_stops_or_rolls_back(tmp_path, monkeypatch, capsys, make_phot
         assert code == 3
         assert err.strip().splitlines()[-1] == (
             "error: reconstruction loss is nan at iteration 5; stopped without saving, the newest"
-            f" good checkpoint is saved_sessions/nan/checkpoints/ckpt-3. Resume with --on-nan"
+            " good checkpoint is saved_sessions/nan/checkpoints/ckpt-3. Resume with --on-nan"
             " rollback, or a lower --learning-rate")
         assert sorted(os.listdir(folder / "checkpoints")) == [
             "checkpoint", "ckpt-3.data-00000-of-00001", "ckpt-3.index"]

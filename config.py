@@ -56,6 +56,11 @@ class Config:
             return 1
         return 2 if iteration < self.tc + self.td else 3
 
+    def phase_range(self, phase):
+        """[first, end) iterations of a phase."""
+        ends = [0, self.tc, self.tc + self.td, self.total_iters]
+        return ends[phase - 1], ends[phase]
+
     def validate(self):
         def need(ok, flag, expected):
             if not ok:

@@ -207,12 +207,6 @@ def local_patches(seeds, hole, image_size, local_size):
     return tf.stack([ly, lx]), tf.stack([ry, rx])
 
 
-def random_hole(seeds, image_size, local_size, hole_min, hole_max):
-    """Rectangular hole (y, x, h, w), a local patch that contains it, and an independent one."""
-    hole = random_box(seeds[:4], image_size, hole_min, hole_max)
-    return (hole, *local_patches(seeds[4:], hole, image_size, local_size))
-
-
 def random_mask(rng, image_size, hole_min, hole_max, shape):
     """(mask, hole) in numpy: an (S, S, 1) float32 0/1 mask and its bounding box (y, x, h, w).
     "rect": the paper's rectangle. "free": 1-4 brush strokes of a few random segments drawn

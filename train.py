@@ -313,13 +313,15 @@ class Reporter:
         self.val = {k: tf.constant(v) for k, v in val_batch.items()}
         self.mean_pixel = tf.constant(mean_pixel)
         self.history_path = os.path.join(self.results, "losses.csv")
-        self.history = [row for row in self.read_history() if int(row["iteration"]) <= start]
-        self.pending, self.clock, self.images = [], time.perf_counter(), 0
-        self.traced = set()
+        self.history, self.traced = self.read_history(), set()
+        self.rewind(start)
 
     def rewind(self, iteration):
-        """Forget what was recorded after `iteration` (after a rollback)."""
+        """Forget what was recorded after `iteration` (a killed run's tail, or a rollback)."""
         self.history = [row for row in self.history if int(row["iteration"]) <= iteration]
+        self.new_interval()
+
+    def new_interval(self):
         self.pending, self.clock, self.images = [], time.perf_counter(), 0
 
     def read_history(self):
@@ -362,7 +364,7 @@ class Reporter:
         self.history.append(dict({k: "" for k in HISTORY_FIELDS}, iteration=iteration,
                                  phase=phase, images_per_second=round(rate, 3),
                                  **{k: round(v, 6) for k, v in means.items()}))
-        self.pending, self.clock, self.images = [], time.perf_counter(), 0
+        self.new_interval()
         return rate
 
     def samples(self, phase, iteration):
@@ -473,10 +475,9 @@ def train(config, train_files, val_files, mean_pixel):
     try:
         while n < config.total_iters:
             phase = config.phase(n)
-            high = {1: config.tc, 2: config.tc + config.td, 3: config.total_iters}[phase]
+            low, high = config.phase_range(phase)
             if bar is None or bar.desc != PHASE_NAMES[phase]:
                 bar and bar.close()
-                low = {1: 0, 2: config.tc, 3: config.tc + config.td}[phase]
                 bar = tqdm(total=high - low, initial=n - low, desc=PHASE_NAMES[phase], unit="it",
                            dynamic_ncols=True)
             try:

@@ -570,14 +570,16 @@ def test_validation_batch_skips_corrupt_and_fails_without_images(tmp_path, photo
 
 
 # ------------------------------------------------------------------------------------------
-# random_hole / hole_mask directly
+# random_box / local_patches / hole_mask directly
 
 
 def test_random_hole_direct_many_seeds():
     seeds = tf.random.experimental.stateless_split([3, 5], 8 * 60)
     for i in range(60):
-        hole, fake, real = (t.numpy() for t in data_loader.random_hole(
-            seeds[8 * i:8 * i + 8], 64, 32, 20, 32))
+        hole = data_loader.random_box(seeds[8 * i:8 * i + 4], 64, 20, 32)
+        fake, real = (t.numpy() for t in data_loader.local_patches(
+            seeds[8 * i + 4:8 * i + 8], hole, 64, 32))
+        hole = hole.numpy()
         y, x, h, w = hole
         assert 20 <= h <= 32 and 20 <= w <= 32
         assert 0 <= y <= 64 - h and 0 <= x <= 64 - w

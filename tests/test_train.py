@@ -99,6 +99,7 @@ def test_each_phase_updates_exactly_its_networks(networks, phase, g_changes, d_c
 def test_phases_follow_the_schedule():
     config = cfg.Config(tc=3, td=2, total_iters=7)
     assert [config.phase(i) for i in range(7)] == [1, 1, 1, 2, 2, 3, 3]
+    assert [config.phase_range(p) for p in (1, 2, 3)] == [(0, 3), (3, 5), (5, 7)]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import runtime  # noqa: E402,F401  (settings TensorFlow reads at import)
 import cv2  # noqa: E402
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 PRESETS = ("paper", "cpu", "quick")
 HOLE_SHAPES = ("rect", "free")
+XLA_CHOICES = ("auto", "on", "off")
 DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
@@ -41,6 +42,8 @@ class Config:
     seed: int = 0
     deterministic: bool = False
     on_nan: str = "stop"
+    xla: str = "auto"
+    mixed_precision: bool = False
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -77,6 +80,7 @@ class Config:
              f"at least --hole-min ({self.hole_min}), got {self.hole_max}")
         need(self.on_nan in ("stop", "rollback"), "--on-nan",
              f"stop or rollback, got {self.on_nan!r}")
+        need(self.xla in XLA_CHOICES, "--xla", f"one of {', '.join(XLA_CHOICES)}, got {self.xla!r}")
         need(self.hole_shape in HOLE_SHAPES, "--hole-shape",
              f"one of {', '.join(HOLE_SHAPES)}, got {self.hole_shape!r}")
         need(self.hole_max <= self.local_size, "--hole-max",
@@ -149,9 +153,13 @@ FLAG_HELP = {
     "deterministic": "bit-identical runs for the same --seed on the CPU (slower kernels)",
     "on_nan": "when a loss becomes NaN or infinite: stop (keeping every good checkpoint), or"
               " rollback to the last good checkpoint and skip the batches that caused it",
+    "xla": "compile each training step with XLA: auto (on with a GPU, off on a CPU, where it"
+           " is slower), on or off",
+    "mixed_precision": "compute in float16 on a GPU or bfloat16 on a CPU, keeping weights and"
+                       " losses in float32 (fast only on hardware with those instructions)",
 }
-CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "on_nan": ("stop", "rollback"), "recon_loss": ("mse", "l1"),
-           "optimizer": ("adadelta", "adam")}
+CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "on_nan": ("stop", "rollback"),
+           "recon_loss": ("mse", "l1"), "optimizer": ("adadelta", "adam"), "xla": XLA_CHOICES}
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -168,7 +176,7 @@ def build_parser(description):
         if f.name == "data_dir":
             kwargs.update(nargs="+", metavar="DIR")
         elif f.type is bool:
-            kwargs.update(action="store_true")
+            kwargs.update(action=argparse.BooleanOptionalAction)
         elif f.name in CHOICES:
             kwargs.update(choices=CHOICES[f.name])
         else:

@@ -19,7 +19,7 @@ import textwrap
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import runtime  # noqa: E402,F401  (settings TensorFlow reads at import)
 import cv2  # noqa: E402
 import matplotlib  # noqa: E402
 

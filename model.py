@@ -34,16 +34,21 @@ LOCAL_CHANNELS = [64, 128, 256, 512, 512]
 FC_UNITS = 1024
 
 
-def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, name="conv"):
+def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, name="conv",
+                 dtype=None):
     conv = layers.Conv2DTranspose if transpose else layers.Conv2D
     x = conv(channels, kernel, strides=stride, dilation_rate=dilation, padding="same",
-             name=name)(x)
+             name=name, dtype=dtype)(x)
     # momentum 0.9 is Torch's default (0.1 there), as in the paper's implementation.
-    x = layers.BatchNormalization(momentum=0.9, name=name.replace("conv", "bn"))(x)
-    return layers.ReLU(name=name.replace("conv", "relu"))(x)
+    x = layers.BatchNormalization(momentum=0.9, name=name.replace("conv", "bn"), dtype=dtype)(x)
+    return layers.ReLU(name=name.replace("conv", "relu"), dtype=dtype)(x)
 
 
-def build_completion_network():
+# `dtype` below is a Keras dtype policy: None (float32) or "mixed_float16" / "mixed_bfloat16",
+# which compute in half precision with float32 weights. The last layer of each network always
+# computes in float32, so outputs and losses are float32 whatever the policy.
+
+def build_completion_network(dtype=None):
     """RGB with the hole filled by the mean pixel, plus the hole mask -> RGB in [0, 1].
 
     Fully convolutional: any height and width divisible by 4.
@@ -53,27 +58,65 @@ def build_completion_network():
     for i, (kind, kernel, dilation, stride, channels) in enumerate(COMPLETION_LAYERS, 1):
         if kind == "output":
             x = layers.Conv2D(channels, kernel, padding="same", activation="sigmoid",
-                              name=f"conv{i}")(x)
+                              name=f"conv{i}", dtype="float32")(x)
         else:
             x = conv_bn_relu(x, channels, kernel, stride, dilation,
-                             transpose=kind == "deconv", name=f"conv{i}")
+                             transpose=kind == "deconv", name=f"conv{i}", dtype=dtype)
     return keras.Model(inputs, x, name="completion_network")
 
 
-def discriminator_branch(x, channels, prefix):
+def discriminator_branch(x, channels, prefix, dtype):
     for i, c in enumerate(channels, 1):
-        x = conv_bn_relu(x, c, 5, stride=2, name=f"{prefix}_conv{i}")
-    x = layers.Flatten(name=f"{prefix}_flatten")(x)
-    return layers.Dense(FC_UNITS, activation="relu", name=f"{prefix}_fc")(x)
+        x = conv_bn_relu(x, c, 5, stride=2, name=f"{prefix}_conv{i}", dtype=dtype)
+    x = layers.Flatten(name=f"{prefix}_flatten", dtype=dtype)(x)
+    return layers.Dense(FC_UNITS, activation="relu", name=f"{prefix}_fc", dtype=dtype)(x)
 
 
-def build_context_discriminator(image_size, local_size):
+def build_context_discriminator(image_size, local_size, dtype=None):
     """[whole images (B,S,S,3), local patches (B,L,L,3)] -> real/fake logits (B, 1)."""
     images = keras.Input((image_size, image_size, 3), name="image")
     patches = keras.Input((local_size, local_size, 3), name="local_patch")
-    features = layers.Concatenate(name="concat")([
-        discriminator_branch(images, GLOBAL_CHANNELS, "global"),
-        discriminator_branch(patches, LOCAL_CHANNELS, "local"),
+    features = layers.Concatenate(name="concat", dtype=dtype)([
+        discriminator_branch(images, GLOBAL_CHANNELS, "global", dtype),
+        discriminator_branch(patches, LOCAL_CHANNELS, "local", dtype),
     ])
-    logits = layers.Dense(1, name="logit")(features)
+    logits = layers.Dense(1, name="logit", dtype="float32")(features)
     return keras.Model([images, patches], logits, name="context_discriminator")
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic cost: multiply-adds of the convolutions and fully connected layers, counted as two
+# floating-point operations each (batch norm, ReLU and biases are a fraction of a percent).
+
+def conv_flops(height, width, kernel, channels_in, channels_out):
+    """FLOPs of a convolution producing a height x width map (any stride or dilation)."""
+    return 2 * height * width * kernel * kernel * channels_in * channels_out
+
+
+def completion_flops(height, width=None):
+    """Forward FLOPs of the completion network on one height x width image."""
+    width = width or height
+    flops, channels_in, scale = 0, 4, 1
+    for kind, kernel, _dilation, stride, channels in COMPLETION_LAYERS:
+        if kind == "deconv":
+            # Every input pixel spreads a kernel x kernel footprint into the output.
+            flops += conv_flops(height // scale, width // scale, kernel, channels_in, channels)
+            scale //= stride
+        else:
+            scale *= stride
+            flops += conv_flops(height // scale, width // scale, kernel, channels_in, channels)
+        channels_in = channels
+    return flops
+
+
+def discriminator_flops(image_size, local_size):
+    """Forward FLOPs of the context discriminator on one image and its local patch."""
+    flops = 2 * 2 * FC_UNITS  # the final logit layer
+    for size, channel_list in ((image_size, GLOBAL_CHANNELS), (local_size, LOCAL_CHANNELS)):
+        channels_in = 3
+        for channels in channel_list:
+            size = -(-size // 2)  # stride 2, "same" padding
+            flops += conv_flops(size, size, 5, channels_in, channels)
+            channels_in = channels
+        flops += 2 * size * size * channels_in * FC_UNITS
+    return flops

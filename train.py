@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+import runtime  # noqa: E402,F401  (settings TensorFlow reads at import)
 import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from tqdm import tqdm
@@ -85,9 +85,64 @@ def make_optimizer(config):
 # ---------------------------------------------------------------------------------------------
 # One compiled step per phase
 
-def make_steps(G, D, g_opt, d_opt, config, mean_pixel):
+def device_settings(config):
+    """(jit_compile, Keras dtype policy) for this machine: XLA and mixed precision as asked."""
+    gpu = bool(tf.config.list_physical_devices("GPU"))
+    jit_compile = config.xla == "on" or (config.xla == "auto" and gpu)
+    policy = None
+    if config.mixed_precision:
+        policy = "mixed_float16" if gpu else "mixed_bfloat16"
+    return jit_compile, policy
+
+
+def cpu_has_bfloat16():
+    """True when the CPU computes bfloat16 natively (AVX-512 BF16, AMX or ARM BF16)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            flags = set(f.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+
+
+def precision_warning(policy):
+    if policy == "mixed_bfloat16" and not cpu_has_bfloat16():
+        return ("warning: --mixed-precision: this CPU has no bfloat16 instructions (avx512_bf16"
+                " or amx_bf16), so bfloat16 is emulated and much slower than float32 here")
+    return None
+
+
+def scaled(optimizer, loss):
+    """float16 needs its loss scaled against underflow; the optimizer unscales the gradients."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return optimizer.scale_loss(loss)
+    return loss
+
+
+def build_training(config, policy=None):
+    """The two networks and their optimizers, built (so checkpoints restore at once).
+
+    Returns G, D, the two optimizers to checkpoint, and the two the steps apply: the same
+    ones, or with float16 their loss-scaling wrappers (the checkpoint stays the same)."""
+    G = build_completion_network(policy)
+    D = build_context_discriminator(config.image_size, config.local_size, policy)
+    g_opt, d_opt = make_optimizer(config), make_optimizer(config)
+    step_opts = (g_opt, d_opt)
+    if policy == "mixed_float16":
+        step_opts = tuple(keras.optimizers.LossScaleOptimizer(o) for o in step_opts)
+    for optimizer, network in zip(step_opts, (G, D)):
+        optimizer.build(network.trainable_variables)
+    return G, D, g_opt, d_opt, step_opts
+
+
+def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False):
+    """One compiled function per phase: batch -> dict of float32 metrics.
+
+    The functions are traced once (all shapes are fixed) and, with jit_compile, compiled by XLA.
+    With float16, g_opt and d_opt are keras.optimizers.LossScaleOptimizer wrappers."""
     mean_pixel = tf.constant(mean_pixel, tf.float32)
     L = config.local_size
+    compiled = tf.function(jit_compile=jit_compile)
 
     def discriminate(images, patches_at):
         return D([images, utils.crop_patches(images, patches_at, L)], training=True)
@@ -97,28 +152,30 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel):
             real = discriminate(batch["image"], batch["local_real"])
             fake = discriminate(completed, batch["local_fake"])
             loss = discriminator_loss(real, fake)
-        d_opt.apply_gradients(zip(tape.gradient(loss, D.trainable_variables),
+            scaled_loss = scaled(d_opt, loss)
+        d_opt.apply_gradients(zip(tape.gradient(scaled_loss, D.trainable_variables),
                                   D.trainable_variables))
         return {"discriminator": loss, "d_real": tf.reduce_mean(tf.sigmoid(real)),
                 "d_completed": tf.reduce_mean(tf.sigmoid(fake))}
 
-    @tf.function
+    @compiled
     def completion_step(batch):
         images, masks = batch["image"], batch["mask"]
         with tf.GradientTape() as tape:
             outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
             loss = reconstruction_loss(images, outputs, masks, config.recon_loss)
-        g_opt.apply_gradients(zip(tape.gradient(loss, G.trainable_variables),
+            scaled_loss = scaled(g_opt, loss)
+        g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
                                   G.trainable_variables))
         return {"reconstruction": loss}
 
-    @tf.function
+    @compiled
     def discriminator_step(batch):
         images, masks = batch["image"], batch["mask"]
         outputs = G(utils.completion_input(images, masks, mean_pixel), training=False)
         return discriminator_update(batch, utils.blend(images, outputs, masks))
 
-    @tf.function
+    @compiled
     def joint_step(batch):
         images, masks = batch["image"], batch["mask"]
         with tf.GradientTape() as tape:
@@ -130,7 +187,8 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel):
             # The same completion, judged by the just-updated discriminator.
             adv = adversarial_loss(discriminate(completed, batch["local_fake"]))
             loss = recon + config.alpha * adv
-        g_opt.apply_gradients(zip(tape.gradient(loss, G.trainable_variables),
+            scaled_loss = scaled(g_opt, loss)
+        g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
                                   G.trainable_variables))
         return dict(metrics, reconstruction=recon, adversarial=adv)
 
@@ -432,18 +490,21 @@ def train(config, train_files, val_files, mean_pixel):
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
+    jit_compile, policy = device_settings(config)
+    warning = precision_warning(policy)
+    if warning:
+        print(warning, file=sys.stderr)
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    print(f"Compute: {device}, {policy or 'float32'}, XLA {'on' if jit_compile else 'off'}"
+          f" (--xla {config.xla})")
     strategy = tf.distribute.get_strategy()
     with strategy.scope():
-        G = build_completion_network()
-        D = build_context_discriminator(config.image_size, config.local_size)
-        g_opt, d_opt = make_optimizer(config), make_optimizer(config)
-        g_opt.build(G.trainable_variables)
-        d_opt.build(D.trainable_variables)
+        G, D, g_opt, d_opt, step_opts = build_training(config, policy)
         iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         # Batches skipped after a non-finite loss (--on-nan rollback): element k of the data
         # stream is used at iteration k - data_offset.
         data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
-        steps = make_steps(G, D, g_opt, d_opt, config, mean_pixel)
+        steps = make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
     checkpoint = tf.train.Checkpoint(completion_network=G, context_discriminator=D,
                                      completion_optimizer=g_opt, discriminator_optimizer=d_opt,
                                      iteration=iteration, data_offset=data_offset)

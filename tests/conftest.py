@@ -9,6 +9,7 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import runtime  # noqa: E402,F401  (the scripts' TensorFlow settings, before anything imports it)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from photos import smooth_photo  # noqa: E402,F401
 

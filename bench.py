@@ -182,6 +182,8 @@ def main(argv=None):
             raise cfg.ConfigError(f"--steps: expected at least 1, got {steps}")
         if warmup < 1:
             raise cfg.ConfigError(f"--warmup: expected at least 1 (the tracing call), got {warmup}")
+        if "local_size" in args:  # holes as in the presets: 3/4 to all of the local patch
+            args.update(hole_min=args["local_size"] * 3 // 4, hole_max=args["local_size"])
         config = cfg.resolve(cfg.preset_config(args["preset"]), args)
         files = train.photo_files(config)
     except (cfg.ConfigError, data_loader.DataError) as error:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 PRESETS = ("paper", "cpu", "quick")
 HOLE_SHAPES = ("rect", "free")
 XLA_CHOICES = ("auto", "on", "off")
+STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
@@ -44,6 +45,7 @@ class Config:
     on_nan: str = "stop"
     xla: str = "auto"
     mixed_precision: bool = False
+    strategy: str = "auto"
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
@@ -80,6 +82,8 @@ class Config:
              f"at least --hole-min ({self.hole_min}), got {self.hole_max}")
         need(self.on_nan in ("stop", "rollback"), "--on-nan",
              f"stop or rollback, got {self.on_nan!r}")
+        need(self.strategy in STRATEGIES, "--strategy",
+             f"one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
         need(self.xla in XLA_CHOICES, "--xla", f"one of {', '.join(XLA_CHOICES)}, got {self.xla!r}")
         need(self.hole_shape in HOLE_SHAPES, "--hole-shape",
              f"one of {', '.join(HOLE_SHAPES)}, got {self.hole_shape!r}")
@@ -157,9 +161,14 @@ FLAG_HELP = {
            " is slower), on or off",
     "mixed_precision": "compute in float16 on a GPU or bfloat16 on a CPU, keeping weights and"
                        " losses in float32 (fast only on hardware with those instructions)",
+    "strategy": "tf.distribute strategy: auto (mirrored with several GPUs, multiworker when"
+                " TF_CONFIG names several workers, else default), default (one device), mirrored"
+                " (every GPU of this machine) or multiworker (machines listed in TF_CONFIG);"
+                " --batch-size stays the global batch",
 }
 CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "on_nan": ("stop", "rollback"),
-           "recon_loss": ("mse", "l1"), "optimizer": ("adadelta", "adam"), "xla": XLA_CHOICES}
+           "recon_loss": ("mse", "l1"), "optimizer": ("adadelta", "adam"), "xla": XLA_CHOICES,
+           "strategy": STRATEGIES}
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -258,10 +258,26 @@ def random_crop(image, seeds, image_size):
     return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 
 
-def training_dataset(files, config, start_element=0):
+def training_dataset(files, config, start_element=0, input_context=None):
     """Endless batches of dicts: image (B,S,S,3), mask (B,S,S,1), hole (B,4),
-    local_fake (B,2) and local_real (B,2) offsets of the local patches."""
+    local_fake (B,2) and local_real (B,2) offsets of the local patches.
+
+    Element k of the stream is a pure function of (seed, k); batch t holds elements
+    [t B, (t + 1) B). With a tf.distribute.InputContext (one input pipeline per worker), the
+    pipeline yields per-replica batches of only its own replicas' slices of each global batch,
+    in replica order: the workers together decode each element once, and the global batch is
+    the one a single device would see."""
     files = list(files)
+    batch_size, index = config.batch_size, (lambda c: c)
+    if input_context is not None and input_context.num_input_pipelines > 1:
+        share = batch_size // input_context.num_input_pipelines  # elements per worker per step
+        first = input_context.input_pipeline_id * share
+
+        def index(c):
+            return c // share * config.batch_size + first + c % share
+        start_element = start_element // config.batch_size * share
+    if input_context is not None:
+        batch_size = input_context.get_per_replica_batch_size(config.batch_size)
     min_side = config.image_size * 3 // 2
 
     def load(k):
@@ -298,8 +314,9 @@ def training_dataset(files, config, start_element=0):
                     local_fake=local_fake, local_real=local_real)
 
     return (tf.data.Dataset.counter(start_element)
-            .map(element, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-            .batch(config.batch_size, drop_remainder=True)
+            .map(lambda c: element(index(c)), num_parallel_calls=tf.data.AUTOTUNE,
+                 deterministic=True)
+            .batch(batch_size, drop_remainder=True)
             .prefetch(tf.data.AUTOTUNE))
 
 

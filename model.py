@@ -35,20 +35,23 @@ FC_UNITS = 1024
 
 
 def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, name="conv",
-                 dtype=None):
+                 dtype=None, synchronized=False):
     conv = layers.Conv2DTranspose if transpose else layers.Conv2D
     x = conv(channels, kernel, strides=stride, dilation_rate=dilation, padding="same",
              name=name, dtype=dtype)(x)
     # momentum 0.9 is Torch's default (0.1 there), as in the paper's implementation.
-    x = layers.BatchNormalization(momentum=0.9, name=name.replace("conv", "bn"), dtype=dtype)(x)
+    x = layers.BatchNormalization(momentum=0.9, synchronized=synchronized,
+                                  name=name.replace("conv", "bn"), dtype=dtype)(x)
     return layers.ReLU(name=name.replace("conv", "relu"), dtype=dtype)(x)
 
 
 # `dtype` below is a Keras dtype policy: None (float32) or "mixed_float16" / "mixed_bfloat16",
 # which compute in half precision with float32 weights. The last layer of each network always
 # computes in float32, so outputs and losses are float32 whatever the policy.
+# `synchronized` batch norm takes its statistics over the global batch when the batch is split
+# across devices (tf.distribute), so N devices compute what one device would.
 
-def build_completion_network(dtype=None):
+def build_completion_network(dtype=None, synchronized=False):
     """RGB with the hole filled by the mean pixel, plus the hole mask -> RGB in [0, 1].
 
     Fully convolutional: any height and width divisible by 4.
@@ -61,24 +64,26 @@ def build_completion_network(dtype=None):
                               name=f"conv{i}", dtype="float32")(x)
         else:
             x = conv_bn_relu(x, channels, kernel, stride, dilation,
-                             transpose=kind == "deconv", name=f"conv{i}", dtype=dtype)
+                             transpose=kind == "deconv", name=f"conv{i}", dtype=dtype,
+                             synchronized=synchronized)
     return keras.Model(inputs, x, name="completion_network")
 
 
-def discriminator_branch(x, channels, prefix, dtype):
+def discriminator_branch(x, channels, prefix, dtype, synchronized):
     for i, c in enumerate(channels, 1):
-        x = conv_bn_relu(x, c, 5, stride=2, name=f"{prefix}_conv{i}", dtype=dtype)
+        x = conv_bn_relu(x, c, 5, stride=2, name=f"{prefix}_conv{i}", dtype=dtype,
+                         synchronized=synchronized)
     x = layers.Flatten(name=f"{prefix}_flatten", dtype=dtype)(x)
     return layers.Dense(FC_UNITS, activation="relu", name=f"{prefix}_fc", dtype=dtype)(x)
 
 
-def build_context_discriminator(image_size, local_size, dtype=None):
+def build_context_discriminator(image_size, local_size, dtype=None, synchronized=False):
     """[whole images (B,S,S,3), local patches (B,L,L,3)] -> real/fake logits (B, 1)."""
     images = keras.Input((image_size, image_size, 3), name="image")
     patches = keras.Input((local_size, local_size, 3), name="local_patch")
     features = layers.Concatenate(name="concat", dtype=dtype)([
-        discriminator_branch(images, GLOBAL_CHANNELS, "global", dtype),
-        discriminator_branch(patches, LOCAL_CHANNELS, "local", dtype),
+        discriminator_branch(images, GLOBAL_CHANNELS, "global", dtype, synchronized),
+        discriminator_branch(patches, LOCAL_CHANNELS, "local", dtype, synchronized),
     ])
     logits = layers.Dense(1, name="logit", dtype="float32")(features)
     return keras.Model([images, patches], logits, name="context_discriminator")

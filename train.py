@@ -10,6 +10,7 @@ Phase 3, iterations [Tc + Td, T):  both; per iteration one discriminator and one
 Running the same command again resumes; --fresh starts over (the old session is moved aside).
 """
 import csv
+import json
 import errno
 import fcntl
 import glob
@@ -55,25 +56,32 @@ class NonFiniteLoss(RuntimeError):
 # ---------------------------------------------------------------------------------------------
 # Losses (all from logits)
 
-def reconstruction_loss(images, outputs, masks, kind):
+# Each loss is a mean over the global batch: per-example values summed and divided by the
+# global batch size (tf.nn.compute_average_loss), so with the batch split over N devices the
+# devices' losses, and gradients, add up to exactly the single-device ones.
+
+def reconstruction_loss(images, outputs, masks, kind, global_batch=None):
     """Paper: || M_c * (C(x, M_c) - x) ||^2, averaged over pixels; l1 is the alternative."""
     diff = masks * (outputs - images)
-    return tf.reduce_mean(tf.square(diff) if kind == "mse" else tf.abs(diff))
+    per_example = tf.reduce_mean(tf.square(diff) if kind == "mse" else tf.abs(diff), [1, 2, 3])
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
-def bce(logits, label):
+def bce(logits, label, global_batch=None):
     labels = tf.fill(tf.shape(logits), float(label))
-    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+    per_example = tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
-def discriminator_loss(real_logits, fake_logits):
+def discriminator_loss(real_logits, fake_logits, global_batch=None):
     """Cross-entropy: real (x, random local patch) -> 1, completed (patch around hole) -> 0."""
-    return bce(real_logits, 1.0) + bce(fake_logits, 0.0)
+    return bce(real_logits, 1.0, global_batch) + bce(fake_logits, 0.0, global_batch)
 
 
-def adversarial_loss(fake_logits):
+def adversarial_loss(fake_logits, global_batch=None):
     """Non-saturating form of the paper's GAN term: -log D(completed)."""
-    return bce(fake_logits, 1.0)
+    return bce(fake_logits, 1.0, global_batch)
 
 
 def make_optimizer(config):
@@ -119,13 +127,14 @@ def scaled(optimizer, loss):
     return loss
 
 
-def build_training(config, policy=None):
+def build_training(config, policy=None, synchronized=False):
     """The two networks and their optimizers, built (so checkpoints restore at once).
 
     Returns G, D, the two optimizers to checkpoint, and the two the steps apply: the same
-    ones, or with float16 their loss-scaling wrappers (the checkpoint stays the same)."""
-    G = build_completion_network(policy)
-    D = build_context_discriminator(config.image_size, config.local_size, policy)
+    ones, or with float16 their loss-scaling wrappers (the checkpoint stays the same).
+    synchronized: batch-norm statistics over the global batch (several replicas)."""
+    G = build_completion_network(policy, synchronized)
+    D = build_context_discriminator(config.image_size, config.local_size, policy, synchronized)
     g_opt, d_opt = make_optimizer(config), make_optimizer(config)
     step_opts = (g_opt, d_opt)
     if policy == "mixed_float16":
@@ -135,63 +144,147 @@ def build_training(config, policy=None):
     return G, D, g_opt, d_opt, step_opts
 
 
-def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False):
-    """One compiled function per phase: batch -> dict of float32 metrics.
+def tf_config_workers():
+    """How many tasks (chief and workers) TF_CONFIG names; 0 when it is not set."""
+    text = os.environ.get("TF_CONFIG", "")
+    try:
+        cluster = json.loads(text).get("cluster", {}) if text.strip() else {}
+        return len(cluster.get("chief", [])) + len(cluster.get("worker", []))
+    except (ValueError, AttributeError) as error:
+        raise cfg.ConfigError(f"TF_CONFIG: expected JSON with a \"cluster\" and a \"task\""
+                              f" ({error})")
 
-    The functions are traced once (all shapes are fixed) and, with jit_compile, compiled by XLA.
-    With float16, g_opt and d_opt are keras.optimizers.LossScaleOptimizer wrappers."""
+
+def make_strategy(name):
+    """The tf.distribute strategy for --strategy; create it before any other TensorFlow work."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if name == "auto":
+        name = ("multiworker" if tf_config_workers() > 1 else
+                "mirrored" if len(gpus) > 1 else "default")
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        # Every GPU; without GPUs, every logical CPU device (see --cpu-devices).
+        cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+        return tf.distribute.MirroredStrategy(None if gpus else cpus)
+    if not tf_config_workers():
+        raise cfg.ConfigError("--strategy multiworker: TF_CONFIG is not set; set it on every"
+                              " machine as in the README's 'Training on several GPUs or"
+                              " machines'")
+    return tf.distribute.MultiWorkerMirroredStrategy()
+
+
+def strategy_name(strategy):
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return "multiworker"
+    return "mirrored" if isinstance(strategy, tf.distribute.MirroredStrategy) else "default"
+
+
+def worker(strategy):
+    """(task name, is chief) of this process: the chief writes checkpoints and summaries."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return None, True
+    chief = resolver.task_type == "chief" or (
+        resolver.task_type == "worker" and resolver.task_id == 0
+        and "chief" not in resolver.cluster_spec().as_dict())
+    return f"{resolver.task_type}{resolver.task_id}", chief
+
+
+def split_cpu(count):
+    """Show the CPU as `count` logical devices (to try --strategy mirrored without GPUs)."""
+    if count < 1:
+        raise cfg.ConfigError(f"--cpu-devices: expected at least 1, got {count}")
+    if count > 1:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * count)
+
+
+def stop_agreement(strategy):
+    """flag -> whether any worker's flag is set. Workers of a multi-worker run stop (and save)
+    together when any one of them is asked to; this costs one tiny all-reduce per step."""
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return bool
+
+    @tf.function
+    def any_set(flag):
+        votes = strategy.run(lambda: tf.cast(flag, tf.int32))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, votes, axis=None) > 0
+    return lambda flag: bool(any_set(tf.constant(flag)))
+
+
+def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strategy=None):
+    """One compiled function per phase: batch -> dict of float32 metrics over the global batch.
+
+    Each runs its per-replica step on every replica of `strategy` (default: the current one)
+    and sums the replicas' shares of the losses. The per-replica step is traced once (all
+    shapes are fixed) and, with jit_compile, compiled by XLA. With float16, g_opt and d_opt are
+    keras.optimizers.LossScaleOptimizer wrappers."""
+    strategy = strategy or tf.distribute.get_strategy()
     mean_pixel = tf.constant(mean_pixel, tf.float32)
-    L = config.local_size
-    compiled = tf.function(jit_compile=jit_compile)
+    L, B = config.local_size, config.batch_size
 
     def discriminate(images, patches_at):
         return D([images, utils.crop_patches(images, patches_at, L)], training=True)
+
+    def share_of_mean(values):
+        return tf.nn.compute_average_loss(values[:, 0], global_batch_size=B)
 
     def discriminator_update(batch, completed):
         with tf.GradientTape() as tape:
             real = discriminate(batch["image"], batch["local_real"])
             fake = discriminate(completed, batch["local_fake"])
-            loss = discriminator_loss(real, fake)
+            loss = discriminator_loss(real, fake, B)
             scaled_loss = scaled(d_opt, loss)
         d_opt.apply_gradients(zip(tape.gradient(scaled_loss, D.trainable_variables),
                                   D.trainable_variables))
-        return {"discriminator": loss, "d_real": tf.reduce_mean(tf.sigmoid(real)),
-                "d_completed": tf.reduce_mean(tf.sigmoid(fake))}
+        return {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
+                "d_completed": share_of_mean(tf.sigmoid(fake))}
 
-    @compiled
     def completion_step(batch):
         images, masks = batch["image"], batch["mask"]
         with tf.GradientTape() as tape:
             outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
-            loss = reconstruction_loss(images, outputs, masks, config.recon_loss)
+            loss = reconstruction_loss(images, outputs, masks, config.recon_loss, B)
             scaled_loss = scaled(g_opt, loss)
         g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
                                   G.trainable_variables))
         return {"reconstruction": loss}
 
-    @compiled
     def discriminator_step(batch):
         images, masks = batch["image"], batch["mask"]
         outputs = G(utils.completion_input(images, masks, mean_pixel), training=False)
         return discriminator_update(batch, utils.blend(images, outputs, masks))
 
-    @compiled
     def joint_step(batch):
         images, masks = batch["image"], batch["mask"]
         with tf.GradientTape() as tape:
             outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
             completed = utils.blend(images, outputs, masks)
-            recon = reconstruction_loss(images, outputs, masks, config.recon_loss)
+            recon = reconstruction_loss(images, outputs, masks, config.recon_loss, B)
             with tape.stop_recording():
                 metrics = discriminator_update(batch, tf.stop_gradient(completed))
             # The same completion, judged by the just-updated discriminator.
-            adv = adversarial_loss(discriminate(completed, batch["local_fake"]))
+            adv = adversarial_loss(discriminate(completed, batch["local_fake"]), B)
             loss = recon + config.alpha * adv
             scaled_loss = scaled(g_opt, loss)
         g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
                                   G.trainable_variables))
         return dict(metrics, reconstruction=recon, adversarial=adv)
 
+    def distributed(step):
+        per_replica = tf.function(step, jit_compile=jit_compile)
+
+        @tf.function
+        def run(batch):
+            shares = strategy.run(per_replica, args=(batch,))
+            return {name: strategy.reduce(tf.distribute.ReduceOp.SUM, value, axis=None)
+                    for name, value in shares.items()}
+        return run
+
+    completion_step, discriminator_step, joint_step = map(
+        distributed, (completion_step, discriminator_step, joint_step))
     return {1: completion_step, 2: discriminator_step, 3: joint_step}
 
 
@@ -274,21 +367,28 @@ def lock_session(name):
     return handle
 
 
-def prepare_session(overrides, fresh):
-    """Resolve the configuration, the photos, the mean pixel and the validation files."""
-    name = overrides.get("session", "default")
-    session_file = os.path.join(session_dirs(name)["saved_sessions"], "session.json")
+def resolve_session(overrides, fresh):
+    """The configuration: the saved session's with the flags applied, or a new one; and the
+    saved session file's contents ({} for a new session)."""
+    session_file = os.path.join(session_dirs(overrides.get("session", "default"))
+                                ["saved_sessions"], "session.json")
     if os.path.exists(session_file) and not fresh:
-        config, saved = load_session(session_file, overrides)
-    else:
-        config, saved = new_config(overrides), {}
+        return load_session(session_file, overrides)
+    return new_config(overrides), {}
+
+
+def prepare_session(config, saved, fresh, chief=True):
+    """The photos, the mean pixel and the validation files; the chief also takes the session's
+    lock, moves an old session aside (--fresh) and writes session.json."""
+    name = config.session
+    session_file = os.path.join(session_dirs(name)["saved_sessions"], "session.json")
     files = photo_files(config)
     if "mean_pixel" in saved:
         mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
     else:  # also checks, before anything is written, that some photo decodes
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
-    lock = lock_session(name)
-    if fresh:
+    lock = lock_session(name) if chief else None
+    if fresh and chief:
         move_aside(name)
     print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size},"
           f" holes {config.hole_min}-{config.hole_max} ({config.hole_shape}), batch {config.batch_size},"
@@ -300,9 +400,10 @@ def prepare_session(overrides, fresh):
         train_files, val_files = data_loader.split_validation(files, config.seed)
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
           f" mean pixel {np.round(mean_pixel, 4).tolist()}")
-    utils.write_json(session_file, {"config": cfg.dataclasses.asdict(config),
-                                    "mean_pixel": mean_pixel.tolist()})
-    return config, train_files, val_files, mean_pixel, lock
+    if chief:
+        utils.write_json(session_file, {"config": cfg.dataclasses.asdict(config),
+                                        "mean_pixel": mean_pixel.tolist()})
+    return train_files, val_files, mean_pixel, lock
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,12 +416,14 @@ class Checkpoints:
     index last (atomically); a save that fails has its files removed, and a restore skips
     damaged checkpoints for the next older one."""
 
-    def __init__(self, checkpoint, directory):
-        self.checkpoint, self.directory = checkpoint, directory
+    def __init__(self, checkpoint, directory, scratch=None):
+        """scratch: where a non-chief worker writes its copy, deleted after every save (every
+        worker of a multi-worker run takes part in a save; only the chief's copy is kept)."""
+        self.checkpoint, self.directory, self.scratch = checkpoint, directory, scratch
         self.rolling = tf.train.CheckpointManager(
-            checkpoint, os.path.join(directory, "checkpoints"), max_to_keep=3)
+            checkpoint, os.path.join(scratch or directory, "checkpoints"), max_to_keep=3)
         self.phase_ends = tf.train.CheckpointManager(
-            checkpoint, os.path.join(directory, "phase_ends"), max_to_keep=None)
+            checkpoint, os.path.join(scratch or directory, "phase_ends"), max_to_keep=None)
 
     def latest(self):
         return utils.latest_checkpoint(self.directory)
@@ -351,7 +454,10 @@ class Checkpoints:
     def save(self, iteration, phase_end=False):
         manager = self.phase_ends if phase_end else self.rolling
         try:
-            return manager.save(checkpoint_number=iteration)
+            path = manager.save(checkpoint_number=iteration)
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+            return path
         except (OSError, tf.errors.OpError) as error:
             for path in glob.glob(os.path.join(manager.directory, f"ckpt-{iteration}[._]*")):
                 shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
@@ -364,14 +470,18 @@ class Checkpoints:
 # Summaries: TensorBoard, results/ grids and loss curves
 
 class Reporter:
-    def __init__(self, config, dirs, G, val_batch, mean_pixel, start):
-        self.config, self.G = config, G
+    """Scalars, graphs and sample grids for TensorBoard, results/ and losses.csv. Only the chief
+    writes (chief=False: the other workers of a multi-worker run keep quiet)."""
+
+    def __init__(self, config, dirs, G, val_batch, mean_pixel, start, chief=True):
+        self.config, self.G, self.chief = config, G, chief
         self.results = dirs["results"]
-        self.writer = tf.summary.create_file_writer(dirs["logs"])
+        self.writer = (tf.summary.create_file_writer(dirs["logs"]) if chief
+                       else tf.summary.create_noop_writer())
         self.val = {k: tf.constant(v) for k, v in val_batch.items()}
         self.mean_pixel = tf.constant(mean_pixel)
         self.history_path = os.path.join(self.results, "losses.csv")
-        self.history, self.traced = self.read_history(), set()
+        self.history, self.traced = self.read_history() if chief else [], set()
         self.rewind(start)
 
     def rewind(self, iteration):
@@ -426,6 +536,8 @@ class Reporter:
         return rate
 
     def samples(self, phase, iteration):
+        if not self.chief:
+            return
         outputs = self.G(utils.completion_input(self.val["image"], self.val["mask"],
                                                 self.mean_pixel), training=False)
         grid = utils.sample_grid(self.val["image"], self.val["mask"], outputs, self.mean_pixel)
@@ -437,6 +549,8 @@ class Reporter:
         self.save_history()
 
     def save_history(self):
+        if not self.chief:
+            return
         os.makedirs(self.results, exist_ok=True)
         with open(self.history_path + ".tmp", "w", newline="") as f:
             writer = csv.DictWriter(f, HISTORY_FIELDS)
@@ -485,7 +599,13 @@ class StopRequest:
         self.signal = signum
 
 
-def train(config, train_files, val_files, mean_pixel):
+def train(config, train_files, val_files, mean_pixel, strategy=None):
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise cfg.ConfigError(f"--batch-size: expected a multiple of the {replicas} replicas of"
+                              f" --strategy {config.strategy}, got {config.batch_size}")
+    task, chief = worker(strategy)
     dirs = session_dirs(config.session)
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -496,19 +616,21 @@ def train(config, train_files, val_files, mean_pixel):
         print(warning, file=sys.stderr)
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     print(f"Compute: {device}, {policy or 'float32'}, XLA {'on' if jit_compile else 'off'}"
-          f" (--xla {config.xla})")
-    strategy = tf.distribute.get_strategy()
+          f" (--xla {config.xla}); strategy {strategy_name(strategy)}, {replicas} replica(s),"
+          f" {config.batch_size // replicas} images each" + (f"; this is {task}" if task else ""))
     with strategy.scope():
-        G, D, g_opt, d_opt, step_opts = build_training(config, policy)
+        G, D, g_opt, d_opt, step_opts = build_training(config, policy, replicas > 1)
         iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         # Batches skipped after a non-finite loss (--on-nan rollback): element k of the data
         # stream is used at iteration k - data_offset.
         data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
-        steps = make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
+        steps = make_steps(G, D, *step_opts, config, mean_pixel, jit_compile, strategy)
     checkpoint = tf.train.Checkpoint(completion_network=G, context_discriminator=D,
                                      completion_optimizer=g_opt, discriminator_optimizer=d_opt,
                                      iteration=iteration, data_offset=data_offset)
-    checkpoints = Checkpoints(checkpoint, dirs["saved_sessions"])
+    scratch = None if chief else os.path.join(dirs["saved_sessions"], f".{task}")
+    checkpoints = Checkpoints(checkpoint, dirs["saved_sessions"], scratch)
+    any_worker = stop_agreement(strategy)
     restored = checkpoints.restore()
     n = int(iteration.numpy())
     if restored:
@@ -526,21 +648,24 @@ def train(config, train_files, val_files, mean_pixel):
         if config.val_dir:
             raise
         val_batch = data_loader.validation_batch(train_files, config, source="--data-dir")
-    reporter = Reporter(config, dirs, G, val_batch, mean_pixel, n)
+    reporter = Reporter(config, dirs, G, val_batch, mean_pixel, n, chief)
 
     def stream():
         first = (n + int(data_offset.numpy())) * config.batch_size
-        return iter(data_loader.training_dataset(train_files, config, first))
+        return iter(strategy.distribute_datasets_from_function(
+            lambda context: data_loader.training_dataset(train_files, config, first, context)))
 
     batches, stop, bar, rate, rollbacks = stream(), StopRequest(), None, 0.0, 0
+    bar_phase = None
     try:
         while n < config.total_iters:
             phase = config.phase(n)
             low, high = config.phase_range(phase)
-            if bar is None or bar.desc != PHASE_NAMES[phase]:
+            if bar is None or bar_phase != phase:
                 bar and bar.close()
+                bar_phase = phase
                 bar = tqdm(total=high - low, initial=n - low, desc=PHASE_NAMES[phase], unit="it",
-                           dynamic_ncols=True)
+                           dynamic_ncols=True, disable=not chief)
             try:
                 metrics = reporter.step(phase, steps[phase], next(batches), n + 1)
             except FloatingPointError as error:
@@ -574,15 +699,16 @@ def train(config, train_files, val_files, mean_pixel):
                              **{k: f"{v:.4g}" for k, v in metrics.items()},
                              "img/s": f"{rate:.2f}"}, refresh=False)
             bar.update(1)
-            if stop.signal is not None and n < config.total_iters:
+            if any_worker(stop.signal is not None) and n < config.total_iters:
                 bar.close()
                 if n != high and n % config.checkpoint_every != 0:
                     checkpoints.save(n)
                 reporter.save_history()
-                name = "Ctrl-C" if stop.signal == signal.SIGINT else "SIGTERM"
+                signum = stop.signal or signal.SIGTERM  # another worker was stopped
+                name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
                 print(f"{name}: saved iteration {n} of {config.total_iters} to"
                       f" {checkpoints.latest()}; run the same command to resume")
-                return 128 + stop.signal
+                return 128 + signum
     finally:
         bar and bar.close()
     print(f"Finished {config.total_iters} iterations of session '{config.session}'. Checkpoint:"
@@ -595,11 +721,19 @@ def train(config, train_files, val_files, mean_pixel):
 
 
 def main(argv=None):
-    args = vars(cfg.build_parser(__doc__.split("\n")[0]).parse_args(argv))
-    fresh = args.pop("fresh")
+    parser = cfg.build_parser(__doc__.split("\n")[0])
+    parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
+                        help="show the CPU as N logical devices, to try --strategy mirrored"
+                             " on a machine without GPUs (default: 1)")
+    args = vars(parser.parse_args(argv))
+    fresh, cpu_devices = args.pop("fresh"), args.pop("cpu_devices")
     try:
-        config, train_files, val_files, mean_pixel, _lock = prepare_session(args, fresh)
-        return train(config, train_files, val_files, mean_pixel)
+        split_cpu(cpu_devices)
+        config, saved = resolve_session(args, fresh)
+        strategy = make_strategy(config.strategy)
+        chief = worker(strategy)[1]
+        train_files, val_files, mean_pixel, _lock = prepare_session(config, saved, fresh, chief)
+        return train(config, train_files, val_files, mean_pixel, strategy)
     except (cfg.ConfigError, data_loader.DataError, SessionError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

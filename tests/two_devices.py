@@ -1,0 +1,89 @@
+"""One step of each phase on one device and on two logical CPU devices (MirroredStrategy), from
+the same weights on the same global batch; prints the losses and weights of both as JSON.
+
+    python -m tests.two_devices         (run by tests/test_distribute.py in a fresh process,
+                                         since logical devices must be set before TensorFlow starts)
+"""
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import runtime  # noqa: E402,F401
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import config as cfg  # noqa: E402
+import train  # noqa: E402
+
+GLOBAL_BATCH = 4
+
+
+def fixed_batch(config):
+    rng = np.random.default_rng(0)
+    S, L = config.image_size, config.local_size
+    masks = np.zeros((GLOBAL_BATCH, S, S, 1), np.float32)
+    for i in range(GLOBAL_BATCH):
+        y, x = rng.integers(0, S - 12, 2)
+        masks[i, y:y + 10, x:x + 12] = 1.0
+    offsets = lambda: rng.integers(0, S - L + 1, (GLOBAL_BATCH, 2)).astype(np.int32)
+    return {"image": rng.random((GLOBAL_BATCH, S, S, 3), np.float32), "mask": masks,
+            "hole": np.zeros((GLOBAL_BATCH, 4), np.int32), "local_fake": offsets(),
+            "local_real": offsets()}
+
+
+def run(strategy, config, batch, initial):
+    with strategy.scope():
+        G, D, _, _, _ = train.build_training(
+            config, synchronized=strategy.num_replicas_in_sync > 1)
+        G.set_weights(initial[0])
+        D.set_weights(initial[1])
+        # Plain SGD: its update is the gradient itself, so the weights show whether the
+        # replicas' gradients add up to the single-device one (Adadelta would normalize a
+        # wrongly scaled gradient away).
+        optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
+        for optimizer, network in zip(optimizers, (G, D)):
+            optimizer.build(network.trainable_variables)
+        steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5, np.float32),
+                                 strategy=strategy)
+    replicas = strategy.num_replicas_in_sync
+    share = GLOBAL_BATCH // replicas
+
+    def slice_for(context):
+        start = context.replica_id_in_sync_group * share
+        return {k: tf.constant(v[start:start + share]) for k, v in batch.items()}
+    distributed = strategy.experimental_distribute_values_from_function(slice_for)
+    results = {}
+    for phase in (1, 2, 3):
+        before = G.get_weights(), D.get_weights()
+        metrics = steps[phase](distributed)
+        # Each phase's update of every weight (trainable or batch-norm statistic).
+        results[f"phase{phase}"] = {
+            "metrics": {k: float(v) for k, v in metrics.items()},
+            **{name: [(w - b).tolist() for w, b in zip(net.get_weights(), old)]
+               for name, net, old in (("G", G, before[0]), ("D", D, before[1]))},
+        }
+    return results
+
+
+def main():
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+    config = cfg.resolve(cfg.preset_config("quick"), dict(
+        image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
+        alpha=1.0))
+    keras.utils.set_random_seed(0)
+    G, D, _, _, _ = train.build_training(config)
+    initial = (G.get_weights(), D.get_weights())
+    batch = fixed_batch(config)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    print(json.dumps({
+        "default": run(tf.distribute.get_strategy(), config, batch, initial),
+        "mirrored": run(tf.distribute.MirroredStrategy(devices), config, batch, initial),
+        "replicas": len(devices),
+    }))
+
+
+if __name__ == "__main__":
+    main()

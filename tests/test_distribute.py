@@ -77,13 +77,16 @@ def max_relative_difference(one_update, two_update):
     return max(float(np.max(np.abs(two_update - one_update))) - 2.4e-7, 0.0) / scale
 
 
-def test_mirrored_on_two_devices_matches_one_device_in_every_phase():
-    result = subprocess.run([sys.executable, "-m", "tests.two_devices"], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+# Phase 1 by default; all three phases with GLCIC_SLOW=1 (tracing them on two devices is slow).
+@pytest.mark.parametrize("phases", [["1"], pytest.param(["1", "2", "3"], marks=pytest.mark.slow)])
+def test_mirrored_on_two_devices_matches_one_device(phases):
+    result = subprocess.run([sys.executable, "-m", "tests.two_devices", *phases], cwd=REPO,
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2
-    for phase in ("phase1", "phase2", "phase3"):
+    assert sorted(out["default"]) == sorted(out["mirrored"]) == [f"phase{p}" for p in phases]
+    for phase in out["default"]:
         one, two = out["default"][phase], out["mirrored"][phase]
         assert set(one["metrics"]) == set(two["metrics"])
         for name, value in one["metrics"].items():
@@ -124,24 +127,23 @@ def test_multiworker_without_tf_config_is_a_one_line_error(tmp_path, make_photos
     assert result.stderr.strip().startswith("error: --strategy multiworker: TF_CONFIG is not set")
 
 
-def test_a_session_moves_between_one_and_two_devices(tmp_path, make_photos):
+@pytest.mark.slow
+def test_a_session_moves_from_one_device_to_two(tmp_path, make_photos):
+    # (From two workers to one device: test_two_workers_train_write_once_and_resume_on_one_device.)
     make_photos(tmp_path / "photos", count=4, size=(40, 48))
     base = ["--data-dir", "photos", "--preset", "quick", *TINY, "--tc", "2", "--td", "1"]
-    first = run_script("train.py", [*base, "--total-iters", "3", "--strategy", "mirrored",
-                                    "--cpu-devices", "2"], cwd=tmp_path)
+    first = run_script("train.py", [*base, "--total-iters", "3", "--strategy", "default"],
+                       cwd=tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "strategy mirrored, 2 replica(s), 1 images each" in first.stdout
-    second = run_script("train.py", [*base, "--total-iters", "4", "--strategy", "default"],
-                        cwd=tmp_path)
+    assert "strategy default, 1 replica(s), 2 images each" in first.stdout
+    second = run_script("train.py", [*base, "--total-iters", "4", "--strategy", "mirrored",
+                                     "--cpu-devices", "2"], cwd=tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
+    assert "Changed on resume: --strategy default -> mirrored" in second.stdout
+    assert "strategy mirrored, 2 replica(s), 1 images each" in second.stdout
     assert "Resuming session 'default' at iteration 3 (phase 3 joint)" in second.stdout
-    assert "strategy default, 1 replica(s), 2 images each" in second.stdout
-    third = run_script("train.py", [*base, "--total-iters", "5", "--strategy", "mirrored",
-                                    "--cpu-devices", "2"], cwd=tmp_path)
-    assert third.returncode == 0, third.stderr[-3000:]
-    assert "Resuming session 'default' at iteration 4 (phase 3 joint)" in third.stdout
-    assert "Finished 5 iterations" in third.stdout
-    assert os.path.exists(tmp_path / "saved_sessions" / "default" / "phase_ends" / "ckpt-5.index")
+    assert "Finished 4 iterations" in second.stdout
+    assert os.path.exists(tmp_path / "saved_sessions" / "default" / "phase_ends" / "ckpt-4.index")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,9 +170,19 @@ def test_two_workers_train_write_once_and_resume_on_one_device(tmp_path, make_ph
     for index in range(2):
         env = dict(os.environ, TF_CONFIG=json.dumps(
             {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}))
-        processes.append(subprocess.Popen(args, cwd=tmp_path, env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE))
-    outputs = [p.communicate(timeout=600) for p in processes]
+        # Output to files, not pipes: a worker never blocks on a full pipe nobody reads.
+        with open(tmp_path / f"worker{index}.out", "w") as out, \
+                open(tmp_path / f"worker{index}.err", "w") as err:
+            processes.append(subprocess.Popen(args, cwd=tmp_path, env=env, stdout=out,
+                                              stderr=err))
+    try:
+        for process in processes:
+            process.wait(timeout=600)
+    finally:
+        for process in processes:
+            process.kill()
+    outputs = [tuple((tmp_path / f"worker{i}.{kind}").read_text() for kind in ("out", "err"))
+               for i in range(2)]
     for process, (out, err) in zip(processes, outputs):
         assert process.returncode == 0, err[-3000:]
     assert "strategy multiworker, 2 replica(s), 1 images each; this is worker0" in outputs[0][0]

@@ -1,8 +1,9 @@
 """One step of each phase on one device and on two logical CPU devices (MirroredStrategy), from
 the same weights on the same global batch; prints the losses and weights of both as JSON.
 
-    python -m tests.two_devices         (run by tests/test_distribute.py in a fresh process,
-                                         since logical devices must be set before TensorFlow starts)
+    python -m tests.two_devices [PHASE ...]   (default: 1 2 3; run by tests/test_distribute.py
+                                         in a fresh process, since logical devices must be set
+                                         before TensorFlow starts)
 """
 import json
 import os
@@ -33,7 +34,7 @@ def fixed_batch(config):
             "local_real": offsets()}
 
 
-def run(strategy, config, batch, initial):
+def run(strategy, config, batch, initial, phases):
     with strategy.scope():
         G, D, _, _, _ = train.build_training(
             config, synchronized=strategy.num_replicas_in_sync > 1)
@@ -55,7 +56,7 @@ def run(strategy, config, batch, initial):
         return {k: tf.constant(v[start:start + share]) for k, v in batch.items()}
     distributed = strategy.experimental_distribute_values_from_function(slice_for)
     results = {}
-    for phase in (1, 2, 3):
+    for phase in phases:
         before = G.get_weights(), D.get_weights()
         metrics = steps[phase](distributed)
         # Each phase's update of every weight (trainable or batch-norm statistic).
@@ -77,10 +78,11 @@ def main():
     G, D, _, _, _ = train.build_training(config)
     initial = (G.get_weights(), D.get_weights())
     batch = fixed_batch(config)
+    phases = [int(p) for p in sys.argv[1:]] or [1, 2, 3]
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     print(json.dumps({
-        "default": run(tf.distribute.get_strategy(), config, batch, initial),
-        "mirrored": run(tf.distribute.MirroredStrategy(devices), config, batch, initial),
+        "default": run(tf.distribute.get_strategy(), config, batch, initial, phases),
+        "mirrored": run(tf.distribute.MirroredStrategy(devices), config, batch, initial, phases),
         "replicas": len(devices),
     }))
 

@@ -11,14 +11,12 @@ input pipeline delivers on its own, and the peak resident memory. Every compiled
 traced and run --warmup times before the clock starts.
 """
 import argparse
-import json
 import os
 import resource
 import sys
 import time
 
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
-import numpy as np
 import tensorflow as tf
 
 import config as cfg

@@ -12,10 +12,12 @@ rectangle (holes as people draw them); `hole` is then the strokes' tight boundin
 Element k of the stream is a pure function of (seed, k), so a resumed run sees the same data
 as an uninterrupted one.
 """
+import errno
 import importlib.util
 import os
 import shutil
 import sys
+import tempfile
 import threading
 
 import cv2
@@ -50,14 +52,17 @@ class DataError(ValueError):
 
 
 def find_images(folders, flag="--data-dir"):
-    """Every image file under the folders (recursively), sorted for a stable order."""
+    """Every image file under the folders (recursively, past hidden folders such as
+    .thumbnails, which hold copies), sorted for a stable order."""
     files = []
     for folder in folders:
         if not os.path.isdir(folder):
             raise DataError(f"{flag} {folder}: not a folder")
-        found = [os.path.join(root, name)
-                 for root, _, names in os.walk(folder, followlinks=True)
-                 for name in names if name.lower().endswith(IMAGE_EXTENSIONS)]
+        found = []
+        for root, folders_here, names in os.walk(folder, followlinks=True):
+            folders_here[:] = [f for f in folders_here if not f.startswith(".")]
+            found += [os.path.join(root, name) for name in names
+                      if name.lower().endswith(IMAGE_EXTENSIONS)]
         if not found:
             raise DataError(f"{flag} {folder}: no image files"
                             f" ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) found")
@@ -80,21 +85,36 @@ def split_validation(files, seed):
 
 
 def install_default_photos(folder=DEFAULT_DATA_DIR):
-    """Copy the photos that scikit-image, scikit-learn and matplotlib ship into `folder`."""
+    """Copy the photos that scikit-image, scikit-learn and matplotlib ship into `folder`/photos.
+
+    The copy is made in a hidden folder beside it and renamed into place, so processes starting
+    together (the workers of a multi-worker run) all see either no photos or all of them."""
     target = os.path.join(folder, "photos")
-    os.makedirs(target, exist_ok=True)
-    copied = 0
-    for package, relpath in DEFAULT_PHOTOS:
-        spec = importlib.util.find_spec(package)
-        if spec is None or not spec.submodule_search_locations:
-            continue
-        source = os.path.join(spec.submodule_search_locations[0], relpath)
-        if os.path.isfile(source):
-            shutil.copyfile(source, os.path.join(target, f"{package}_{os.path.basename(relpath)}"))
-            copied += 1
-    if copied == 0:
-        raise DataError("no --data-dir given and none of scikit-image, scikit-learn, matplotlib"
-                        " is installed to provide default photos: pip install -r requirements.txt")
+    os.makedirs(folder, exist_ok=True)
+    scratch = tempfile.mkdtemp(prefix=".photos-", dir=folder)
+    try:
+        copied = 0
+        for package, relpath in DEFAULT_PHOTOS:
+            spec = importlib.util.find_spec(package)
+            if spec is None or not spec.submodule_search_locations:
+                continue
+            source = os.path.join(spec.submodule_search_locations[0], relpath)
+            if os.path.isfile(source):
+                shutil.copyfile(source, os.path.join(
+                    scratch, f"{package}_{os.path.basename(relpath)}"))
+                copied += 1
+        if copied == 0:
+            raise DataError("no --data-dir given and none of scikit-image, scikit-learn,"
+                            " matplotlib is installed to provide default photos:"
+                            " pip install -r requirements.txt")
+        try:
+            os.rename(scratch, target)  # replaces an empty folder; fails on a full one
+        except OSError as error:
+            if error.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                raise
+            # Another process installed them first: keep its copy.
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return copied
 
 

@@ -599,12 +599,25 @@ class StopRequest:
         self.signal = signum
 
 
-def train(config, train_files, val_files, mean_pixel, strategy=None):
-    strategy = strategy or tf.distribute.get_strategy()
+def check_strategy(config, strategy):
+    """ConfigError for settings `strategy` cannot run (checked before anything is written)."""
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise cfg.ConfigError(f"--batch-size: expected a multiple of the {replicas} replicas of"
                               f" --strategy {config.strategy}, got {config.batch_size}")
+    if replicas > 1 and device_settings(config)[0] and not all(
+            "GPU" in device.upper() for device in strategy.extended.worker_devices):
+        # TensorFlow: "Collectives are not yet implemented for CPU devices when compiling with
+        # XLA"; on several CPU devices it fails on the first step.
+        raise cfg.ConfigError(f"--xla on: XLA cannot compile the all-reduces between the CPU"
+                              f" devices of --strategy {config.strategy} ({replicas} replicas);"
+                              f" use --xla off (XLA is slower on a CPU anyway)")
+
+
+def train(config, train_files, val_files, mean_pixel, strategy=None):
+    strategy = strategy or tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    check_strategy(config, strategy)
     task, chief = worker(strategy)
     dirs = session_dirs(config.session)
     keras.utils.set_random_seed(config.seed)
@@ -731,6 +744,7 @@ def main(argv=None):
         split_cpu(cpu_devices)
         config, saved = resolve_session(args, fresh)
         strategy = make_strategy(config.strategy)
+        check_strategy(config, strategy)
         chief = worker(strategy)[1]
         train_files, val_files, mean_pixel, _lock = prepare_session(config, saved, fresh, chief)
         return train(config, train_files, val_files, mean_pixel, strategy)

@@ -1,5 +1,7 @@
 """data_loader.py (and the two data helpers of utils.py) against SPEC.md section 2."""
 import dataclasses
+import os
+import threading
 
 import numpy as np
 import pytest
@@ -72,6 +74,42 @@ def test_find_images_recursive_case_insensitive_sorted(tmp_path):
     found = data_loader.find_images([str(root)])
     assert found == sorted(expected)
     assert found == sorted(found)
+
+
+def test_find_images_skips_hidden_folders(tmp_path):
+    root = tmp_path / "photos"
+    for folder in (".thumbnails", "trip/.cache", "trip"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    kept = [save(rgb, root / "trip" / "beach.png"), save(rgb, root / ".hidden_name.png")]
+    save(rgb, root / ".thumbnails" / "beach.png")
+    save(rgb, root / "trip" / ".cache" / "beach.png")
+    assert data_loader.find_images([str(root)]) == sorted(kept)
+
+
+def test_default_photos_installed_whole_once_by_concurrent_processes(tmp_path):
+    # Workers of a multi-worker run may all find no photos and install them at the same time;
+    # each must then see the same complete folder, and no scratch copy may stay behind.
+    (tmp_path / "photos").mkdir()  # an empty folder is replaced
+    counts, errors = [], []
+
+    def install():
+        try:
+            counts.append(data_loader.install_default_photos(str(tmp_path)))
+        except Exception as error:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(error)
+    threads = [threading.Thread(target=install) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    expected = sorted(f"{package}_{os.path.basename(path)}"
+                      for package, path in data_loader.DEFAULT_PHOTOS)
+    assert counts == [len(expected)] * 4
+    assert sorted(os.listdir(tmp_path)) == ["photos"]
+    assert sorted(os.listdir(tmp_path / "photos")) == expected
+    assert len(data_loader.find_images([str(tmp_path)])) == len(expected)
 
 
 def test_find_images_several_folders_merged_and_sorted(tmp_path):

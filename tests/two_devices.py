@@ -1,9 +1,16 @@
 """One step of each phase on one device and on two logical CPU devices (MirroredStrategy), from
 the same weights on the same global batch; prints the losses and weights of both as JSON.
 
-    python -m tests.two_devices [PHASE ...]   (default: 1 2 3; run by tests/test_distribute.py
-                                         in a fresh process, since logical devices must be set
-                                         before TensorFlow starts)
+    python -m tests.two_devices [--float64] [PHASE ...]
+        (default: phases 1 2 3 in float32; run by tests/test_distribute.py in a fresh process,
+        since logical devices must be set before TensorFlow starts)
+
+--float64 computes every layer but the last of each network in float64. The joint phase needs
+it for a weight-by-weight comparison: there the discriminator judges the completion network's
+training-mode output, which the two strategies round differently in float32 (synchronized batch
+norm sums in another order), by about 1e-5. At these tiny sizes (a 2x2 map of 4 images in the
+discriminator's fourth layer) that is enough to flip a few ReLUs, which moves a few weights'
+updates by up to ~20 % on either strategy alike; in float64 the two agree to round-off.
 """
 import json
 import os
@@ -34,10 +41,10 @@ def fixed_batch(config):
             "local_real": offsets()}
 
 
-def run(strategy, config, batch, initial, phases):
+def run(strategy, config, batch, initial, phases, policy):
     with strategy.scope():
         G, D, _, _, _ = train.build_training(
-            config, synchronized=strategy.num_replicas_in_sync > 1)
+            config, policy, synchronized=strategy.num_replicas_in_sync > 1)
         G.set_weights(initial[0])
         D.set_weights(initial[1])
         # Plain SGD: its update is the gradient itself, so the weights show whether the
@@ -74,16 +81,23 @@ def main():
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
         alpha=1.0))
+    args = sys.argv[1:]
+    policy = "float64" if "--float64" in args else None
+    phases = [int(p) for p in args if p != "--float64"] or [1, 2, 3]
     keras.utils.set_random_seed(0)
-    G, D, _, _, _ = train.build_training(config)
+    G, D, _, _, _ = train.build_training(config, policy)
     initial = (G.get_weights(), D.get_weights())
     batch = fixed_batch(config)
-    phases = [int(p) for p in sys.argv[1:]] or [1, 2, 3]
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    # One reduction per gradient: the default packing concatenates the gradients, which fails on
+    # float64 and float32 (last layers) together.
+    mirrored = tf.distribute.MirroredStrategy(
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
     print(json.dumps({
-        "default": run(tf.distribute.get_strategy(), config, batch, initial, phases),
-        "mirrored": run(tf.distribute.MirroredStrategy(devices), config, batch, initial, phases),
+        "default": run(tf.distribute.get_strategy(), config, batch, initial, phases, policy),
+        "mirrored": run(mirrored, config, batch, initial, phases, policy),
         "replicas": len(devices),
+        "dtype": policy or "float32",
     }))
 
 

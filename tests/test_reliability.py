@@ -45,13 +45,13 @@ def test_a_second_process_on_the_same_session_stops_at_once(tmp_path, monkeypatc
     train.lock_session("busy").close()  # released: free again
 
 
-def test_a_killed_process_does_not_leave_the_session_locked(tmp_path):
+def test_a_killed_process_does_not_leave_the_session_locked(tmp_path, monkeypatch):
     code = ("import sys, time; sys.path.insert(0, %r); import train;"
             " h = train.lock_session('s'); print('locked', flush=True); time.sleep(60)" % REPO)
     process = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True,
                                stdout=subprocess.PIPE)
     assert process.stdout.readline().strip() == "locked"
-    os.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)
     with pytest.raises(train.SessionError, match="already being trained by train.py"):
         train.lock_session("s")
     process.send_signal(signal.SIGKILL)

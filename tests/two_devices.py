@@ -1,5 +1,6 @@
 """One step of each phase on one device and on two logical CPU devices (MirroredStrategy), from
-the same weights on the same global batch; prints the losses and weights of both as JSON.
+the same weights on the same global batch; prints as JSON the losses of both and, for each
+weight, the largest update on each and the largest difference between the two updates.
 
     python -m tests.two_devices [--float64] [PHASE ...]
         (default: phases 1 2 3 in float32; run by tests/test_distribute.py in a fresh process,
@@ -69,10 +70,22 @@ def run(strategy, config, batch, initial, phases, policy):
         # Each phase's update of every weight (trainable or batch-norm statistic).
         results[f"phase{phase}"] = {
             "metrics": {k: float(v) for k, v in metrics.items()},
-            **{name: [(w - b).tolist() for w, b in zip(net.get_weights(), old)]
+            **{name: [w - b for w, b in zip(net.get_weights(), old)]
                for name, net, old in (("G", G, before[0]), ("D", D, before[1]))},
         }
     return results
+
+
+def compare(one, two):
+    """Per phase: both strategies' metrics, and per weight of each network
+    [largest |update| on one device, on two devices, largest |difference|]."""
+    def largest(array):
+        return float(np.max(np.abs(array))) if array.size else 0.0
+    return {phase: {
+        "metrics": {"default": one[phase]["metrics"], "mirrored": two[phase]["metrics"]},
+        **{net: [[largest(a), largest(b), largest(b - a)]
+                 for a, b in zip(one[phase][net], two[phase][net])] for net in ("G", "D")},
+    } for phase in one}
 
 
 def main():
@@ -93,12 +106,10 @@ def main():
     # float64 and float32 (last layers) together.
     mirrored = tf.distribute.MirroredStrategy(
         devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
-    print(json.dumps({
-        "default": run(tf.distribute.get_strategy(), config, batch, initial, phases, policy),
-        "mirrored": run(mirrored, config, batch, initial, phases, policy),
-        "replicas": len(devices),
-        "dtype": policy or "float32",
-    }))
+    one = run(tf.distribute.get_strategy(), config, batch, initial, phases, policy)
+    two = run(mirrored, config, batch, initial, phases, policy)
+    print(json.dumps({"phases": compare(one, two), "replicas": len(devices),
+                      "dtype": policy or "float32"}))
 
 
 if __name__ == "__main__":

@@ -102,10 +102,10 @@ def main():
     initial = (G.get_weights(), D.get_weights())
     batch = fixed_batch(config)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    # One reduction per gradient: the default packing concatenates the gradients, which fails on
-    # float64 and float32 (last layers) together.
+    # In float64, one reduction per gradient: the default packing (what train.py uses, kept in
+    # float32) concatenates the gradients, which fails on float64 and float32 (last layers).
     mirrored = tf.distribute.MirroredStrategy(
-        devices, cross_device_ops=tf.distribute.ReductionToOneDevice())
+        devices, cross_device_ops=tf.distribute.ReductionToOneDevice() if policy else None)
     one = run(tf.distribute.get_strategy(), config, batch, initial, phases, policy)
     two = run(mirrored, config, batch, initial, phases, policy)
     print(json.dumps({"phases": compare(one, two), "replicas": len(devices),

@@ -10,7 +10,6 @@ passes) and its fraction of the machine's measured float32 matmul GFLOP/s, the i
 input pipeline delivers on its own, and the peak resident memory. Every compiled function is
 traced and run --warmup times before the clock starts.
 """
-import argparse
 import os
 import resource
 import sys
@@ -21,6 +20,7 @@ import tensorflow as tf
 
 import config as cfg
 import data_loader
+import devices
 import train
 import utils
 from model import completion_flops, discriminator_flops
@@ -88,7 +88,7 @@ def pipeline_images_per_second(files, config, warmup, batches):
 
 def run(config, files, steps, warmup):
     """All figures, as a dict."""
-    jit_compile, policy = train.device_settings(config)
+    jit_compile, policy = devices.device_settings(config)
     mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     batch = next(iter(data_loader.training_dataset(files, config)))
     G, D, _, _, step_opts = train.build_training(config, policy)
@@ -157,17 +157,15 @@ def build_parser():
     parser.add_argument("--preset", choices=cfg.PRESETS, default="cpu",
                         help="sizes to measure at (default: cpu, 128 px, local 64, batch 8)")
     for name in ("image_size", "local_size", "batch_size"):
-        parser.add_argument(cfg.flag(name), type=int, dest=name, default=argparse.SUPPRESS,
-                            metavar="N", help=f"overrides the preset's {cfg.flag(name)}")
+        cfg.add_flag(parser, name, help=f"overrides the preset's {cfg.flag(name)}")
     parser.add_argument("--steps", type=int, default=20, metavar="N",
                         help="timed calls of each function (default: 20)")
     parser.add_argument("--warmup", type=int, default=3, metavar="N",
                         help="untimed calls first, including the tracing one (default: 3)")
-    parser.add_argument("--xla", choices=cfg.XLA_CHOICES, default="auto", help=cfg.FLAG_HELP["xla"])
-    parser.add_argument("--mixed-precision", action="store_true",
-                        help=cfg.FLAG_HELP["mixed_precision"])
-    parser.add_argument("--data-dir", nargs="+", metavar="DIR", default=argparse.SUPPRESS,
-                        help="photos for the batch and the input pipeline (default: data/)")
+    cfg.add_flag(parser, "xla")
+    cfg.add_flag(parser, "mixed_precision")
+    cfg.add_flag(parser, "data_dir",
+                 help="photos for the batch and the input pipeline (default: data/)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
     return parser
 
@@ -183,11 +181,10 @@ def main(argv=None):
         if "local_size" in args:  # holes as in the presets: 3/4 to all of the local patch
             args.update(hole_min=args["local_size"] * 3 // 4, hole_max=args["local_size"])
         config = cfg.resolve(cfg.preset_config(args["preset"]), args)
-        files = train.photo_files(config)
-    except (cfg.ConfigError, data_loader.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    warning = train.precision_warning(train.device_settings(config)[1])
+        files = data_loader.photo_files(config.data_dir)
+    except utils.UserError as error:
+        return utils.print_error(error)
+    warning = devices.precision_warning(devices.device_settings(config)[1])
     if warning:
         print(warning, file=sys.stderr)
     settings, figures = run(config, files, steps, warmup)

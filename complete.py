@@ -22,38 +22,16 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import config as cfg  # noqa: E402
+import session  # noqa: E402
 import utils  # noqa: E402
 from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
-from model import build_completion_network  # noqa: E402
+from utils import UserError  # noqa: E402
 
 EXPORT_FORMAT, EXPORT_VERSION = "glcic-completion-network", 1
 MULTIPLE = 4  # the completion network halves the resolution twice
 
-
-class UserError(ValueError):
-    """Bad input from the command line; the message names the file or flag."""
-
-
 # ---------------------------------------------------------------------------------------------
-# Loading a trained completion network: from a session, or from an export
-
-
-def load_from_session(name):
-    """(completion network, mean pixel, config) from saved_sessions/NAME."""
-    folder = os.path.join("saved_sessions", name)
-    try:
-        saved = utils.read_json(os.path.join(folder, "session.json"))
-        config = cfg.Config.from_dict(saved["config"])
-        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(f"--session {name}: no readable session in {folder}/ (train one with"
-                        f" python train.py --session {name})")
-    path = utils.latest_checkpoint(folder)
-    if path is None:
-        raise UserError(f"--session {name}: no checkpoint in {folder}/ yet; train longer first")
-    network = build_completion_network()
-    tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
-    return network, mean_pixel, config
+# Exports: a completion network with its mean pixel, usable without the session
 
 
 def export(network, mean_pixel, config, folder):
@@ -63,7 +41,7 @@ def export(network, mean_pixel, config, folder):
     network.export(os.path.join(folder, "saved_model"), verbose=False)
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": cfg.dataclasses.asdict(config)})
+        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": config.to_dict()})
 
 
 def load_export(folder):
@@ -282,7 +260,7 @@ def process(network, mean_pixel, job, args):
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--session", help="a training session in saved_sessions/NAME")
+    source.add_argument("--session", help="a session trained by train.py --session NAME")
     source.add_argument("--model", metavar="DIR", help="a folder written by --export")
     parser.add_argument("--export", metavar="DIR",
                         help="write the session's completion network (with its mean pixel) to DIR")
@@ -317,7 +295,7 @@ def main(argv=None):
         if args.model:
             network, mean_pixel, _ = load_export(args.model)
         else:
-            network, mean_pixel, config = load_from_session(args.session)
+            network, mean_pixel, config = session.load_completion_network(args.session)
         if args.export:
             export(network, mean_pixel, config, args.export)
             print(f"Exported the completion network of session '{args.session}' to {args.export}/")
@@ -326,8 +304,7 @@ def main(argv=None):
             process(network, mean_pixel, job, args)
         return 0
     except UserError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return utils.print_error(error)
 
 
 if __name__ == "__main__":

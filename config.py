@@ -1,59 +1,139 @@
-"""The typed training configuration, its three named presets and its command-line flags."""
+"""The typed training configuration, its three named presets and its command-line flags.
+
+Each setting is declared once, below: its paper value (the default), its flag's help, its
+choices or the range it must lie in. The parser and validate() are built from these.
+"""
 import argparse
 import dataclasses
 import json
 from dataclasses import dataclass, field
+
+from utils import UserError
 
 PRESETS = ("paper", "cpu", "quick")
 HOLE_SHAPES = ("rect", "free")
 XLA_CHOICES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
 DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
+PHASE_NAMES = {1: "phase 1 completion", 2: "phase 2 discriminator", 3: "phase 3 joint"}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
-ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer")
+ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer", "width_divisor")
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A user's setting is out of range; the message names the flag."""
+
+
+def setting(default, help, choices=None, check=None, expected=None, **kwargs):
+    """A Config field: its default, its flag's help, and what validate() accepts: one of
+    `choices`, or a value for which `check` is true (`expected` says which, in words)."""
+    factory = {"default_factory": default} if callable(default) else {"default": default}
+    return field(**factory, metadata=dict(help=help, choices=choices, check=check,
+                                          expected=expected, **kwargs))
+
+
+def multiple_of_4(value):
+    return value >= 4 and value % 4 == 0
+
+
+NON_NEGATIVE = dict(check=lambda v: v >= 0, expected="a non-negative iteration count")
+EVERY = dict(check=lambda v: v >= 1, expected="a positive iteration count")
 
 
 @dataclass
 class Config:
-    data_dir: list = field(default_factory=list)
-    val_dir: str = ""
-    session: str = "default"
-    preset: str = "paper"
-    image_size: int = 256
-    local_size: int = 128
-    hole_min: int = 96
-    hole_max: int = 128
-    hole_shape: str = "rect"
-    batch_size: int = 96
-    tc: int = 90_000
-    td: int = 10_000
-    total_iters: int = 500_000
-    alpha: float = 0.0004
-    recon_loss: str = "mse"
-    optimizer: str = "adadelta"
-    learning_rate: float = 1.0
-    checkpoint_every: int = 1000
-    summary_every: int = 100
-    sample_every: int = 1000
-    seed: int = 0
-    deterministic: bool = False
-    on_nan: str = "stop"
-    xla: str = "auto"
-    mixed_precision: bool = False
-    strategy: str = "auto"
+    data_dir: list = setting(
+        list, "folder(s) of photos, searched recursively (default: data/, filled on first use"
+              " with the photos that scikit-image, scikit-learn and matplotlib ship)",
+        nargs="+", metavar="DIR")
+    val_dir: str = setting(
+        "", "folder of validation photos for the sample grids (default: a held-out slice of"
+            " --data-dir)")
+    session: str = setting(
+        "default", "name of the run; its checkpoints, TensorBoard logs and sample grids are"
+                   " kept under that name, and the same command resumes it (default: default)",
+        check=lambda v: v and "/" not in v and v not in (".", ".."),
+        expected="a plain name without '/'")
+    preset: str = setting(
+        "paper", "named settings: paper, cpu (default without a GPU) or quick (a smoke run);"
+                 " any flag below overrides its value", choices=PRESETS)
+    image_size: int = setting(
+        256, "side of the square training crop, a multiple of 4 (paper: 256)",
+        check=multiple_of_4, expected="a positive multiple of 4")
+    local_size: int = setting(
+        128, "side of the local patch seen by the local discriminator (paper: 128)",
+        check=multiple_of_4, expected="a positive multiple of 4")
+    hole_min: int = setting(
+        96, "smallest edge of the random rectangular hole, or of the box a free-form hole is"
+            " drawn in (paper: 96)", check=lambda v: v >= 1, expected="at least 1")
+    hole_max: int = setting(
+        128, "largest edge of the random rectangular hole, or of the box a free-form hole is"
+             " drawn in (paper: 128)")
+    hole_shape: str = setting(
+        "rect", "shape of the random holes: rect (the paper's rectangles) or free (random brush"
+                " strokes, like holes people draw)", choices=HOLE_SHAPES)
+    width_divisor: int = setting(
+        1, "divide the channels of every layer of both networks by N: 1 is the paper's"
+           " networks; the tests use 8 for tiny, fast runs",
+        check=lambda v: v >= 1 and 32 % v == 0, expected="a divisor of 32 (1, 2, 4, 8, ...)")
+    batch_size: int = setting(
+        96, "images per iteration (paper: 96)", check=lambda v: v >= 1, expected="at least 1")
+    tc: int = setting(90_000, "iterations of phase 1, completion network only (paper: 90000)",
+                      **NON_NEGATIVE)
+    td: int = setting(10_000, "iterations of phase 2, discriminator only (paper: 10000)",
+                      **NON_NEGATIVE)
+    total_iters: int = setting(
+        500_000, "total iterations; phase 3 trains both networks (paper: 500000)", **NON_NEGATIVE)
+    alpha: float = setting(
+        0.0004, "weight of the adversarial loss in phase 3 (paper: 0.0004)",
+        check=lambda v: v >= 0, expected="a non-negative weight")
+    recon_loss: str = setting(
+        "mse", "reconstruction loss in the hole: mse (paper) or l1", choices=("mse", "l1"))
+    optimizer: str = setting("adadelta", "adadelta (paper) or adam", choices=("adadelta", "adam"))
+    learning_rate: float = setting(
+        1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",
+        check=lambda v: v > 0, expected="a positive number")
+    checkpoint_every: int = setting(
+        1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
+    summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)
+    sample_every: int = setting(
+        1000, "write validation grids (TensorBoard and results) every N iterations", **EVERY)
+    seed: int = setting(0, "seed of the initial weights, the data stream, holes and validation"
+                           " batch")
+    deterministic: bool = setting(
+        False, "bit-identical runs for the same --seed on the CPU (slower kernels)")
+    on_nan: str = setting(
+        "stop", "when a loss becomes NaN or infinite: stop (keeping every good checkpoint), or"
+                " rollback to the last good checkpoint and skip the batches that caused it",
+        choices=("stop", "rollback"))
+    xla: str = setting(
+        "auto", "compile each training step with XLA: auto (on with a GPU, off on a CPU, where"
+                " it is slower), on or off", choices=XLA_CHOICES)
+    mixed_precision: bool = setting(
+        False, "compute in float16 on a GPU or bfloat16 on a CPU, keeping weights and losses in"
+               " float32 (fast only on hardware with those instructions)")
+    strategy: str = setting(
+        "auto", "tf.distribute strategy: auto (mirrored with several GPUs, multiworker when"
+                " TF_CONFIG names several workers, else default), default (one device),"
+                " mirrored (every GPU of this machine) or multiworker (machines listed in"
+                " TF_CONFIG); --batch-size stays the global batch", choices=STRATEGIES)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
 
     def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2)
+        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, values):
+        """A Config from a saved session or export: unknown keys are dropped (settings of newer
+        versions), missing ones take the paper's values (settings added since), and the
+        values are checked as the flags are."""
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in names})
+        config = cls(**{k: v for k, v in values.items() if k in names})
+        config.validate()
+        return config
 
     def phase(self, iteration):
         """1, 2 or 3: which phase of the schedule an iteration belongs to."""
@@ -67,43 +147,35 @@ class Config:
         return ends[phase - 1], ends[phase]
 
     def validate(self):
-        def need(ok, flag, expected):
+        """ConfigError naming the first setting that is out of range."""
+        for f in dataclasses.fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            if not has_type(value, f.type):
+                raise ConfigError(f"{flag(f.name)}: expected {f.type.__name__}, got {value!r}")
+            if meta["choices"] and value not in meta["choices"]:
+                raise ConfigError(f"{flag(f.name)}: expected one of"
+                                  f" {', '.join(meta['choices'])}, got {value!r}")
+            if meta["check"] and not meta["check"](value):
+                raise ConfigError(f"{flag(f.name)}: expected {meta['expected']}, got {value!r}")
+
+        def need(ok, name, expected):
             if not ok:
-                raise ConfigError(f"{flag}: expected {expected}")
-        need(self.preset in PRESETS, "--preset", f"one of {', '.join(PRESETS)}, got {self.preset!r}")
-        for name in ("image_size", "local_size"):
-            value = getattr(self, name)
-            need(value >= 4 and value % 4 == 0, flag(name),
-                 f"a positive multiple of 4, got {value}")
-        need(self.local_size <= self.image_size, "--local-size",
-             f"at most --image-size ({self.image_size}), got {self.local_size}")
-        need(self.hole_min >= 1, "--hole-min", f"at least 1, got {self.hole_min}")
-        need(self.hole_min <= self.hole_max, "--hole-max",
-             f"at least --hole-min ({self.hole_min}), got {self.hole_max}")
-        need(self.on_nan in ("stop", "rollback"), "--on-nan",
-             f"stop or rollback, got {self.on_nan!r}")
-        need(self.strategy in STRATEGIES, "--strategy",
-             f"one of {', '.join(STRATEGIES)}, got {self.strategy!r}")
-        need(self.xla in XLA_CHOICES, "--xla", f"one of {', '.join(XLA_CHOICES)}, got {self.xla!r}")
-        need(self.hole_shape in HOLE_SHAPES, "--hole-shape",
-             f"one of {', '.join(HOLE_SHAPES)}, got {self.hole_shape!r}")
-        need(self.hole_max <= self.local_size, "--hole-max",
-             f"at most --local-size ({self.local_size}) so the local patch can contain the hole,"
-             f" got {self.hole_max}")
-        need(self.batch_size >= 1, "--batch-size", f"at least 1, got {self.batch_size}")
-        for name in ("tc", "td", "total_iters"):
-            need(getattr(self, name) >= 0, flag(name),
-                 f"a non-negative iteration count, got {getattr(self, name)}")
-        need(self.tc + self.td <= self.total_iters, "--total-iters",
-             f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td}),"
-             f" got {self.total_iters}")
-        need(self.alpha >= 0, "--alpha", f"a non-negative weight, got {self.alpha}")
-        need(self.learning_rate > 0, "--learning-rate", f"a positive number, got {self.learning_rate}")
-        for name in ("checkpoint_every", "summary_every", "sample_every"):
-            need(getattr(self, name) >= 1, flag(name),
-                 f"a positive iteration count, got {getattr(self, name)}")
-        need(self.session and "/" not in self.session and self.session not in (".", ".."),
-             "--session", f"a plain name without '/', got {self.session!r}")
+                raise ConfigError(f"{flag(name)}: expected {expected}, got {getattr(self, name)}")
+        need(self.local_size <= self.image_size, "local_size",
+             f"at most --image-size ({self.image_size})")
+        need(self.hole_min <= self.hole_max, "hole_max", f"at least --hole-min ({self.hole_min})")
+        need(self.hole_max <= self.local_size, "hole_max", f"at most --local-size"
+             f" ({self.local_size}) so the local patch can contain the hole")
+        need(self.tc + self.td <= self.total_iters, "total_iters",
+             f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td})")
+
+
+def has_type(value, kind):
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def flag(name):
@@ -126,51 +198,6 @@ def preset_config(name):
     return Config(preset=name, **PRESET_VALUES[name])
 
 
-FLAG_HELP = {
-    "data_dir": "folder(s) of photos, searched recursively (default: data/, filled on first use"
-                " with the photos that scikit-image, scikit-learn and matplotlib ship)",
-    "val_dir": "folder of validation photos for the sample grids (default: a held-out slice of"
-               " --data-dir)",
-    "session": "name of the run: saved_sessions/NAME, logs/NAME, results/NAME (default: default)",
-    "preset": "named settings: paper, cpu (default without a GPU) or quick (a smoke run);"
-              " any flag below overrides its value",
-    "image_size": "side of the square training crop, a multiple of 4 (paper: 256)",
-    "local_size": "side of the local patch seen by the local discriminator (paper: 128)",
-    "hole_min": "smallest edge of the random rectangular hole, or of the box a free-form hole"
-                " is drawn in (paper: 96)",
-    "hole_max": "largest edge of the random rectangular hole, or of the box a free-form hole"
-                " is drawn in (paper: 128)",
-    "hole_shape": "shape of the random holes: rect (the paper's rectangles) or free (random"
-                  " brush strokes, like holes people draw)",
-    "batch_size": "images per iteration (paper: 96)",
-    "tc": "iterations of phase 1, completion network only (paper: 90000)",
-    "td": "iterations of phase 2, discriminator only (paper: 10000)",
-    "total_iters": "total iterations; phase 3 trains both networks (paper: 500000)",
-    "alpha": "weight of the adversarial loss in phase 3 (paper: 0.0004)",
-    "recon_loss": "reconstruction loss in the hole: mse (paper) or l1",
-    "optimizer": "adadelta (paper) or adam",
-    "learning_rate": "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",
-    "checkpoint_every": "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)",
-    "summary_every": "write TensorBoard scalars every N iterations",
-    "sample_every": "write validation grids (TensorBoard and results/) every N iterations",
-    "seed": "seed of the initial weights, the data stream, holes and validation batch",
-    "deterministic": "bit-identical runs for the same --seed on the CPU (slower kernels)",
-    "on_nan": "when a loss becomes NaN or infinite: stop (keeping every good checkpoint), or"
-              " rollback to the last good checkpoint and skip the batches that caused it",
-    "xla": "compile each training step with XLA: auto (on with a GPU, off on a CPU, where it"
-           " is slower), on or off",
-    "mixed_precision": "compute in float16 on a GPU or bfloat16 on a CPU, keeping weights and"
-                       " losses in float32 (fast only on hardware with those instructions)",
-    "strategy": "tf.distribute strategy: auto (mirrored with several GPUs, multiworker when"
-                " TF_CONFIG names several workers, else default), default (one device), mirrored"
-                " (every GPU of this machine) or multiworker (machines listed in TF_CONFIG);"
-                " --batch-size stays the global batch",
-}
-CHOICES = {"preset": PRESETS, "hole_shape": HOLE_SHAPES, "on_nan": ("stop", "rollback"),
-           "recon_loss": ("mse", "l1"), "optimizer": ("adadelta", "adam"), "xla": XLA_CHOICES,
-           "strategy": STRATEGIES}
-
-
 class ArgumentParser(argparse.ArgumentParser):
     """argparse whose usage errors are one line (and exit status 2)."""
 
@@ -178,20 +205,27 @@ class ArgumentParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def add_flag(parser, name, **overrides):
+    """Add the flag of Config field `name` as declared (help, choices, type), with overrides."""
+    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    meta = f.metadata
+    kwargs = dict(default=argparse.SUPPRESS, help=meta["help"], dest=f.name)
+    if f.type is bool:
+        kwargs.update(action=argparse.BooleanOptionalAction)
+    elif f.type is list:
+        kwargs.update(nargs=meta["nargs"], metavar=meta["metavar"])
+    elif meta["choices"]:
+        kwargs.update(choices=meta["choices"])
+    else:
+        kwargs.update(type=f.type, metavar="N" if f.type is int else None)
+    kwargs.update(overrides)
+    parser.add_argument(flag(f.name), **kwargs)
+
+
 def build_parser(description):
     parser = ArgumentParser(description=description)
     for f in dataclasses.fields(Config):
-        kwargs = dict(default=argparse.SUPPRESS, help=FLAG_HELP[f.name], dest=f.name)
-        if f.name == "data_dir":
-            kwargs.update(nargs="+", metavar="DIR")
-        elif f.type is bool:
-            kwargs.update(action=argparse.BooleanOptionalAction)
-        elif f.name in CHOICES:
-            kwargs.update(choices=CHOICES[f.name])
-        else:
-            kwargs.update(type=type(f.default) if f.name != "learning_rate" else float,
-                          metavar="N" if f.type is int else None)
-        parser.add_argument(flag(f.name), **kwargs)
+        add_flag(parser, f.name)
     parser.add_argument("--fresh", action="store_true",
                         help="start the session over; the old one is moved aside, not deleted")
     return parser
@@ -205,7 +239,7 @@ def resolve(base, overrides):
         values.update(data_dir=base.data_dir, val_dir=base.val_dir, session=base.session)
     values.update(overrides)
     if "optimizer" in overrides and "learning_rate" not in overrides:
-        values["learning_rate"] = DEFAULT_LEARNING_RATE[values["optimizer"]]
+        values["learning_rate"] = DEFAULT_LEARNING_RATE.get(values["optimizer"], 1.0)
     config = Config(**values)
     config.validate()
     return config

@@ -26,6 +26,8 @@ import tensorflow as tf
 from PIL import Image, ImageOps
 from tqdm import tqdm
 
+from utils import UserError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 REPO_DIR = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA_DIR = os.path.join(REPO_DIR, "data")
@@ -43,7 +45,7 @@ DEFAULT_PHOTOS = [
 ]
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A user's data folder or photo cannot be used; the message names it."""
 
 
@@ -72,6 +74,18 @@ def find_images(folders, flag="--data-dir"):
     for path in sorted(files):
         unique.setdefault(os.path.realpath(path), path)
     return sorted(unique.values())
+
+
+def photo_files(folders):
+    """The photos of --data-dir; with no folders, the default photos (copied on first use)."""
+    if folders:
+        return find_images(folders)
+    try:
+        return find_images([DEFAULT_DATA_DIR])
+    except DataError:
+        count = install_default_photos()
+        print(f"Copied {count} default photos into {DEFAULT_DATA_DIR}/photos (see data/README.md)")
+    return find_images([DEFAULT_DATA_DIR])
 
 
 def split_validation(files, seed):
@@ -121,21 +135,33 @@ def install_default_photos(folder=DEFAULT_DATA_DIR):
 # ---------------------------------------------------------------------------------------------
 # Decoding (Pillow: every common format and colour mode, EXIF orientation, fast JPEG draft)
 
-_reported = set()
-_report_lock = threading.Lock()
+class BadFiles:
+    """The files that could not be decoded, each reported in one warning line however many
+    pipeline threads meet it; later draws skip them."""
+
+    def __init__(self):
+        self._paths, self._lock = set(), threading.Lock()
+
+    def report(self, path, reason):
+        with self._lock:
+            if path in self._paths:
+                return
+            self._paths.add(path)
+        tqdm.write(f"warning: skipping {path}: {reason}", file=sys.stderr)
+
+    def __contains__(self, path):
+        return path in self._paths
+
+    def sorted(self):
+        return sorted(self._paths)
+
+    def reset(self):
+        """Forget them all (a new dataset, or a test)."""
+        with self._lock:
+            self._paths.clear()
 
 
-def report_bad_file(path, reason):
-    """One warning line per bad file, however many pipeline threads meet it."""
-    with _report_lock:
-        if path in _reported:
-            return
-        _reported.add(path)
-    tqdm.write(f"warning: skipping {path}: {reason}", file=sys.stderr)
-
-
-def bad_files():
-    return sorted(_reported)
+BAD_FILES = BadFiles()
 
 
 # Larger photos are refused with a message instead of exhausting memory (250 M pixels is
@@ -177,10 +203,10 @@ def try_load(path, min_side=None):
     try:
         image = load_rgb(path, min_side)
     except Exception as error:  # any decoder failure means: skip this file
-        report_bad_file(path, f"cannot decode it ({type(error).__name__}: {error})")
+        BAD_FILES.report(path, f"cannot decode it ({type(error).__name__}: {error})")
         return None
     if min(image.shape[:2]) < 1:
-        report_bad_file(path, "empty image")
+        BAD_FILES.report(path, "empty image")
         return None
     return image
 
@@ -278,6 +304,14 @@ def random_crop(image, seeds, image_size):
     return tf.clip_by_value(image / 255.0, 0.0, 1.0)
 
 
+def worker_element(counter, global_batch, pipelines, pipeline_id):
+    """The element of the single-device stream that counter value `counter` of input pipeline
+    `pipeline_id` (of `pipelines`) stands for. Each global batch of `global_batch` elements is
+    cut into `pipelines` consecutive slices, one per pipeline, in pipeline order."""
+    share = global_batch // pipelines
+    return counter // share * global_batch + pipeline_id * share + counter % share
+
+
 def training_dataset(files, config, start_element=0, input_context=None):
     """Endless batches of dicts: image (B,S,S,3), mask (B,S,S,1), hole (B,4),
     local_fake (B,2) and local_real (B,2) offsets of the local patches.
@@ -290,12 +324,9 @@ def training_dataset(files, config, start_element=0, input_context=None):
     files = list(files)
     batch_size, index = config.batch_size, (lambda c: c)
     if input_context is not None and input_context.num_input_pipelines > 1:
-        share = batch_size // input_context.num_input_pipelines  # elements per worker per step
-        first = input_context.input_pipeline_id * share
-
-        def index(c):
-            return c // share * config.batch_size + first + c % share
-        start_element = start_element // config.batch_size * share
+        pipelines, pipeline_id = input_context.num_input_pipelines, input_context.input_pipeline_id
+        index = lambda c: worker_element(c, config.batch_size, pipelines, pipeline_id)  # noqa: E731
+        start_element = start_element // config.batch_size * (config.batch_size // pipelines)
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(config.batch_size)
     min_side = config.image_size * 3 // 2
@@ -304,7 +335,7 @@ def training_dataset(files, config, start_element=0, input_context=None):
         rng = np.random.default_rng([config.seed, int(k)])
         for _ in range(1000):
             path = files[rng.integers(len(files))]
-            if path in _reported:
+            if path in BAD_FILES:
                 continue
             image = try_load(path, min_side)
             if image is not None:

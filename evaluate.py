@@ -8,9 +8,9 @@ same holes for every method, and for every run with the same --seed. Methods: th
 network ("model"), the network with the paper's post-processing ("model + blend"), the mean
 pixel the network sees in the hole ("mean pixel"), and OpenCV's fast marching (Telea) and
 Navier-Stokes inpainting. Metrics on [0, 1] values, inside the hole and over the whole image:
-mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Writes to
-results/NAME/eval/: metrics.csv, metrics.json (with the per-photo values), metrics.png and
-examples.png.
+mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Writes, in the eval/ folder of
+the session's (or the export's) results: metrics.csv, metrics.json (with the per-photo values),
+metrics.png and examples.png.
 """
 import csv
 import os
@@ -31,6 +31,7 @@ from tqdm import tqdm  # noqa: E402
 import complete  # noqa: E402
 import config as cfg  # noqa: E402
 import data_loader  # noqa: E402
+import session  # noqa: E402
 import utils  # noqa: E402
 
 METHODS = ("model", "model + blend", "mean pixel", "OpenCV Telea", "OpenCV Navier-Stokes")
@@ -224,7 +225,7 @@ def report(folder, header, settings, photos, per_photo, examples):
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--session", help="a training session in saved_sessions/NAME")
+    source.add_argument("--session", help="a session trained by train.py --session NAME")
     source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export")
     parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
                         help="folder(s) of photos, searched recursively")
@@ -241,15 +242,15 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         if args.count < 1:
-            raise complete.UserError(f"--count {args.count}: expected at least 1 photo")
+            raise utils.UserError(f"--count {args.count}: expected at least 1 photo")
         if args.seed < 0:
-            raise complete.UserError(f"--seed {args.seed}: expected a non-negative integer")
+            raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
         if args.model:
             network, mean_pixel, config = complete.load_export(args.model)
             name, source = os.path.basename(os.path.normpath(args.model)), f"model {args.model}"
         else:
-            network, mean_pixel, config = complete.load_from_session(args.session)
+            network, mean_pixel, config = session.load_completion_network(args.session)
             name, source = args.session, f"session '{args.session}'"
         hole_shape = args.hole_shape or config.hole_shape
         photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
@@ -257,9 +258,8 @@ def main(argv=None):
         if not photos:
             raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
                                         f" photo among {len(files)} image files")
-    except (complete.UserError, data_loader.DataError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except utils.UserError as error:
+        return utils.print_error(error)
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
               f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
               f" {args.seed}")
@@ -267,9 +267,10 @@ def main(argv=None):
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
-    report(os.path.join("results", name, "eval"), header, settings, photos, per_photo, examples)
-    if data_loader.bad_files():
-        print(f"Skipped {len(data_loader.bad_files())} undecodable file(s): see the warnings above")
+    report(session.eval_dir(name), header, settings, photos, per_photo, examples)
+    if data_loader.BAD_FILES.sorted():
+        print(f"Skipped {len(data_loader.BAD_FILES.sorted())} undecodable file(s): see the"
+              " warnings above")
     return 0
 
 

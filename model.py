@@ -50,8 +50,10 @@ def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, nam
 # computes in float32, so outputs and losses are float32 whatever the policy.
 # `synchronized` batch norm takes its statistics over the global batch when the batch is split
 # across devices (tf.distribute), so N devices compute what one device would.
+# `width_divisor` divides the channels of every layer but the outputs (1: the paper's widths);
+# the tests use 8, for the same layers with checkpoints of a few megabytes.
 
-def build_completion_network(dtype=None, synchronized=False):
+def build_completion_network(dtype=None, synchronized=False, width_divisor=1):
     """RGB with the hole filled by the mean pixel, plus the hole mask -> RGB in [0, 1].
 
     Fully convolutional: any height and width divisible by 4.
@@ -63,27 +65,30 @@ def build_completion_network(dtype=None, synchronized=False):
             x = layers.Conv2D(channels, kernel, padding="same", activation="sigmoid",
                               name=f"conv{i}", dtype="float32")(x)
         else:
-            x = conv_bn_relu(x, channels, kernel, stride, dilation,
+            x = conv_bn_relu(x, channels // width_divisor, kernel, stride, dilation,
                              transpose=kind == "deconv", name=f"conv{i}", dtype=dtype,
                              synchronized=synchronized)
     return keras.Model(inputs, x, name="completion_network")
 
 
-def discriminator_branch(x, channels, prefix, dtype, synchronized):
+def discriminator_branch(x, channels, prefix, dtype, synchronized, width_divisor):
     for i, c in enumerate(channels, 1):
-        x = conv_bn_relu(x, c, 5, stride=2, name=f"{prefix}_conv{i}", dtype=dtype,
-                         synchronized=synchronized)
+        x = conv_bn_relu(x, c // width_divisor, 5, stride=2, name=f"{prefix}_conv{i}",
+                         dtype=dtype, synchronized=synchronized)
     x = layers.Flatten(name=f"{prefix}_flatten", dtype=dtype)(x)
-    return layers.Dense(FC_UNITS, activation="relu", name=f"{prefix}_fc", dtype=dtype)(x)
+    return layers.Dense(FC_UNITS // width_divisor, activation="relu", name=f"{prefix}_fc",
+                        dtype=dtype)(x)
 
 
-def build_context_discriminator(image_size, local_size, dtype=None, synchronized=False):
+def build_context_discriminator(image_size, local_size, dtype=None, synchronized=False,
+                                width_divisor=1):
     """[whole images (B,S,S,3), local patches (B,L,L,3)] -> real/fake logits (B, 1)."""
     images = keras.Input((image_size, image_size, 3), name="image")
     patches = keras.Input((local_size, local_size, 3), name="local_patch")
+    settings = (dtype, synchronized, width_divisor)
     features = layers.Concatenate(name="concat", dtype=dtype)([
-        discriminator_branch(images, GLOBAL_CHANNELS, "global", dtype, synchronized),
-        discriminator_branch(patches, LOCAL_CHANNELS, "local", dtype, synchronized),
+        discriminator_branch(images, GLOBAL_CHANNELS, "global", *settings),
+        discriminator_branch(patches, LOCAL_CHANNELS, "local", *settings),
     ])
     logits = layers.Dense(1, name="logit", dtype="float32")(features)
     return keras.Model([images, patches], logits, name="context_discriminator")

@@ -1,10 +1,24 @@
-"""Small helpers shared by the scripts: network input, completed image, patches, grids, files."""
+"""Small helpers shared by the scripts: user errors, network input, completed image, patches,
+grids, files."""
 import json
 import os
+import sys
 
 import numpy as np
 import tensorflow as tf
 from PIL import Image
+
+
+class UserError(ValueError):
+    """A mistake the user can fix (a flag, a file, a session): the message names it. Each
+    script's main() prints it as one line and exits with `status`."""
+    status = 2
+
+
+def print_error(error):
+    """Print a UserError as the one line `error: ...` and return its exit status."""
+    print(f"error: {error}", file=sys.stderr)
+    return error.status
 
 
 def completion_input(images, masks, mean_pixel):
@@ -35,17 +49,6 @@ def sample_grid(images, masks, outputs, mean_pixel):
     rows = tf.concat(columns, axis=2)
     grid = tf.reshape(rows, [-1, rows.shape[2], 3])
     return tf.cast(tf.round(tf.clip_by_value(grid, 0.0, 1.0) * 255.0), tf.uint8).numpy()
-
-
-def checkpoint_number(path):
-    return int(path.rsplit("-", 1)[1]) if path else -1
-
-
-def latest_checkpoint(session_dir):
-    """The newest checkpoint of a session: rolling (checkpoints/) or phase end (phase_ends/)."""
-    candidates = [tf.train.latest_checkpoint(os.path.join(session_dir, sub))
-                  for sub in ("checkpoints", "phase_ends")]
-    return max(candidates, key=checkpoint_number)
 
 
 def save_png(path, array):

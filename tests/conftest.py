@@ -1,4 +1,15 @@
+"""Shared fixtures: tiny photos, a tiny configuration, one tiny finished training session.
+
+Tiny means 32 px crops, batch 2 and networks with an eighth of the paper's channels
+(--width-divisor 8): the same layers, traced the same way, with checkpoints of a few MB.
+
+    python -m pytest -q tests                     # the default run, a few minutes
+    python -m pytest -q tests -m "not soak"       # plus the slow multi-process tests (CI)
+    python -m pytest -q tests -m soak             # the long soak runs only
+"""
+import contextlib
 import os
+import shutil
 import subprocess
 import sys
 
@@ -13,39 +24,75 @@ import runtime  # noqa: E402,F401  (the scripts' TensorFlow settings, before any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from photos import smooth_photo  # noqa: E402,F401
 
+import config as cfg  # noqa: E402
+import data_loader  # noqa: E402
+
+TINY_SETTINGS = dict(image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=2,
+                     summary_every=1, sample_every=2, width_divisor=8)
+# The same as flags, for the command-line tests.
+TINY = [word for name, value in TINY_SETTINGS.items() for word in (cfg.flag(name), str(value))]
+
+
+def tiny_args(photos, session="tiny", tc=2, td=2, total=5, every=2):
+    """train.py's flags for a tiny run of `total` iterations on the photos in `photos`."""
+    return ["--data-dir", str(photos), "--session", session, "--preset", "quick", *TINY,
+            "--tc", str(tc), "--td", str(td), "--total-iters", str(total),
+            "--checkpoint-every", str(every)]
+
+
+def write_photos(folder, count=6, size=(48, 64), seed=0):
+    """`count` photo-like JPEG/PNG files in `folder`; returns their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    paths = []
+    for i in range(count):
+        path = os.path.join(str(folder), f"photo{i}{'.jpg' if i % 2 == 0 else '.png'}")
+        Image.fromarray(smooth_photo(rng, *size)).save(path)
+        paths.append(path)
+    return paths
+
 
 @pytest.fixture
 def make_photos():
     """make_photos(folder, count, size=(h, w)) writes `count` JPEG/PNG photos, returns paths."""
-    def make(folder, count=6, size=(48, 64), seed=0):
-        rng = np.random.default_rng(seed)
-        os.makedirs(folder, exist_ok=True)
-        paths = []
-        for i in range(count):
-            ext = ".jpg" if i % 2 == 0 else ".png"
-            path = os.path.join(str(folder), f"photo{i}{ext}")
-            Image.fromarray(smooth_photo(rng, *size)).save(path)
-            paths.append(path)
-        return paths
+    return write_photos
+
+
+@pytest.fixture
+def tiny_config():
+    """tiny_config(**overrides): the quick preset at the tiny sizes, validated."""
+    def make(**overrides):
+        return cfg.resolve(cfg.preset_config("quick"), dict(TINY_SETTINGS, **overrides))
     return make
 
 
+@pytest.fixture(autouse=True)
+def forget_bad_files():
+    """Files found undecodable by one test are not skipped in the next."""
+    data_loader.BAD_FILES.reset()
+    yield
+    data_loader.BAD_FILES.reset()
+
+
 def pytest_configure(config):
-    config.addinivalue_line("markers", "slow: longer runs, only with GLCIC_SLOW=1")
+    config.addinivalue_line("markers", "slow: multi-process runs; CI runs them (-m 'not soak')")
+    config.addinivalue_line("markers", "soak: long soak runs, by hand only (-m soak)")
 
 
-def pytest_collection_modifyitems(config, items):
-    if os.environ.get("GLCIC_SLOW"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with GLCIC_SLOW=1")
-    for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+@contextlib.contextmanager
+def working_directory(path):
+    previous = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
 
 
-# Flags of a tiny run used by the command-line tests: 32 px crops, a few iterations per phase.
-TINY = ["--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
-        "--batch-size", "2", "--summary-every", "1", "--sample-every", "2"]
+def run_main(module, args, cwd):
+    """module.main(args) in process, in folder `cwd`; returns its exit status."""
+    with working_directory(cwd):
+        return module.main([str(a) for a in args])
 
 
 def run_script(script, args, cwd, timeout=600, **kwargs):
@@ -54,24 +101,53 @@ def run_script(script, args, cwd, timeout=600, **kwargs):
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+@pytest.fixture(scope="session")
+def tiny_training(tmp_path_factory):
+    """A folder holding photos/ and the finished tiny session 'tiny' (phases of 2, 2 and 1
+    iterations), trained once per test run by train.main; and what train.py printed.
+    Tests that change the session work on a copy (copy_training)."""
+    import train
+    root = tmp_path_factory.mktemp("tiny_training")
+    rng = np.random.default_rng(0)
+    os.makedirs(root / "photos" / "nested")
+    for i in range(5):
+        Image.fromarray(smooth_photo(rng, 40, 52)).save(
+            root / "photos" / ("nested" if i % 2 else "") / f"p{i}.png")
+    capture = root / "stdout.txt"
+    with open(capture, "w") as out, contextlib.redirect_stdout(out):
+        code = run_main(train, tiny_args("photos"), root)
+    assert code == 0, capture.read_text()[-3000:]
+    return root, capture.read_text()
+
+
+@pytest.fixture
+def copy_training(tiny_training, tmp_path):
+    """A copy of the tiny finished training folder that a test may change."""
+    root, _ = tiny_training
+    copy = tmp_path / "run"
+    shutil.copytree(root, copy)
+    return copy
+
+
 @pytest.fixture
 def make_session():
     """make_session(root, name="s", image_size=32): a session with an untrained completion
     network checkpoint, laid out as train.py leaves it, without the cost of training."""
     def make(root, name="s", image_size=32, mean_pixel=(0.4, 0.5, 0.6)):
         import tensorflow as tf
-        import config as cfg
+        import session
         import utils
         from model import build_completion_network
-        folder = os.path.join(str(root), "saved_sessions", name)
         config = cfg.resolve(cfg.preset_config("quick"), dict(
             session=name, image_size=image_size, local_size=image_size // 2,
-            hole_min=image_size // 8, hole_max=image_size // 4))
+            hole_min=image_size // 8, hole_max=image_size // 4, width_divisor=8))
         tf.keras.utils.set_random_seed(0)
-        network = build_completion_network()
-        tf.train.CheckpointManager(tf.train.Checkpoint(completion_network=network),
-                                   os.path.join(folder, "phase_ends"), None).save(1)
-        utils.write_json(os.path.join(folder, "session.json"),
-                         {"config": cfg.dataclasses.asdict(config), "mean_pixel": list(mean_pixel)})
-        return folder
+        network = build_completion_network(width_divisor=8)
+        with working_directory(root):
+            checkpoints = session.Checkpoints(tf.train.Checkpoint(completion_network=network),
+                                              session.folder(name))
+            checkpoints.save(1, phase_end=True)
+            utils.write_json(session.session_file(name),
+                             {"config": config.to_dict(), "mean_pixel": list(mean_pixel)})
+        return os.path.join(str(root), session.folder(name))
     return make

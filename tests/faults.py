@@ -12,7 +12,7 @@ three kinds, their delays drawn from a seeded numpy generator:
   step        0-10 s after the run reports its first training step (here the first step comes
               11-25 s after launch, later in phases 2 and 3, which trace a new step function);
   checkpoint  when the run's 1st or 2nd checkpoint write starts (a new file appears in a
-              ckpt-N_temp folder under saved_sessions/faults/checkpoints or phase_ends), plus
+              ckpt-N_temp folder in the session's checkpoints/ or phase_ends/ folder), plus
               0-0.4 s: inside the write, which takes about 0.5-1.3 s here.
 Whatever the kind, a run whose progress bar reaches the last iteration is killed within 0-1.5 s
 (in the last step or the final checkpoint write), so that the session never ends during the
@@ -48,10 +48,13 @@ import time
 import numpy as np
 from PIL import Image
 
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+import runtime  # noqa: E402,F401
+import session  # noqa: E402
 from photos import smooth_photo  # noqa: E402
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SESSION = "faults"
 KINDS = ("startup", "step", "checkpoint")
 RESUME_RE = re.compile(r"Resuming session '" + SESSION + r"' at iteration (\d+)")
@@ -93,8 +96,8 @@ def make_photos(folder, seed=0):
 def checkpoint_indexes(workdir):
     """{path prefix: mtime} of every complete checkpoint (ckpt-N.index) of the session."""
     found = {}
-    for sub in ("checkpoints", "phase_ends"):
-        for path in glob.glob(os.path.join(workdir, "saved_sessions", SESSION, sub, "ckpt-*.index")):
+    for sub in (session.ROLLING, session.PHASE_ENDS):
+        for path in glob.glob(os.path.join(workdir, session.folder(SESSION), sub, "ckpt-*.index")):
             if "_temp" in path:
                 continue
             try:
@@ -119,8 +122,8 @@ def temp_files(workdir):
     """{path: mtime} of the files of checkpoint writes in progress or abandoned by a kill
     (TensorFlow writes ckpt-N_temp/part-....tempstateNNNN, then renames it to ckpt-N.data-...)."""
     found = {}
-    for sub in ("checkpoints", "phase_ends"):
-        pattern = os.path.join(workdir, "saved_sessions", SESSION, sub, "*_temp*", "*")
+    for sub in (session.ROLLING, session.PHASE_ENDS):
+        pattern = os.path.join(workdir, session.folder(SESSION), sub, "*_temp*", "*")
         for path in glob.glob(pattern):
             try:
                 found[os.path.relpath(path, workdir)] = os.stat(path).st_mtime

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 import complete
+import session
 import utils
 from conftest import run_script, smooth_photo
 
@@ -77,7 +78,7 @@ def test_export_loads_without_the_session_and_gives_the_same_output(setup, capsy
     assert "Exported the completion network of session 's' to exported/" in capsys.readouterr().out
     assert sorted(os.listdir("exported")) == ["completion_network.keras", "glcic.json", "saved_model"]
     complete.main(["--session", "s", "--input", photo_path, "--box", "20,20,30,25", "--output", "from_session.png"])
-    os.rename("saved_sessions", "moved_away")
+    os.rename(session.folder("s"), "moved_away")
     complete.main(["--model", "exported", "--input", photo_path, "--box", "20,20,30,25",
                    "--output", "from_export.png"])
     assert np.array_equal(np.asarray(Image.open("from_session.png")),
@@ -110,7 +111,7 @@ def test_save_steps_writes_the_panels_side_by_side(setup):
 
 def test_large_photos_are_completed_window_by_window(setup):
     root, photo_path, photo = setup
-    network, mean_pixel, _ = complete.load_from_session("s")
+    network, mean_pixel, _ = session.load_completion_network("s")
     hole = np.zeros(photo.shape[:2], bool)
     hole[5:12, 5:15] = True
     hole[50:60, 70:85] = True
@@ -154,20 +155,16 @@ def test_bad_input_is_one_line_and_writes_nothing(setup, capsys, args, message):
     assert not [n for n in os.listdir(".") if "partial" in n]
 
 
-def test_sessions_and_exports_that_cannot_be_used(tmp_path, monkeypatch, capsys):
+def test_exports_that_cannot_be_used(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    utils.write_json("saved_sessions/untrained/session.json",
-                     {"config": {"image_size": 32}, "mean_pixel": [0.5, 0.5, 0.5]})
     utils.write_json("old_export/glcic.json", {"format": "glcic-completion-network", "version": 0})
-    cases = [(["--session", "nothing"], "error: --session nothing: no readable session in"
-                                        " saved_sessions/nothing/"),
-             (["--session", "untrained"], "error: --session untrained: no checkpoint in"
-                                          " saved_sessions/untrained/ yet; train longer first"),
-             (["--model", "old_export"], "error: --model old_export: export format"
-                                         " 'glcic-completion-network' version 0 is not supported")]
     utils.write_json("no_network/glcic.json", {"format": "glcic-completion-network", "version": 1,
                                                "mean_pixel": [0.5, 0.5, 0.5], "config": {}})
-    cases.append((["--model", "no_network"], "error: --model no_network: incomplete or damaged export"))
+    cases = [(["--model", "missing"], "error: --model missing: not an export of complete.py"
+                                      " (glcic.json missing or unreadable)"),
+             (["--model", "old_export"], "error: --model old_export: export format"
+                                         " 'glcic-completion-network' version 0 is not supported"),
+             (["--model", "no_network"], "error: --model no_network: incomplete or damaged export")]
     for source, message in cases:
         assert complete.main([*source, "--input", "x.png", "--box", "1,1,2,2", "--output", "o.png"]) == 2
         assert capsys.readouterr().err.startswith(message)

@@ -16,15 +16,7 @@ from data_loader import DataError
 SIZE, LOCAL, HOLE_MIN, HOLE_MAX, BATCH = 32, 16, 6, 12, 4
 
 
-@pytest.fixture(autouse=True)
-def clean_reported():
-    """data_loader keeps a global set of reported bad files: isolate every test."""
-    data_loader._reported.clear()
-    yield
-    data_loader._reported.clear()
-
-
-def tiny_config(seed=0):
+def loader_config(seed=0):
     return config_module.Config(image_size=SIZE, local_size=LOCAL, hole_min=HOLE_MIN,
                                 hole_max=HOLE_MAX, batch_size=BATCH, seed=seed)
 
@@ -166,8 +158,23 @@ def test_find_images_flag_changes_message(tmp_path):
     assert str(info.value).startswith(f"--val-dir {empty}: no image files")
 
 
-def test_data_error_is_a_value_error():
-    assert issubclass(DataError, ValueError)
+def test_data_errors_are_user_errors_with_status_2(tmp_path):
+    assert issubclass(DataError, utils.UserError)
+    with pytest.raises(utils.UserError) as info:
+        data_loader.find_images([str(tmp_path / "nope")])
+    assert isinstance(info.value, DataError)
+    assert info.value.status == 2
+
+
+def test_photo_files_of_given_folders_are_their_images(tmp_path, make_photos):
+    make_photos(tmp_path / "a", 2)
+    make_photos(tmp_path / "b" / "deeper", 3)
+    folders = [str(tmp_path / "a"), str(tmp_path / "b")]
+    found = data_loader.photo_files(folders)
+    assert found == data_loader.find_images(folders)
+    assert len(found) == 5
+    with pytest.raises(DataError, match="not a folder"):
+        data_loader.photo_files([str(tmp_path / "missing")])
 
 
 # ------------------------------------------------------------------------------------------
@@ -320,7 +327,7 @@ def test_bad_file_skipped_with_one_warning(tmp_path, capsys, kind):
     assert path in lines[0]
     assert lines[0].startswith("warning: skipping ")
     assert path not in captured.out
-    assert data_loader.bad_files() == [path]
+    assert data_loader.BAD_FILES.sorted() == [path]
 
 
 def test_two_bad_files_two_lines(tmp_path, capsys):
@@ -332,6 +339,46 @@ def test_two_bad_files_two_lines(tmp_path, capsys):
     lines = capsys.readouterr().err.splitlines()
     assert len(lines) == 2
     assert a in lines[0] and b in lines[1]
+
+
+def test_bad_files_reports_each_path_once_even_from_several_threads(capsys):
+    bad = data_loader.BadFiles()
+    barrier = threading.Barrier(8)
+
+    def report(path):
+        barrier.wait()
+        for _ in range(20):
+            bad.report(path, "cannot decode it")
+    threads = [threading.Thread(target=report, args=(path,))
+               for path in ["/p/b.jpg", "/p/a.png"] * 4]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    lines = capsys.readouterr().err.splitlines()
+    assert sorted(lines) == ["warning: skipping /p/a.png: cannot decode it",
+                             "warning: skipping /p/b.jpg: cannot decode it"]
+    assert "/p/a.png" in bad and "/p/b.jpg" in bad and "/p/c.jpg" not in bad
+    assert bad.sorted() == ["/p/a.png", "/p/b.jpg"]
+
+
+def test_bad_files_reset_reports_a_path_again(capsys):
+    bad = data_loader.BadFiles()
+    bad.report("/p/a.png", "empty image")
+    bad.reset()
+    assert "/p/a.png" not in bad and bad.sorted() == []
+    bad.report("/p/a.png", "empty image")
+    assert capsys.readouterr().err.splitlines() == ["warning: skipping /p/a.png: empty image"] * 2
+    assert bad.sorted() == ["/p/a.png"]
+
+
+def test_try_load_reports_into_the_module_list(tmp_path, capsys):
+    path = write_corrupt(tmp_path / "bad.jpg")
+    assert data_loader.try_load(path) is None
+    assert path in data_loader.BAD_FILES
+    data_loader.BAD_FILES.reset()  # a new dataset: reported again
+    assert data_loader.try_load(path) is None
+    assert len(capsys.readouterr().err.splitlines()) == 2
 
 
 def test_load_rgb_raises_on_corrupt_file(tmp_path):
@@ -424,8 +471,8 @@ def photo_files(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def twenty_batches(photo_files):
-    data_loader._reported.clear()
-    return take(data_loader.training_dataset(photo_files, tiny_config()), 20)
+    data_loader.BAD_FILES.reset()
+    return take(data_loader.training_dataset(photo_files, loader_config()), 20)
 
 
 def test_training_batch_shapes_and_types(twenty_batches):
@@ -501,9 +548,9 @@ def test_training_images_differ_within_a_batch(twenty_batches):
 
 
 def test_training_dataset_same_seed_same_batches(photo_files):
-    first = take(data_loader.training_dataset(photo_files, tiny_config(seed=11)), 2)
-    second = take(data_loader.training_dataset(photo_files, tiny_config(seed=11)), 2)
-    other = take(data_loader.training_dataset(photo_files, tiny_config(seed=12)), 1)
+    first = take(data_loader.training_dataset(photo_files, loader_config(seed=11)), 2)
+    second = take(data_loader.training_dataset(photo_files, loader_config(seed=11)), 2)
+    other = take(data_loader.training_dataset(photo_files, loader_config(seed=12)), 1)
     for a, b in zip(first, second):
         for key in a:
             np.testing.assert_array_equal(a[key], b[key], err_msg=key)
@@ -513,7 +560,7 @@ def test_training_dataset_same_seed_same_batches(photo_files):
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_training_dataset_resume_at_start_element(photo_files, k):
-    config = tiny_config(seed=4)
+    config = loader_config(seed=4)
     stream = take(data_loader.training_dataset(photo_files, config), k + 1)
     resumed = take(data_loader.training_dataset(photo_files, config,
                                                 start_element=k * config.batch_size), 1)
@@ -537,7 +584,7 @@ def test_pipeline_survives_corrupt_and_odd_files(tmp_path, make_photos, capsys):
     files = data_loader.find_images([str(folder)])
     assert set(files) == set(good + [gray, rgba_path, deep, corrupt])
 
-    batches = take(data_loader.training_dataset(files, tiny_config(seed=1)), 12)
+    batches = take(data_loader.training_dataset(files, loader_config(seed=1)), 12)
     assert len(batches) == 12
     for batch in batches:
         assert batch["image"].shape == (BATCH, SIZE, SIZE, 3)
@@ -546,7 +593,7 @@ def test_pipeline_survives_corrupt_and_odd_files(tmp_path, make_photos, capsys):
     err = capsys.readouterr().err
     reported = [line for line in err.splitlines() if corrupt in line]
     assert len(reported) == 1, err  # 48 draws among 7 files: the corrupt one is hit, once
-    assert data_loader.bad_files() == [corrupt]
+    assert data_loader.BAD_FILES.sorted() == [corrupt]
     for path in (gray, rgba_path, deep) + tuple(good):
         assert path not in err
 
@@ -554,7 +601,73 @@ def test_pipeline_survives_corrupt_and_odd_files(tmp_path, make_photos, capsys):
 def test_pipeline_only_corrupt_files_fails(tmp_path):
     files = [write_corrupt(tmp_path / f"bad{i}.jpg", seed=i) for i in range(2)]
     with pytest.raises(Exception, match="no decodable photo"):
-        take(data_loader.training_dataset(files, tiny_config()), 1)
+        take(data_loader.training_dataset(files, loader_config()), 1)
+
+
+# ------------------------------------------------------------------------------------------
+# Several input pipelines (tf.distribute): each yields its replicas' slices of the
+# single-device batches
+
+
+def test_worker_element_two_pipelines():
+    assert [data_loader.worker_element(c, 4, 2, 0) for c in range(4)] == [0, 1, 4, 5]
+    assert [data_loader.worker_element(c, 4, 2, 1) for c in range(4)] == [2, 3, 6, 7]
+
+
+def test_worker_element_one_pipeline_is_the_identity():
+    assert [data_loader.worker_element(c, 4, 1, 0) for c in range(12)] == list(range(12))
+
+
+def test_worker_element_four_pipelines_cover_each_global_batch_once():
+    elements = {p: [data_loader.worker_element(c, 8, 4, p) for c in range(6)] for p in range(4)}
+    assert elements[0] == [0, 1, 8, 9, 16, 17]
+    assert elements[3] == [6, 7, 14, 15, 22, 23]
+    for batch in range(3):  # the pipelines' shares of a global batch, in pipeline order
+        shares = [elements[p][2 * batch:2 * batch + 2] for p in range(4)]
+        assert sum(shares, []) == list(range(8 * batch, 8 * batch + 8))
+
+
+@pytest.fixture(scope="module")
+def noise_photos(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("noise_photos")
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        tf.keras.utils.save_img(str(folder / f"{i}.png"), rng.integers(0, 255, (40, 44, 3)))
+    return data_loader.find_images([str(folder)])
+
+
+def first_batches(files, config, count, start=0, context=None):
+    stream = iter(data_loader.training_dataset(files, config, start, context))
+    return [next(stream) for _ in range(count)]
+
+
+@pytest.mark.parametrize("start_step", [0, 3])
+def test_two_workers_split_each_global_batch_without_duplicates(noise_photos, tiny_config,
+                                                                start_step):
+    config = tiny_config(batch_size=4)
+    start = start_step * config.batch_size
+    single = first_batches(noise_photos, config, 2, start)
+    workers = [first_batches(noise_photos, config, 2, start, tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)) for i in range(2)]
+    for step in range(2):
+        for key in ("image", "mask", "hole", "local_fake", "local_real"):
+            assert workers[0][step][key].shape[0] == 2
+            joined = np.concatenate([workers[0][step][key], workers[1][step][key]])
+            np.testing.assert_array_equal(joined, single[step][key])
+    # Different workers never see the same element within a step.
+    assert not np.array_equal(workers[0][0]["image"], workers[1][0]["image"])
+
+
+def test_one_pipeline_feeding_two_replicas_yields_replica_sized_batches(noise_photos,
+                                                                        tiny_config):
+    config = tiny_config(batch_size=4)
+    context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0,
+                                         num_replicas_in_sync=2)
+    halves = first_batches(noise_photos, config, 2, 0, context)
+    [single] = first_batches(noise_photos, config, 1)
+    # Replica 0 takes the first half of the global batch, replica 1 the second.
+    np.testing.assert_array_equal(np.concatenate([halves[0]["image"], halves[1]["image"]]),
+                                  single["image"])
 
 
 # ------------------------------------------------------------------------------------------
@@ -562,7 +675,7 @@ def test_pipeline_only_corrupt_files_fails(tmp_path):
 
 
 def test_validation_batch_shapes_and_stability(photo_files):
-    config = tiny_config(seed=2)
+    config = loader_config(seed=2)
     first = data_loader.validation_batch(photo_files[:4], config, count=6)
     second = data_loader.validation_batch(photo_files[:4], config, count=6)
     assert set(first) == {"image", "mask", "hole", "local_fake", "local_real"}
@@ -585,7 +698,7 @@ def test_validation_batch_shapes_and_stability(photo_files):
 
 def test_validation_batch_images_are_untouched_centre_crops(photo_files):
     """validation_batch knows nothing of the mean pixel: the hole is not filled."""
-    config = tiny_config(seed=2)
+    config = loader_config(seed=2)
     files = photo_files[:4]
     batch = data_loader.validation_batch(files, config, count=6)
     for i in range(6):
@@ -598,7 +711,7 @@ def test_validation_batch_images_are_untouched_centre_crops(photo_files):
 
 def test_validation_batch_skips_corrupt_and_fails_without_images(tmp_path, photo_files):
     corrupt = write_corrupt(tmp_path / "bad.jpg")
-    config = tiny_config()
+    config = loader_config()
     batch = data_loader.validation_batch([corrupt, photo_files[0]], config, count=2)
     expected = data_loader.center_crop(data_loader.try_load(photo_files[0], SIZE), SIZE)
     np.testing.assert_array_equal(batch["image"][0], expected)
@@ -693,7 +806,7 @@ def bounding_box(mask):
 
 
 def free_config(seed=0):
-    return dataclasses.replace(tiny_config(seed), hole_shape="free", batch_size=2)
+    return dataclasses.replace(loader_config(seed), hole_shape="free", batch_size=2)
 
 
 @pytest.mark.parametrize("shape", ["rect", "free"])
@@ -742,7 +855,7 @@ def test_random_mask_unknown_shape_is_loud():
 
 def test_rect_hole_stream_unchanged_by_free_form_holes(photo_files):
     """Holes and local patches of the rectangle stream, as computed before free-form holes."""
-    config = dataclasses.replace(tiny_config(seed=5), batch_size=2)
+    config = dataclasses.replace(loader_config(seed=5), batch_size=2)
     batches = take(data_loader.training_dataset(photo_files, config), 3)
     expected = dict(
         hole=[[2, 13, 6, 9], [11, 15, 11, 7], [3, 6, 6, 8], [1, 3, 11, 12], [16, 11, 9, 7],
@@ -801,20 +914,3 @@ def test_validation_batch_free_holes_are_deterministic(photo_files):
     assert len({m.tobytes() for m in first["mask"]}) == 4
     other = data_loader.validation_batch(photo_files[:2], free_config(seed=9), count=4)
     assert not np.array_equal(first["mask"], other["mask"])
-
-
-def test_hole_shape_flag_and_sessions_saved_before_it():
-    parser = config_module.build_parser("train")
-    assert parser.parse_args(["--hole-shape", "free"]).hole_shape == "free"
-    assert "hole_shape" not in vars(parser.parse_args([]))
-    with pytest.raises(SystemExit) as info:
-        parser.parse_args(["--hole-shape", "star"])
-    assert info.value.code == 2
-    old = dataclasses.asdict(config_module.preset_config("cpu"))
-    del old["hole_shape"]
-    loaded = config_module.Config.from_dict(old)
-    assert loaded.hole_shape == "rect" and loaded.image_size == 128
-    assert config_module.resolve(loaded, {"hole_shape": "free"}).hole_shape == "free"
-    with pytest.raises(config_module.ConfigError, match="--hole-shape"):
-        config_module.Config(hole_shape="star").validate()
-    assert "hole_shape" not in config_module.ARCHITECTURE_SETTINGS

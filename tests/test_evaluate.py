@@ -9,7 +9,8 @@ import pytest
 
 import data_loader
 import evaluate
-from conftest import run_script
+import session
+from conftest import run_main, run_script
 
 MEAN_PIXEL = (0.4, 0.5, 0.6)  # make_session's default
 
@@ -61,12 +62,13 @@ def test_ssim_identical_is_one_and_the_mask_counts_only_its_pixels():
 # evaluate.py as a user runs it
 
 
-def run_evaluate(root, *args):
-    result = run_script("evaluate.py", ["--session", "s", "--data-dir", "photos", *args],
-                        cwd=root)
-    assert result.returncode == 0, result.stderr
-    with open(os.path.join(root, "results", "s", "eval", "metrics.json")) as f:
-        return result, json.load(f)
+def run_evaluate(root, capsys, *args):
+    """evaluate.py in process: (what it printed, metrics.json)."""
+    code = run_main(evaluate, ["--session", "s", "--data-dir", "photos", *args], root)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    with open(os.path.join(root, session.eval_dir("s"), "metrics.json")) as f:
+        return out, json.load(f)
 
 
 @pytest.fixture
@@ -76,17 +78,17 @@ def root(tmp_path, make_photos, make_session):
     return tmp_path
 
 
-def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root):
-    result, report = run_evaluate(root, "--count", "3")
-    folder = root / "results" / "s" / "eval"
+def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, capsys):
+    stdout, report = run_evaluate(root, capsys, "--count", "3")
+    folder = root / session.eval_dir("s")
     for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png"):
         assert (folder / name).stat().st_size > 0
-        assert os.path.join("results", "s", "eval", name) in result.stdout
+        assert os.path.join(session.eval_dir("s"), name) in stdout
     # The printed table: header line naming the settings, a row per method.
-    assert "session 's': 3 photos" in result.stdout and "rect holes" in result.stdout
-    assert "seed 0" in result.stdout
+    assert "session 's': 3 photos" in stdout and "rect holes" in stdout
+    assert "seed 0" in stdout
     for method in evaluate.METHODS:
-        assert any(line.startswith(method + "  ") for line in result.stdout.splitlines())
+        assert any(line.startswith(method + "  ") for line in stdout.splitlines())
     with open(folder / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     assert [r["method"] for r in rows] == list(evaluate.METHODS)
@@ -126,18 +128,18 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root):
             np.mean(per_photo[method]["psnr_hole"]))
 
 
-def test_same_seed_same_numbers_other_seed_other_holes(root):
-    _, first = run_evaluate(root, "--count", "2", "--seed", "3")
-    _, again = run_evaluate(root, "--count", "2", "--seed", "3")
+def test_same_seed_same_numbers_other_seed_other_holes(root, capsys):
+    _, first = run_evaluate(root, capsys, "--count", "2", "--seed", "3")
+    _, again = run_evaluate(root, capsys, "--count", "2", "--seed", "3")
     assert again == first
-    _, other = run_evaluate(root, "--count", "2", "--seed", "4")
+    _, other = run_evaluate(root, capsys, "--count", "2", "--seed", "4")
     assert [p["hole"] for p in other["photos"]] != [p["hole"] for p in first["photos"]]
     assert other["per_photo"] != first["per_photo"]
 
 
-def test_free_form_holes(root):
-    result, report = run_evaluate(root, "--count", "2", "--hole-shape", "free")
-    assert "free holes" in result.stdout and report["settings"]["hole_shape"] == "free"
+def test_free_form_holes(root, capsys):
+    stdout, report = run_evaluate(root, capsys, "--count", "2", "--hole-shape", "free")
+    assert "free holes" in stdout and report["settings"]["hole_shape"] == "free"
     for i, photo in enumerate(report["photos"]):
         mask, _ = data_loader.random_mask(np.random.default_rng([0, i]), 32, 4, 8, "free")
         y, x, h, w = photo["hole"]
@@ -151,9 +153,15 @@ def test_free_form_holes(root):
     (["--session", "s", "--data-dir", "missing"], "error: --data-dir missing: not a folder"),
     (["--session", "s", "--data-dir", "photos", "--count", "0"], "error: --count 0"),
 ])
-def test_bad_input_one_line_exit_2_nothing_written(root, args, message):
-    result = run_script("evaluate.py", args, cwd=root)
-    assert result.returncode == 2
-    lines = result.stderr.strip().splitlines()
-    assert lines[-1].startswith(message) and "Traceback" not in result.stderr
-    assert not (root / "results").exists()
+def test_bad_input_one_line_exit_2_nothing_written(root, capsys, args, message):
+    assert run_main(evaluate, args, root) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+    assert not (root / session.results_dir("s")).exists()
+
+
+def test_the_command_line_exits_2_without_traceback(root):
+    result = run_script("evaluate.py", ["--session", "s", "--data-dir", "photos", "--seed", "-1"],
+                        cwd=root)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == "error: --seed -1: expected a non-negative integer"

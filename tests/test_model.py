@@ -6,6 +6,7 @@ from model.COMPLETION_LAYERS / GLOBAL_CHANNELS / LOCAL_CHANNELS: a typo in model
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import layers
 
 import model
@@ -64,10 +65,6 @@ def discriminator():
 
 # ------------------------------------------------------------------------------------------
 # Completion network
-
-
-def test_spec_table_has_17_rows():
-    assert len(SPEC_COMPLETION) == 17
 
 
 @pytest.mark.parametrize("row", range(1, 18))
@@ -268,3 +265,75 @@ def test_discriminator_output_shape(image_size, local_size, batch):
     assert out.dtype == np.float32
     assert np.all(np.isfinite(out))
     assert tuple(d.output_shape) == (None, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# The analytic FLOP count, against counts done by hand (2 FLOPs per multiply-add)
+
+
+def test_conv_flops_by_hand():
+    # A 3x3 convolution, 2 -> 5 channels, producing a 4 x 6 map: 24 pixels x 9 taps x 2 x 5.
+    assert model.conv_flops(4, 6, 3, 2, 5) == 2 * 24 * 9 * 2 * 5 == 4320
+
+
+def test_completion_flops_by_hand_at_256():
+    # Table 1 at 256 x 256, layer by layer: (output height, kernel, in, out); the two deconvs are
+    # counted on their input map (every input pixel spreads a 4x4 footprint).
+    rows = [(256, 5, 4, 64), (128, 3, 64, 128), (128, 3, 128, 128), (64, 3, 128, 256)]
+    rows += [(64, 3, 256, 256)] * 8  # conv5-conv12, dilated ones included
+    rows += [(64, 4, 256, 128), (128, 3, 128, 128), (128, 4, 128, 64), (256, 3, 64, 32),
+             (256, 3, 32, 3)]
+    by_hand = sum(2 * h * h * k * k * cin * cout for h, k, cin, cout in rows)
+    assert model.completion_flops(256) == by_hand == 65_108_180_992
+    # About 32 G multiply-adds per 256 x 256 pass, as the paper's cost is usually quoted.
+    assert 32e9 < by_hand / 2 < 33e9
+    # The scaling with image area.
+    assert model.completion_flops(128) * 4 == model.completion_flops(256)
+    assert model.completion_flops(64, 128) * 2 == model.completion_flops(128)
+
+
+def test_discriminator_flops_by_hand():
+    # 128 px global branch: 5x5 stride-2 convolutions down to 2 x 2 x 512, then FC to 1024.
+    global_rows = [(64, 3, 64), (32, 64, 128), (16, 128, 256), (8, 256, 512), (4, 512, 512),
+                   (2, 512, 512)]
+    local_rows = [(32, 3, 64), (16, 64, 128), (8, 128, 256), (4, 256, 512), (2, 512, 512)]
+    convs = sum(2 * h * h * 25 * cin * cout for h, cin, cout in global_rows + local_rows)
+    fcs = 2 * (2 * 2 * 512) * 1024 * 2 + 2 * 2048 * 1
+    assert model.discriminator_flops(128, 64) == convs + fcs == 1_944_981_504
+
+
+# ------------------------------------------------------------------------------------------
+# Narrower networks (tests) and mixed precision
+
+
+def test_the_width_divisor_divides_every_hidden_layer():
+    narrow = model.build_completion_network(width_divisor=8)
+    convs = [l for l in narrow.layers if isinstance(l, (layers.Conv2D, layers.Conv2DTranspose))]
+    assert [c.filters for c in convs] == [row[4] // 8 for row in SPEC_COMPLETION[:-1]] + [3]
+    assert narrow.output_shape == (None, None, None, 3)
+    d = model.build_context_discriminator(64, 32, width_divisor=8)
+    assert [d.get_layer(f"global_conv{i}").filters for i in range(1, 7)] == \
+        [c // 8 for c in SPEC_GLOBAL_CHANNELS]
+    assert [d.get_layer(f"local_conv{i}").filters for i in range(1, 6)] == \
+        [c // 8 for c in SPEC_LOCAL_CHANNELS]
+    assert d.get_layer("global_fc").units == d.get_layer("local_fc").units == SPEC_FC // 8
+    assert d.output_shape == (None, 1)
+
+
+def test_mixed_precision_keeps_output_dtype_and_range():
+    keras.utils.set_random_seed(0)
+    reference = model.build_completion_network()
+    mixed = model.build_completion_network("mixed_bfloat16")
+    mixed.set_weights(reference.get_weights())
+    # Weights stay float32 (so checkpoints are the same); the inner layers compute in bfloat16.
+    assert {v.dtype for v in mixed.weights} == {"float32"}
+    assert mixed.get_layer("conv5").compute_dtype == "bfloat16"
+    x = tf.random.stateless_uniform((2, 32, 32, 4), seed=(1, 2))
+    y_mixed, y_reference = mixed(x, training=False), reference(x, training=False)
+    assert y_mixed.dtype == tf.float32 and y_mixed.shape == (2, 32, 32, 3)
+    assert 0.0 <= float(tf.reduce_min(y_mixed)) and float(tf.reduce_max(y_mixed)) <= 1.0
+    assert float(tf.reduce_max(tf.abs(y_mixed - y_reference))) < 0.05
+
+    d = model.build_context_discriminator(32, 16, "mixed_bfloat16")
+    logits = d([x[..., :3], x[:, :16, :16, :3]], training=False)
+    assert logits.dtype == tf.float32 and logits.shape == (2, 1)

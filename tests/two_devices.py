@@ -93,7 +93,7 @@ def main():
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
-        alpha=1.0))
+        alpha=1.0, width_divisor=8))
     args = sys.argv[1:]
     policy = "float64" if "--float64" in args else None
     phases = [int(p) for p in args if p != "--float64"] or [1, 2, 3]

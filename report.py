@@ -1,0 +1,173 @@
+"""What a training run shows: TensorBoard scalars, graphs and sample grids, the same grids and
+the loss curves as files (results/), and the progress bar."""
+import contextlib
+import csv
+import os
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm import tqdm
+
+import utils
+from config import PHASE_NAMES
+
+HISTORY_FIELDS = ["iteration", "phase", "reconstruction", "discriminator", "adversarial",
+                  "d_real", "d_completed", "images_per_second"]
+GRID_TAG = "samples/masked_input | output | completed | ground_truth"
+
+
+class Reporter:
+    """Scalars, step graphs and sample grids for TensorBoard; grids, losses.csv and loss curves
+    in the results folder. Only the chief writes (chief=False: the other workers of a
+    multi-worker run keep quiet)."""
+
+    def __init__(self, config, logs, results, G, val_batch, mean_pixel, start, chief=True):
+        self.config, self.G, self.chief, self.results = config, G, chief, results
+        self.writer = (tf.summary.create_file_writer(logs) if chief
+                       else tf.summary.create_noop_writer())
+        self.val = {k: tf.constant(v) for k, v in val_batch.items()}
+        self.mean_pixel = tf.constant(mean_pixel)
+        self.history_path = os.path.join(results, "losses.csv")
+        self.history, self.traced, self.rate = self.read_history() if chief else [], set(), 0.0
+        self.rewind(start)
+
+    def rewind(self, iteration):
+        """Forget what was recorded after `iteration` (a killed run's tail, or a rollback)."""
+        self.history = [row for row in self.history if int(row["iteration"]) <= iteration]
+        self.new_interval()
+
+    def new_interval(self):
+        self.pending, self.clock = [], time.perf_counter()
+
+    def read_history(self):
+        if not os.path.exists(self.history_path):
+            return []
+        with open(self.history_path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    @contextlib.contextmanager
+    def graph(self, phase, iteration):
+        """Export the graph of the step run inside this block, the first time of each phase."""
+        if phase in self.traced:
+            yield
+            return
+        self.traced.add(phase)
+        tf.summary.trace_on(graph=True, profiler=False)
+        yield
+        with self.writer.as_default():
+            tf.summary.trace_export(name=f"phase{phase}_step", step=iteration)
+
+    def record(self, phase, iteration, metrics, phase_end):
+        """Keep this step's metrics; write scalars and sample grids when they are due."""
+        self.pending.append(metrics)
+        if iteration % self.config.summary_every == 0 or phase_end:
+            self.scalars(phase, iteration)
+        if iteration % self.config.sample_every == 0 or phase_end:
+            self.samples(phase, iteration)
+
+    def scalars(self, phase, iteration):
+        elapsed = time.perf_counter() - self.clock
+        self.rate = len(self.pending) * self.config.batch_size / elapsed if elapsed > 0 else 0.0
+        means = {k: float(np.mean([m[k] for m in self.pending])) for k in self.pending[0]}
+        with self.writer.as_default(step=iteration):
+            tf.summary.scalar("phase", phase)
+            tf.summary.scalar("speed/images_per_second", self.rate)
+            for name in ("reconstruction", "discriminator", "adversarial"):
+                if name in means:
+                    tf.summary.scalar(f"loss/{name}", means[name])
+            if "d_real" in means:
+                tf.summary.scalar("discriminator/real", means["d_real"])
+                tf.summary.scalar("discriminator/completed", means["d_completed"])
+        self.history.append(dict({k: "" for k in HISTORY_FIELDS}, iteration=iteration,
+                                 phase=phase, images_per_second=round(self.rate, 3),
+                                 **{k: round(v, 6) for k, v in means.items()}))
+        self.new_interval()
+
+    def samples(self, phase, iteration):
+        if not self.chief:
+            return
+        outputs = self.G(utils.completion_input(self.val["image"], self.val["mask"],
+                                                self.mean_pixel), training=False)
+        grid = utils.sample_grid(self.val["image"], self.val["mask"], outputs, self.mean_pixel)
+        with self.writer.as_default(step=iteration):
+            tf.summary.image(GRID_TAG, grid[None], step=iteration)
+        self.writer.flush()
+        utils.save_png(os.path.join(self.results, f"phase{phase}_iter{iteration:07d}.png"), grid)
+        self.save_history()
+
+    def save_history(self):
+        if not self.chief:
+            return
+        os.makedirs(self.results, exist_ok=True)
+        with open(self.history_path + ".tmp", "w", newline="") as f:
+            writer = csv.DictWriter(f, HISTORY_FIELDS)
+            writer.writeheader()
+            writer.writerows(self.history)
+        os.replace(self.history_path + ".tmp", self.history_path)
+        plot_losses(self.history, self.results)
+
+
+def plot_losses(history, folder):
+    """folder/losses_phaseP.png: the curves of each phase that has started."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    curves = {1: ["reconstruction"], 2: ["discriminator", "d_real", "d_completed"],
+              3: ["reconstruction", "adversarial", "discriminator", "d_real", "d_completed"]}
+    for phase, names in curves.items():
+        rows = [r for r in history if int(r["phase"]) == phase]
+        if not rows:
+            continue
+        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+        for ax, name in zip(axes[0], names):
+            ax.plot([int(r["iteration"]) for r in rows], [float(r[name]) for r in rows])
+            ax.set_title(name.replace("_", " "))
+            ax.set_xlabel("iteration")
+        fig.suptitle(PHASE_NAMES[phase])
+        fig.tight_layout()
+        fig.savefig(os.path.join(folder, f"losses_phase{phase}.png"), dpi=80)
+        plt.close(fig)
+
+
+class Progress:
+    """One tqdm bar per phase, showing the global iteration, the losses and images/s; only the
+    chief shows it. As a context manager: opened at the iteration training starts from, and
+    closed however the loop ends."""
+
+    def __init__(self, config, start, chief=True):
+        self.config, self.chief, self.bar, self.next = config, chief, None, start
+
+    def __enter__(self):
+        self.open(self.next)
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
+        self.bar = None
+
+    def open(self, iteration):
+        """The bar of the phase that iteration `iteration` (counted from 0) belongs to."""
+        self.close()
+        self.next = iteration
+        if iteration < self.config.total_iters:
+            phase = self.config.phase(iteration)
+            low, self.end = self.config.phase_range(phase)
+            self.bar = tqdm(total=self.end - low, initial=iteration - low, unit="it",
+                            desc=PHASE_NAMES[phase], dynamic_ncols=True, disable=not self.chief)
+
+    def update(self, done, metrics, rate):
+        """`done` iterations are done, the last with these metrics."""
+        if done != self.next + 1:
+            self.open(done - 1)  # resumed from an older checkpoint (--on-nan rollback)
+        self.bar.set_postfix({"iter": f"{done}/{self.config.total_iters}",
+                              **{k: f"{v:.4g}" for k, v in metrics.items()},
+                              "img/s": f"{rate:.2f}"}, refresh=False)
+        self.bar.update(1)
+        self.next = done
+        if done == self.end:
+            self.open(done)

@@ -1,0 +1,252 @@
+"""A training session on disk. This is the only module that knows where a session's files are:
+
+    saved_sessions/NAME/session.json    the resolved configuration and the mean pixel
+    saved_sessions/NAME/checkpoints/    the newest 3 checkpoints (networks, optimizers, iteration)
+    saved_sessions/NAME/phase_ends/     one checkpoint kept at the end of every phase
+    saved_sessions/NAME.lock            held while a train.py trains the session
+    logs/NAME/                          TensorBoard event files
+    results/NAME/                       sample grids, losses.csv and loss curves
+    results/NAME/eval/                  evaluate.py's tables and figures
+
+All paths are relative to the current folder, where the user runs the scripts.
+"""
+import fcntl
+import glob
+import os
+import shutil
+import socket
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+
+import config as cfg
+import utils
+from model import build_completion_network
+
+SESSIONS, LOGS, RESULTS = "saved_sessions", "logs", "results"
+ROLLING, PHASE_ENDS = "checkpoints", "phase_ends"
+
+
+class SessionError(utils.UserError):
+    """A session on disk conflicts with the command or cannot be used; the message says how."""
+
+
+class SaveError(utils.UserError):
+    """A checkpoint could not be written (disk full, folder not writable)."""
+    status = 1
+
+
+# ---------------------------------------------------------------------------------------------
+# The layout
+
+
+def folder(name):
+    return os.path.join(SESSIONS, name)
+
+
+def session_file(name):
+    return os.path.join(folder(name), "session.json")
+
+
+def logs_dir(name):
+    return os.path.join(LOGS, name)
+
+
+def results_dir(name):
+    return os.path.join(RESULTS, name)
+
+
+def eval_dir(name):
+    """Where evaluate.py writes the evaluation of a session, or of an export of that name."""
+    return os.path.join(RESULTS, name, "eval")
+
+
+def checkpoint_number(path):
+    return int(path.rsplit("-", 1)[1]) if path else -1
+
+
+def latest_checkpoint(directory):
+    """The newest checkpoint in a session folder, rolling or phase end; None if there is none."""
+    candidates = [tf.train.latest_checkpoint(os.path.join(directory, sub))
+                  for sub in (ROLLING, PHASE_ENDS)]
+    return max(candidates, key=checkpoint_number)
+
+
+# ---------------------------------------------------------------------------------------------
+# Starting and resuming
+
+
+def resolve(overrides, fresh, gpu=False):
+    """The configuration: the saved session's with the flags applied, or a new one; and the
+    saved session file's contents ({} for a new session)."""
+    path = session_file(overrides.get("session", "default"))
+    if os.path.exists(path) and not fresh:
+        return resume(path, overrides)
+    return new_config(overrides, gpu), {}
+
+
+def resume(path, overrides):
+    """The saved configuration with this command's flags applied; conflicts are errors."""
+    try:
+        saved = utils.read_json(path)
+        stored = cfg.Config.from_dict(saved["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise SessionError(f"{path}: unreadable session file ({error}); use --fresh to start over")
+    config = cfg.resolve(stored, overrides)
+    changes = cfg.differences(stored, config)
+    for name, old, new in changes:
+        if name in cfg.ARCHITECTURE_SETTINGS:
+            raise SessionError(
+                f"{cfg.flag(name)} {new} conflicts with session '{stored.session}', which was"
+                f" trained with {cfg.flag(name)} {old}; drop the flag, or use --fresh or another"
+                " --session")
+    for name, old, new in changes:
+        print(f"Changed on resume: {cfg.flag(name)} {old} -> {new}")
+    return config, saved
+
+
+def new_config(overrides, gpu=False):
+    if "preset" in overrides:
+        return cfg.resolve(cfg.preset_config(overrides["preset"]), overrides)
+    if gpu:
+        print("GPU visible: using the paper preset (choose with --preset paper|cpu|quick)")
+        return cfg.resolve(cfg.preset_config("paper"), overrides)
+    config = cfg.resolve(cfg.preset_config("cpu"), overrides)
+    print(f"No GPU visible: using the cpu preset ({config.image_size} px, batch"
+          f" {config.batch_size}, {config.total_iters} iterations; choose with --preset"
+          " paper|cpu|quick)")
+    return config
+
+
+def start(config, mean_pixel, fresh, chief=True):
+    """Take the session's lock, move an old session aside (--fresh) and write session.json.
+    Other workers of a multi-worker run (chief=False) write nothing. Returns the lock."""
+    if not chief:
+        return None
+    handle = lock(config.session)
+    if fresh:
+        move_aside(config.session)
+    utils.write_json(session_file(config.session), {"config": config.to_dict(),
+                                                    "mean_pixel": np.asarray(mean_pixel).tolist()})
+    return handle
+
+
+def lock(name):
+    """Hold saved_sessions/NAME.lock while training: a second train.py on the same session stops
+    at once. The operating system releases the lock when the process ends, even by kill -9."""
+    os.makedirs(SESSIONS, exist_ok=True)
+    handle = open(os.path.join(SESSIONS, f"{name}.lock"), "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.seek(0)
+        owner = handle.read().strip() or "another process"
+        handle.close()
+        raise SessionError(f"--session {name}: already being trained by {owner}; wait for it to"
+                           " finish or stop it (Ctrl-C), or choose another --session")
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"train.py (pid {os.getpid()} on {socket.gethostname()})")
+    handle.flush()
+    return handle
+
+
+def move_aside(name):
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for path in (folder(name), logs_dir(name), results_dir(name)):
+        if os.path.exists(path):
+            os.rename(path, f"{path}.old-{stamp}")
+            print(f"Moved the old {path} aside to {path}.old-{stamp}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+
+class Checkpoints:
+    """Rolling checkpoints (the newest 3) plus one kept at the end of every phase.
+
+    A checkpoint is whole or ignored: TensorFlow writes the files first and the `checkpoint`
+    index last (atomically); a save that fails has its files removed, and a restore skips
+    damaged checkpoints for the next older one."""
+
+    def __init__(self, checkpoint, directory, task=None):
+        """task: a non-chief worker of a multi-worker run, which takes part in every save
+        (all workers do) but writes to a scratch folder deleted at once."""
+        self.checkpoint, self.directory, self.saved_at = checkpoint, directory, None
+        self.scratch = os.path.join(directory, f".{task}") if task else None
+        self.rolling = tf.train.CheckpointManager(
+            checkpoint, os.path.join(self.scratch or directory, ROLLING), max_to_keep=3)
+        self.phase_ends = tf.train.CheckpointManager(
+            checkpoint, os.path.join(self.scratch or directory, PHASE_ENDS), max_to_keep=None)
+
+    def latest(self):
+        return latest_checkpoint(self.directory)
+
+    def candidates(self):
+        found = [path for sub in (ROLLING, PHASE_ENDS)
+                 for path in glob.glob(os.path.join(self.directory, sub, "ckpt-*.index"))]
+        paths = [p[:-len(".index")] for p in found if "_temp" not in p]
+        return sorted(paths, key=checkpoint_number, reverse=True)
+
+    def restore(self):
+        """Restore the newest checkpoint that reads back whole; None if there is none yet."""
+        for partial in glob.glob(os.path.join(self.directory, "*", "ckpt-*_temp*")):
+            shutil.rmtree(partial, ignore_errors=True)  # left by a save that was killed
+        candidates = self.candidates()
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_nontrivial_match()
+                return path
+            except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:
+                reason = str(error).strip().splitlines()[0][:160]
+                print(f"warning: skipping damaged checkpoint {path} ({reason})", file=sys.stderr)
+        if candidates:
+            raise SessionError(f"--session {os.path.basename(self.directory)}: every checkpoint in"
+                               f" {self.directory} is damaged; use --fresh to start over")
+        return None
+
+    def save_if_due(self, iteration, every, phase_end):
+        """At a phase end (kept), or every `every` iterations (rolling)."""
+        if phase_end or iteration % every == 0:
+            self.save(iteration, phase_end)
+
+    def save(self, iteration, phase_end=False):
+        manager = self.phase_ends if phase_end else self.rolling
+        try:
+            path = manager.save(checkpoint_number=iteration)
+            if self.scratch:
+                shutil.rmtree(self.scratch, ignore_errors=True)
+            self.saved_at = iteration
+            return path
+        except (OSError, tf.errors.OpError) as error:
+            for path in glob.glob(os.path.join(manager.directory, f"ckpt-{iteration}[._]*")):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else os.remove(path)
+            reason = getattr(error, "strerror", None) or str(error).strip().splitlines()[0]
+            raise SaveError(f"could not write checkpoint {iteration} to {manager.directory}"
+                            f" ({reason}); the previous checkpoint {self.latest()} is intact")
+
+
+# ---------------------------------------------------------------------------------------------
+# Using a trained session
+
+
+def load_completion_network(name):
+    """(completion network, mean pixel, config) of the newest checkpoint of session NAME."""
+    directory = folder(name)
+    try:
+        saved = utils.read_json(session_file(name))
+        config = cfg.Config.from_dict(saved["config"])
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SessionError(f"--session {name}: no readable session in {directory}/ (train one"
+                           f" with python train.py --session {name})")
+    path = latest_checkpoint(directory)
+    if path is None:
+        raise SessionError(f"--session {name}: no checkpoint in {directory}/ yet; train longer"
+                           " first")
+    network = build_completion_network(width_divisor=config.width_divisor)
+    tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
+    return network, mean_pixel, config

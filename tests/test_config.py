@@ -1,0 +1,233 @@
+"""config.py: the settings' declarations, presets, flags, validation and saved configurations."""
+import dataclasses
+import os
+
+import pytest
+
+import config as cfg
+import train
+import utils
+from conftest import TINY
+
+FIELDS = {f.name: f for f in dataclasses.fields(cfg.Config)}
+WITH_CHOICES = [name for name, f in FIELDS.items() if f.metadata["choices"]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Schedule and presets
+
+
+def test_phases_follow_the_schedule():
+    config = cfg.Config(tc=3, td=2, total_iters=7)
+    assert [config.phase(i) for i in range(7)] == [1, 1, 1, 2, 2, 3, 3]
+    assert [config.phase_range(p) for p in (1, 2, 3)] == [(0, 3), (3, 5), (5, 7)]
+    assert [cfg.PHASE_NAMES[p] for p in (1, 2, 3)] == [
+        "phase 1 completion", "phase 2 discriminator", "phase 3 joint"]
+
+
+def test_presets_and_flag_overrides():
+    paper = cfg.preset_config("paper")
+    assert (paper.image_size, paper.local_size, paper.hole_min, paper.hole_max) == (
+        256, 128, 96, 128)
+    assert (paper.batch_size, paper.tc, paper.td, paper.total_iters) == (96, 90000, 10000, 500000)
+    assert (paper.alpha, paper.optimizer, paper.recon_loss) == (0.0004, "adadelta", "mse")
+    assert paper.width_divisor == 1
+    cpu = cfg.preset_config("cpu")
+    assert (cpu.image_size, cpu.local_size, cpu.hole_min, cpu.hole_max) == (128, 64, 48, 64)
+    config = cfg.resolve(cpu, {"batch_size": 3, "optimizer": "adam"})
+    assert (config.batch_size, config.learning_rate, config.image_size) == (3, 2e-4, 128)
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags and their help
+
+
+def test_every_setting_has_help_text():
+    for name, f in FIELDS.items():
+        assert isinstance(f.metadata["help"], str) and f.metadata["help"].strip(), name
+
+
+def test_help_names_every_flag_with_its_paper_value():
+    help_text = cfg.build_parser("x").format_help()
+    for name in ["--data-dir", "--val-dir", "--session", "--preset", "--image-size",
+                 "--local-size", "--hole-min", "--hole-max", "--batch-size", "--tc", "--td",
+                 "--total-iters", "--alpha", "--recon-loss", "--optimizer", "--learning-rate",
+                 "--checkpoint-every", "--summary-every", "--sample-every", "--seed", "--fresh",
+                 "--width-divisor"]:
+        assert name in help_text
+    for name in FIELDS:
+        assert cfg.flag(name) in help_text
+    text = " ".join(help_text.split())
+    for value in ["paper: 256", "paper: 128", "paper: 96)", "paper: 90000", "paper: 10000",
+                  "paper: 500000", "paper: 0.0004"]:
+        assert value in text
+
+
+def test_mixed_precision_and_xla_flags_parse_and_turn_off_again():
+    parser = cfg.build_parser("test")
+    assert vars(parser.parse_args(["--mixed-precision", "--xla", "on"])) == {
+        "mixed_precision": True, "xla": "on", "fresh": False}
+    assert vars(parser.parse_args(["--no-mixed-precision"]))["mixed_precision"] is False
+    with pytest.raises(cfg.ConfigError, match="^--xla: expected one of auto, on, off, got 'yes'$"):
+        cfg.Config(xla="yes").validate()
+
+
+def test_add_flag_overrides_help_but_keeps_choices(capsys):
+    parser = cfg.ArgumentParser(prog="x")
+    cfg.add_flag(parser, "xla", help="other")
+    [action] = [a for a in parser._actions if "--xla" in a.option_strings]
+    assert action.help == "other"
+    assert tuple(action.choices) == cfg.XLA_CHOICES
+    assert "other" in parser.format_help()
+    assert vars(parser.parse_args(["--xla", "off"])) == {"xla": "off"}
+    assert vars(parser.parse_args([])) == {}  # unset flags leave the preset's value
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--xla", "yes"])
+    assert info.value.code == 2
+    assert "--xla: invalid choice: 'yes'" in capsys.readouterr().err
+
+
+def test_hole_shape_flag_and_sessions_saved_before_it():
+    parser = cfg.build_parser("train")
+    assert parser.parse_args(["--hole-shape", "free"]).hole_shape == "free"
+    assert "hole_shape" not in vars(parser.parse_args([]))
+    with pytest.raises(SystemExit) as info:
+        parser.parse_args(["--hole-shape", "star"])
+    assert info.value.code == 2
+    old = dataclasses.asdict(cfg.preset_config("cpu"))
+    del old["hole_shape"]
+    loaded = cfg.Config.from_dict(old)
+    assert loaded.hole_shape == "rect" and loaded.image_size == 128
+    assert cfg.resolve(loaded, {"hole_shape": "free"}).hole_shape == "free"
+    with pytest.raises(cfg.ConfigError, match="--hole-shape"):
+        cfg.Config(hole_shape="star").validate()
+    assert "hole_shape" not in cfg.ARCHITECTURE_SETTINGS
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation from the declarations
+
+
+def test_config_errors_are_user_errors():
+    assert issubclass(cfg.ConfigError, utils.UserError)
+    assert cfg.ConfigError.status == 2
+
+
+def test_fields_with_choices_are_the_expected_ones():
+    assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
+                                 "xla", "strategy"}
+
+
+@pytest.mark.parametrize("name", WITH_CHOICES)
+def test_a_value_outside_the_choices_is_refused_naming_the_flag(name, capsys):
+    choices = FIELDS[name].metadata["choices"]
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config(**{name: "x"}).validate()
+    assert str(info.value) == f"{cfg.flag(name)}: expected one of {', '.join(choices)}, got 'x'"
+    for choice in choices:  # every declared choice is accepted
+        cfg.Config(**{name: choice}).validate()
+    with pytest.raises(SystemExit) as exit_info:
+        cfg.build_parser("x").parse_args([cfg.flag(name), "x"])
+    assert exit_info.value.code == 2
+    assert f"{cfg.flag(name)}: invalid choice: 'x'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name, message", [
+    ("optimizer", "--optimizer: expected one of adadelta, adam, got 'x'"),
+    ("recon_loss", "--recon-loss: expected one of mse, l1, got 'x'"),
+])
+def test_choice_messages_written_out(name, message):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config(**{name: "x"}).validate()
+    assert str(info.value) == message
+
+
+def test_width_divisor_must_divide_32():
+    for good in (1, 2, 4, 8, 16, 32):
+        cfg.Config(width_divisor=good).validate()
+    for bad in (0, 3, 5, 64):
+        with pytest.raises(cfg.ConfigError) as info:
+            cfg.Config(width_divisor=bad).validate()
+        assert str(info.value) == (f"--width-divisor: expected a divisor of 32 (1, 2, 4, 8, ...),"
+                                   f" got {bad}")
+    assert "width_divisor" in cfg.ARCHITECTURE_SETTINGS
+
+
+# ---------------------------------------------------------------------------------------------
+# Saved configurations (session.json, exports)
+
+
+def test_from_dict_with_an_unknown_optimizer_is_a_config_error():
+    saved = cfg.preset_config("quick").to_dict()
+    saved["optimizer"] = "adamw"
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config.from_dict(saved)
+    assert str(info.value) == "--optimizer: expected one of adadelta, adam, got 'adamw'"
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config.from_dict({"optimizer": "adamw"})
+    assert str(info.value) == "--optimizer: expected one of adadelta, adam, got 'adamw'"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("image_size", "32", "--image-size: expected int, got '32'"),
+    ("batch_size", True, "--batch-size: expected int, got True"),
+    ("alpha", "0.1", "--alpha: expected float, got '0.1'"),
+    ("deterministic", 1, "--deterministic: expected bool, got 1"),
+    ("data_dir", "photos", "--data-dir: expected list, got 'photos'"),
+])
+def test_wrong_types_from_json_are_config_errors_naming_the_flag(key, value, message):
+    saved = cfg.preset_config("quick").to_dict()
+    saved[key] = value
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config.from_dict(saved)
+    assert str(info.value) == message
+
+
+def test_from_dict_drops_unknown_keys_and_fills_missing_ones_with_the_papers_values():
+    saved = cfg.preset_config("quick").to_dict()
+    del saved["width_divisor"]  # sessions saved before --width-divisor
+    del saved["recon_loss"]
+    saved["a_setting_of_a_newer_version"] = 3
+    loaded = cfg.Config.from_dict(saved)
+    assert loaded.width_divisor == 1
+    assert loaded.recon_loss == cfg.Config().recon_loss == "mse"
+    assert (loaded.image_size, loaded.preset) == (64, "quick")
+    assert not hasattr(loaded, "a_setting_of_a_newer_version")
+    assert cfg.Config.from_dict({}) == cfg.preset_config("paper")
+    assert cfg.Config.from_dict(loaded.to_dict()) == loaded
+
+
+def test_from_dict_accepts_an_integer_learning_rate():
+    # JSON writes 1.0 as 1.0, but a hand-edited session.json may say 1.
+    assert cfg.Config.from_dict({"learning_rate": 1}).learning_rate == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line, exit status 2, no traceback, nothing written
+
+
+BAD_FLAGS = [
+    (["--hole-max", "20"], "--hole-max: expected at most --local-size (16) so the local patch"
+                           " can contain the hole, got 20"),
+    (["--local-size", "40"], "--local-size: expected at most --image-size (32), got 40"),
+    (["--image-size", "30"], "--image-size: expected a positive multiple of 4, got 30"),
+    (["--tc", "-1"], "--tc: expected a non-negative iteration count, got -1"),
+    (["--tc", "5", "--td", "5", "--total-iters", "8"],
+     "--total-iters: expected at least --tc + --td (5 + 5 = 10), got 8"),
+    (["--hole-min", "13"], "--hole-max: expected at least --hole-min (13), got 12"),
+    (["--width-divisor", "3"], "--width-divisor: expected a divisor of 32 (1, 2, 4, 8, ...),"
+                               " got 3"),
+    (["--session", "a/b"], "--session: expected a plain name without '/', got 'a/b'"),
+]
+
+
+@pytest.mark.parametrize("flags, message", BAD_FLAGS)
+def test_out_of_range_flags_are_one_line_errors(tmp_path, monkeypatch, capsys, make_photos,
+                                                flags, message):
+    make_photos(tmp_path / "photos", 2)
+    monkeypatch.chdir(tmp_path)
+    code = train.main(["--data-dir", "photos", "--preset", "quick", *TINY, *flags])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err == f"error: {message}\n"
+    assert os.listdir(tmp_path) == ["photos"]  # nothing written

@@ -1,0 +1,263 @@
+"""report.py: what a run shows and leaves behind: TensorBoard scalars, graphs and sample grids,
+losses.csv and the loss curves, and the progress bar."""
+import csv
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import config as cfg
+import data_loader
+import report
+import session
+from model import build_completion_network
+
+SIZE = 32
+MEAN_PIXEL = np.array([0.4, 0.5, 0.6], np.float32)
+
+
+def read_events(folder):
+    from tensorboard.backend.event_processing import event_accumulator
+    events = event_accumulator.EventAccumulator(
+        str(folder), size_guidance={event_accumulator.TENSORS: 0})
+    events.Reload()
+    return events
+
+
+def graph_tags(events):
+    return sorted(t for t in events.Tags()["tensors"]
+                  if events.SummaryMetadata(t).plugin_data.plugin_name
+                  == "graph_run_metadata_graph")
+
+
+def read_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ---------------------------------------------------------------------------------------------
+# What the finished tiny run wrote (2 / 2 / 1 iterations, scalars every 1, samples every 2)
+
+
+def test_run_writes_result_grids_and_loss_curves(tiny_training):
+    root, _ = tiny_training
+    results = root / session.results_dir("tiny")
+    grids = sorted(p.name for p in results.glob("phase*_iter*.png"))
+    assert grids == ["phase1_iter0000002.png", "phase2_iter0000004.png", "phase3_iter0000005.png"]
+    grid = np.asarray(Image.open(results / "phase3_iter0000005.png"))
+    assert grid.shape == (6 * SIZE, 4 * SIZE, 3)  # six rows of masked | output | completed | truth
+    # The completed column differs from the ground truth only inside one hole (edges <= 12).
+    for row in range(6):
+        tile = grid[row * SIZE:(row + 1) * SIZE]
+        ys, xs = np.nonzero(np.any(tile[:, 2 * SIZE:3 * SIZE] != tile[:, 3 * SIZE:], axis=-1))
+        if len(ys):
+            assert ys.max() - ys.min() < 12 and xs.max() - xs.min() < 12
+    for phase in (1, 2, 3):
+        assert Image.open(results / f"losses_phase{phase}.png").size[0] > 100
+    rows = (results / "losses.csv").read_text().splitlines()
+    assert rows[0] == ",".join(report.HISTORY_FIELDS)
+    assert [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3", "4", "5"]
+    assert [r.split(",")[1] for r in rows[1:]] == ["1", "1", "2", "2", "3"]
+
+
+def test_tensorboard_event_files_hold_the_expected_tags(tiny_training):
+    root, _ = tiny_training
+    events = read_events(root / session.logs_dir("tiny"))
+    tags = set(events.Tags()["tensors"])
+    for tag in ["loss/reconstruction", "loss/discriminator", "loss/adversarial",
+                "discriminator/real", "discriminator/completed", "speed/images_per_second",
+                "phase", report.GRID_TAG]:
+        assert tag in tags
+    assert report.GRID_TAG == "samples/masked_input | output | completed | ground_truth"
+    steps = [e.step for e in events.Tensors("loss/reconstruction")]
+    assert steps == [1, 2, 5]  # phase 1 and phase 3 only
+    assert [e.step for e in events.Tensors("loss/discriminator")] == [3, 4, 5]
+    assert [e.step for e in events.Tensors("loss/adversarial")] == [5]
+    assert [e.step for e in events.Tensors(report.GRID_TAG)] == [2, 4, 5]
+    assert graph_tags(events) == ["phase1_step", "phase2_step", "phase3_step"]
+
+
+# ---------------------------------------------------------------------------------------------
+# The progress bar
+
+
+@pytest.fixture
+def schedule():
+    """Phases of 2, 1 and 1 iterations."""
+    return cfg.Config(tc=2, td=1, total_iters=4)
+
+
+def test_progress_shows_one_bar_per_phase(schedule, capsys):
+    seen = []
+    with report.Progress(schedule, 0) as progress:
+        assert (progress.bar.desc, progress.bar.n, progress.bar.total) == (
+            cfg.PHASE_NAMES[1], 0, 2)
+        for done in range(1, 5):
+            progress.update(done, {"reconstruction": 0.5}, 10.0)
+            if progress.bar is not None:
+                seen.append((done, progress.bar.desc, progress.bar.n, progress.bar.total))
+        assert progress.bar is None  # the schedule is done
+    assert seen == [(1, cfg.PHASE_NAMES[1], 1, 2), (2, cfg.PHASE_NAMES[2], 0, 1),
+                    (3, cfg.PHASE_NAMES[3], 0, 1)]
+    err = capsys.readouterr().err
+    positions = [err.rfind(cfg.PHASE_NAMES[p]) for p in (1, 2, 3)]
+    assert -1 not in positions and positions == sorted(positions), err
+    assert "4/4" in err
+
+
+def test_progress_resumed_mid_phase_starts_its_bar_there(schedule):
+    with report.Progress(schedule, 1) as progress:
+        assert (progress.bar.desc, progress.bar.n, progress.bar.total) == (
+            cfg.PHASE_NAMES[1], 1, 2)
+    with report.Progress(schedule, 4) as progress:  # nothing left to do: no bar
+        assert progress.bar is None
+
+
+def test_progress_reopens_a_bar_after_a_rollback(schedule, capsys):
+    with report.Progress(schedule, 0) as progress:
+        for done in (1, 2, 3):
+            progress.update(done, {"discriminator": 1.0}, 10.0)
+        assert progress.bar.desc == cfg.PHASE_NAMES[3]
+        capsys.readouterr()
+        # Rolled back to the checkpoint of iteration 1: iteration 2 is done again, which ends
+        # phase 1 once more.
+        progress.update(2, {"reconstruction": 0.5}, 10.0)
+        assert (progress.bar.desc, progress.bar.n) == (cfg.PHASE_NAMES[2], 0)
+        assert cfg.PHASE_NAMES[1] in capsys.readouterr().err  # its bar was shown again
+        # Rolled back to the very start: the phase 1 bar again, at 1 of 2.
+        progress.update(1, {"reconstruction": 0.5}, 10.0)
+        assert (progress.bar.desc, progress.bar.n, progress.bar.total) == (
+            cfg.PHASE_NAMES[1], 1, 2)
+        for done in (2, 3, 4):
+            progress.update(done, {"reconstruction": 0.5}, 10.0)
+        assert progress.bar is None
+
+
+def test_progress_of_other_workers_is_silent(schedule, capsys):
+    with report.Progress(schedule, 0, chief=False) as progress:
+        for done in range(1, 5):
+            progress.update(done, {"reconstruction": 0.5}, 10.0)
+    assert capsys.readouterr().err == ""
+
+
+# ---------------------------------------------------------------------------------------------
+# The reporter, directly
+
+
+@pytest.fixture(scope="module")
+def tiny_network():
+    tf.keras.utils.set_random_seed(0)
+    return build_completion_network(width_divisor=8)
+
+
+@pytest.fixture
+def reporter_parts(tmp_path, make_photos, tiny_config, tiny_network):
+    """make(**config overrides, start=0, chief=True): a Reporter writing into tmp_path."""
+    files = make_photos(tmp_path / "photos", 3)
+
+    def make(start=0, chief=True, **overrides):
+        config = tiny_config(**overrides)
+        val = data_loader.validation_batch(files, config)
+        return report.Reporter(config, str(tmp_path / "events"), str(tmp_path / "grids"),
+                               tiny_network, val, MEAN_PIXEL, start, chief)
+    return make
+
+
+def phase_metrics(phase, value):
+    names = {1: ["reconstruction"], 2: ["discriminator", "d_real", "d_completed"],
+             3: ["reconstruction", "adversarial", "discriminator", "d_real", "d_completed"]}
+    return {name: value for name in names[phase]}
+
+
+def test_record_writes_scalars_when_due_and_at_phase_ends(reporter_parts, tmp_path):
+    reporter = reporter_parts(summary_every=2, sample_every=4, tc=3, td=2, total_iters=6)
+    config = reporter.config
+    for iteration, value in zip(range(1, 5), (1.0, 2.0, 4.0, 8.0)):
+        phase = config.phase(iteration - 1)
+        phase_end = iteration == config.phase_range(phase)[1]
+        reporter.record(phase, iteration, phase_metrics(phase, value), phase_end)
+    results = tmp_path / "grids"
+    # Scalars at 2 (every 2) and 3 (end of phase 1), then 4; grids at 3 (phase end), 4 (every 4).
+    rows = read_rows(results / "losses.csv")
+    assert list(rows[0]) == report.HISTORY_FIELDS
+    assert [(r["iteration"], r["phase"]) for r in rows] == [("2", "1"), ("3", "1"), ("4", "2")]
+    assert float(rows[0]["reconstruction"]) == pytest.approx(1.5)  # mean of iterations 1 and 2
+    assert float(rows[1]["reconstruction"]) == pytest.approx(4.0)
+    assert rows[0]["discriminator"] == "" and rows[2]["reconstruction"] == ""
+    assert float(rows[2]["d_real"]) == pytest.approx(8.0)
+    assert all(float(r["images_per_second"]) > 0 for r in rows)
+    assert sorted(p.name for p in results.glob("phase*_iter*.png")) == [
+        "phase1_iter0000003.png", "phase2_iter0000004.png"]
+    for name in ("phase1_iter0000003.png", "phase2_iter0000004.png"):
+        assert np.asarray(Image.open(results / name)).shape == (6 * SIZE, 4 * SIZE, 3)
+    assert sorted(p.name for p in results.glob("losses_phase*.png")) == [
+        "losses_phase1.png", "losses_phase2.png"]
+    events = read_events(tmp_path / "events")
+    assert [e.step for e in events.Tensors("loss/reconstruction")] == [2, 3]
+    assert [e.step for e in events.Tensors("loss/discriminator")] == [4]
+    assert [e.step for e in events.Tensors("phase")] == [2, 3, 4]
+    assert [e.step for e in events.Tensors(report.GRID_TAG)] == [3, 4]
+
+
+def test_rewind_drops_the_rows_after_the_iteration(reporter_parts, tmp_path):
+    reporter = reporter_parts(summary_every=1, sample_every=100, tc=3, td=2, total_iters=6)
+    for iteration in range(1, 6):
+        phase = reporter.config.phase(iteration - 1)
+        reporter.record(phase, iteration, phase_metrics(phase, float(iteration)), False)
+    assert [int(r["iteration"]) for r in reporter.history] == [1, 2, 3, 4, 5]
+    reporter.rewind(3)
+    assert [int(r["iteration"]) for r in reporter.history] == [1, 2, 3]
+    reporter.save_history()
+    assert [r["iteration"] for r in read_rows(tmp_path / "grids" / "losses.csv")] == [
+        "1", "2", "3"]
+    # A resumed run reads losses.csv and forgets what was recorded after its start.
+    resumed = reporter_parts(start=2, summary_every=1, sample_every=100, tc=3, td=2,
+                             total_iters=6)
+    assert [r["iteration"] for r in resumed.history] == ["1", "2"]
+    resumed.rewind(0)
+    assert resumed.history == []
+
+
+def test_graph_is_exported_once_per_phase(reporter_parts, tmp_path):
+    reporter = reporter_parts()
+
+    @tf.function
+    def step(x):
+        return x * 2.0
+
+    for phase, iteration in [(1, 1), (1, 2), (2, 3)]:
+        with reporter.graph(phase, iteration):
+            step(tf.constant(float(iteration)))
+    reporter.writer.flush()
+    events = read_events(tmp_path / "events")
+    assert graph_tags(events) == ["phase1_step", "phase2_step"]
+    assert [e.step for e in events.Tensors("phase1_step")] == [1]
+
+
+def test_other_workers_write_nothing(reporter_parts, tmp_path):
+    reporter = reporter_parts(chief=False, summary_every=1, sample_every=1, tc=1, td=1,
+                              total_iters=3)
+    reporter.record(1, 1, phase_metrics(1, 1.0), True)
+    reporter.save_history()
+    assert sorted(os.listdir(tmp_path)) == ["photos"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loss curves
+
+
+def test_plot_losses_draws_only_the_phases_that_started(tmp_path):
+    history = [dict({k: "" for k in report.HISTORY_FIELDS}, iteration=i, phase=1,
+                    reconstruction=1.0 / i, images_per_second=5.0) for i in (1, 2)]
+    history += [dict(iteration=i, phase=3, reconstruction=0.3, adversarial=0.7,
+                     discriminator=1.2, d_real=0.6, d_completed=0.4, images_per_second=5.0)
+                for i in (5, 6)]
+    report.plot_losses(history, str(tmp_path))
+    assert sorted(os.listdir(tmp_path)) == ["losses_phase1.png", "losses_phase3.png"]
+    # Phase 3 shows five curves side by side, phase 1 one.
+    assert Image.open(tmp_path / "losses_phase3.png").size[0] > \
+        Image.open(tmp_path / "losses_phase1.png").size[0]
+    report.plot_losses([], str(tmp_path / "none"))  # nothing started: nothing drawn
+    assert not os.path.exists(tmp_path / "none")

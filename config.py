@@ -5,7 +5,6 @@ choices or the range it must lie in. The parser and validate() are built from th
 """
 import argparse
 import dataclasses
-import json
 from dataclasses import dataclass, field
 
 from utils import UserError
@@ -121,9 +120,6 @@ class Config:
 
     def to_dict(self):
         return dataclasses.asdict(self)
-
-    def to_json(self):
-        return json.dumps(self.to_dict(), indent=2)
 
     @classmethod
     def from_dict(cls, values):

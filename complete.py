@@ -66,6 +66,13 @@ def load_export(folder):
     return network, mean_pixel, config
 
 
+def load_model(session_name=None, model_dir=None):
+    """(completion network, mean pixel, config) of --session NAME or --model DIR."""
+    if model_dir:
+        return load_export(model_dir)
+    return session.load_completion_network(session_name)
+
+
 # ---------------------------------------------------------------------------------------------
 # Completion
 
@@ -292,10 +299,7 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        if args.model:
-            network, mean_pixel, _ = load_export(args.model)
-        else:
-            network, mean_pixel, config = session.load_completion_network(args.session)
+        network, mean_pixel, config = load_model(args.session, args.model)
         if args.export:
             export(network, mean_pixel, config, args.export)
             print(f"Exported the completion network of session '{args.session}' to {args.export}/")

@@ -246,11 +246,10 @@ def main(argv=None):
         if args.seed < 0:
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
+        network, mean_pixel, config = complete.load_model(args.session, args.model)
         if args.model:
-            network, mean_pixel, config = complete.load_export(args.model)
             name, source = os.path.basename(os.path.normpath(args.model)), f"model {args.model}"
         else:
-            network, mean_pixel, config = session.load_completion_network(args.session)
             name, source = args.session, f"session '{args.session}'"
         hole_shape = args.hole_shape or config.hole_shape
         photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
@@ -268,9 +267,9 @@ def main(argv=None):
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(session.eval_dir(name), header, settings, photos, per_photo, examples)
-    if data_loader.BAD_FILES.sorted():
-        print(f"Skipped {len(data_loader.BAD_FILES.sorted())} undecodable file(s): see the"
-              " warnings above")
+    skipped = data_loader.BAD_FILES.sorted()
+    if skipped:
+        print(f"Skipped {len(skipped)} undecodable file(s): see the warnings above")
     return 0
 
 

@@ -91,7 +91,7 @@ def run(config, files, steps, warmup):
     jit_compile, policy = devices.device_settings(config)
     mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     batch = next(iter(data_loader.training_dataset(files, config)))
-    G, D, _, _, step_opts = train.build_training(config, policy)
+    G, D, _, _, step_opts = train.build_training(config, policy, mean_pixel=mean_pixel)
     steps_by_phase = train.make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
     inputs = utils.completion_input(batch["image"], batch["mask"], tf.constant(mean_pixel))
     infer = tf.function(lambda x: G(x, training=False), jit_compile=jit_compile)

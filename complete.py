@@ -25,6 +25,7 @@ import config as cfg  # noqa: E402
 import session  # noqa: E402
 import utils  # noqa: E402
 from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
+from model import NETWORK_VERSION  # noqa: E402
 from utils import UserError  # noqa: E402
 
 EXPORT_FORMAT, EXPORT_VERSION = "glcic-completion-network", 1
@@ -41,7 +42,8 @@ def export(network, mean_pixel, config, folder):
     network.export(os.path.join(folder, "saved_model"), verbose=False)
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": config.to_dict()})
+        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": config.to_dict(),
+        "network_version": NETWORK_VERSION})
 
 
 def load_export(folder):

@@ -2,9 +2,18 @@
 
 Each layer list below is the paper's Table 1 (completion network) and Table 2 (context
 discriminator), row by row, so the code can be checked against the paper line by line.
+
+The completion network computes exactly what the authors' released Torch7 network computes
+(completionnet_places2.t7, run by their inpaint.lua): symmetric zero padding (k - 1) / 2 *
+dilation on every convolution, stride-2 ones included; 4x4 transposed convolutions with
+padding 1; batch norm with Torch's epsilon 1e-5; and the image mean-centred, zero in the hole,
+before the first layer. NETWORK_VERSION counts changes to what the network computes, so that a
+checkpoint of an earlier one is refused instead of silently computing something else.
 """
 import keras
-from keras import layers
+from keras import layers, ops
+
+NETWORK_VERSION = 2
 
 # Completion network (Table 1): (kind, kernel, dilation, stride, channels out).
 # "deconv" rows are 4x4 transposed convolutions with stride 1/2, i.e. x2 upsampling.
@@ -34,13 +43,43 @@ LOCAL_CHANNELS = [64, 128, 256, 512, 512]
 FC_UNITS = 1024
 
 
+@keras.saving.register_keras_serializable(package="glcic")
+class MeanCentre(layers.Layer):
+    """[RGB in [0, 1], hole mask] -> [RGB minus the mean pixel, 0 in the hole; mask], the input
+    of the official network. The mean pixel is a (non-trainable) weight of the network, saved
+    with it; whatever fills the hole in the input is ignored."""
+
+    def __init__(self, mean_pixel=(0.5, 0.5, 0.5), **kwargs):
+        super().__init__(**kwargs)
+        self.initial_mean = [float(v) for v in mean_pixel]
+
+    def build(self, input_shape):
+        self.mean_pixel = self.add_weight(
+            name="mean_pixel", shape=(3,), trainable=False,
+            initializer=keras.initializers.Constant(self.initial_mean))
+
+    def call(self, inputs):
+        rgb, mask = inputs[..., :3], inputs[..., 3:]
+        centred = (rgb - ops.cast(self.mean_pixel, rgb.dtype)) * (1.0 - mask)
+        return ops.concatenate([centred, mask], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "mean_pixel": self.initial_mean}
+
+
 def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, name="conv",
                  dtype=None, synchronized=False):
-    conv = layers.Conv2DTranspose if transpose else layers.Conv2D
-    x = conv(channels, kernel, strides=stride, dilation_rate=dilation, padding="same",
-             name=name, dtype=dtype)(x)
-    # momentum 0.9 is Torch's default (0.1 there), as in the paper's implementation.
-    x = layers.BatchNormalization(momentum=0.9, synchronized=synchronized,
+    if transpose:  # Keras "same" pads a 4x4 stride-2 transposed convolution by 1: Torch's 1
+        x = layers.Conv2DTranspose(channels, kernel, strides=stride, padding="same", name=name,
+                                   dtype=dtype)(x)
+    else:
+        if stride > 1:  # "same" would pad (0, 1) on even sizes; Torch pads both sides alike
+            pad = (kernel - 1) // 2 * dilation
+            x = layers.ZeroPadding2D(pad, name=name.replace("conv", "pad"), dtype=dtype)(x)
+        x = layers.Conv2D(channels, kernel, strides=stride, dilation_rate=dilation,
+                          padding="valid" if stride > 1 else "same", name=name, dtype=dtype)(x)
+    # Torch's batch norm: momentum 0.1 there (0.9 here), epsilon 1e-5 (Keras: 1e-3).
+    x = layers.BatchNormalization(momentum=0.9, epsilon=1e-5, synchronized=synchronized,
                                   name=name.replace("conv", "bn"), dtype=dtype)(x)
     return layers.ReLU(name=name.replace("conv", "relu"), dtype=dtype)(x)
 
@@ -53,13 +92,15 @@ def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, nam
 # `width_divisor` divides the channels of every layer but the outputs (1: the paper's widths);
 # the tests use 8, for the same layers with checkpoints of a few megabytes.
 
-def build_completion_network(dtype=None, synchronized=False, width_divisor=1):
-    """RGB with the hole filled by the mean pixel, plus the hole mask -> RGB in [0, 1].
+def build_completion_network(dtype=None, synchronized=False, width_divisor=1,
+                             mean_pixel=(0.5, 0.5, 0.5)):
+    """RGB in [0, 1] (the hole's content is ignored), plus the hole mask -> RGB in [0, 1].
 
-    Fully convolutional: any height and width divisible by 4.
+    Fully convolutional: any height and width divisible by 4. `mean_pixel` is the training
+    set's, kept as a weight (a checkpoint or an export restores it).
     """
     inputs = keras.Input((None, None, 4), name="masked_image_and_mask")
-    x = inputs
+    x = MeanCentre(mean_pixel, name="mean_centre", dtype=dtype)(inputs)
     for i, (kind, kernel, dilation, stride, channels) in enumerate(COMPLETION_LAYERS, 1):
         if kind == "output":
             x = layers.Conv2D(channels, kernel, padding="same", activation="sigmoid",

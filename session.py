@@ -23,7 +23,7 @@ import tensorflow as tf
 
 import config as cfg
 import utils
-from model import build_completion_network
+from model import NETWORK_VERSION, build_completion_network
 
 SESSIONS, LOGS, RESULTS = "saved_sessions", "logs", "results"
 ROLLING, PHASE_ENDS = "checkpoints", "phase_ends"
@@ -94,6 +94,7 @@ def resume(path, overrides):
         stored = cfg.Config.from_dict(saved["config"])
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SessionError(f"{path}: unreadable session file ({error}); use --fresh to start over")
+    check_network_version(saved, stored.session, "use --fresh or another --session")
     config = cfg.resolve(stored, overrides)
     changes = cfg.differences(stored, config)
     for name, old, new in changes:
@@ -105,6 +106,22 @@ def resume(path, overrides):
     for name, old, new in changes:
         print(f"Changed on resume: {cfg.flag(name)} {old} -> {new}")
     return config, saved
+
+
+def record(config, mean_pixel):
+    """The contents of session.json."""
+    return {"config": config.to_dict(), "mean_pixel": np.asarray(mean_pixel).tolist(),
+            "network_version": NETWORK_VERSION}
+
+
+def check_network_version(saved, name, remedy):
+    """SessionError for a session whose checkpoints hold an earlier completion network."""
+    version = saved.get("network_version", 1)
+    if version != NETWORK_VERSION:
+        raise SessionError(
+            f"--session {name}: trained with completion network version {version}; this is"
+            f" version {NETWORK_VERSION} (the official network's padding, batch-norm epsilon and"
+            f" mean-centred input, see README), whose weights differ in meaning; {remedy}")
 
 
 def new_config(overrides, gpu=False):
@@ -128,8 +145,7 @@ def start(config, mean_pixel, fresh, chief=True):
     handle = lock(config.session)
     if fresh:
         move_aside(config.session)
-    utils.write_json(session_file(config.session), {"config": config.to_dict(),
-                                                    "mean_pixel": np.asarray(mean_pixel).tolist()})
+    utils.write_json(session_file(config.session), record(config, mean_pixel))
     return handle
 
 
@@ -243,10 +259,11 @@ def load_completion_network(name):
     except (OSError, ValueError, KeyError, TypeError):
         raise SessionError(f"--session {name}: no readable session in {directory}/ (train one"
                            f" with python train.py --session {name})")
+    check_network_version(saved, name, "train it again with --fresh")
     path = latest_checkpoint(directory)
     if path is None:
         raise SessionError(f"--session {name}: no checkpoint in {directory}/ yet; train longer"
                            " first")
-    network = build_completion_network(width_divisor=config.width_divisor)
+    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
     tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
     return network, mean_pixel, config

@@ -73,8 +73,9 @@ def adversarial_loss(fake_logits, global_batch=None):
 
 
 def make_optimizer(config):
-    if config.optimizer == "adadelta":
-        return tf.keras.optimizers.Adadelta(learning_rate=config.learning_rate)
+    if config.optimizer == "adadelta":  # rho and epsilon: Torch's defaults, as the authors used
+        return tf.keras.optimizers.Adadelta(learning_rate=config.learning_rate, rho=0.9,
+                                            epsilon=1e-6)
     return tf.keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.5)
 
 
@@ -85,13 +86,13 @@ def scaled(optimizer, loss):
     return loss
 
 
-def build_training(config, policy=None, synchronized=False):
+def build_training(config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5, 0.5)):
     """The two networks and their optimizers, built (so checkpoints restore at once).
 
     Returns G, D, the two optimizers to checkpoint, and the two the steps apply: the same
     ones, or with float16 their loss-scaling wrappers (the checkpoint stays the same).
     synchronized: batch-norm statistics over the global batch (several replicas)."""
-    G = build_completion_network(policy, synchronized, config.width_divisor)
+    G = build_completion_network(policy, synchronized, config.width_divisor, mean_pixel)
     D = build_context_discriminator(config.image_size, config.local_size, policy, synchronized,
                                     config.width_divisor)
     g_opt, d_opt = make_optimizer(config), make_optimizer(config)
@@ -191,7 +192,7 @@ def build(config, mean_pixel, strategy):
     jit_compile, policy = devices.device_settings(config)
     with strategy.scope():
         G, D, g_opt, d_opt, step_opts = build_training(
-            config, policy, strategy.num_replicas_in_sync > 1)
+            config, policy, strategy.num_replicas_in_sync > 1, mean_pixel)
         iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
         steps = make_steps(G, D, *step_opts, config, mean_pixel, jit_compile, strategy)

@@ -142,12 +142,11 @@ def make_session():
             session=name, image_size=image_size, local_size=image_size // 2,
             hole_min=image_size // 8, hole_max=image_size // 4, width_divisor=8))
         tf.keras.utils.set_random_seed(0)
-        network = build_completion_network(width_divisor=8)
+        network = build_completion_network(width_divisor=8, mean_pixel=mean_pixel)
         with working_directory(root):
             checkpoints = session.Checkpoints(tf.train.Checkpoint(completion_network=network),
                                               session.folder(name))
             checkpoints.save(1, phase_end=True)
-            utils.write_json(session.session_file(name),
-                             {"config": config.to_dict(), "mean_pixel": list(mean_pixel)})
+            utils.write_json(session.session_file(name), session.record(config, mean_pixel))
         return os.path.join(str(root), session.folder(name))
     return make

@@ -47,6 +47,26 @@ def source(model_, name):
     return producer(model_.get_layer(name).input)
 
 
+def fed_by(model_, name):
+    """The layer feeding convolution `name`, past its symmetric zero padding if it has one."""
+    layer = source(model_, name)
+    return source(model_, layer.name) if isinstance(layer, layers.ZeroPadding2D) else layer
+
+
+def check_padding(model_, conv, dilation=1):
+    """Stride 1: "same" (symmetric for odd kernels). Stride 2: Torch's symmetric (k-1)/2*d on
+    both sides, then a "valid" convolution (Keras' "same" would pad (0, 1) on even sizes)."""
+    k = conv.kernel_size[0]
+    if conv.strides[0] == 1 or isinstance(conv, layers.Conv2DTranspose):
+        assert conv.padding == "same"
+        return
+    assert conv.padding == "valid"
+    pad = source(model_, conv.name)
+    assert isinstance(pad, layers.ZeroPadding2D)
+    p = (k - 1) // 2 * dilation
+    assert tuple(map(tuple, pad.padding)) == ((p, p), (p, p))
+
+
 def has_layer(model_, name):
     return any(layer.name == name for layer in model_.layers)
 
@@ -77,7 +97,7 @@ def test_completion_layer_matches_spec_row(generator, row):
     assert tuple(conv.dilation_rate) == (dilation, dilation)
     assert tuple(conv.strides) == (stride, stride)
     assert conv.filters == channels
-    assert conv.padding == "same"
+    check_padding(generator, conv, dilation)
     assert conv.use_bias
 
 
@@ -89,6 +109,7 @@ def test_completion_rows_1_to_16_are_conv_bn_relu(generator, row):
     # The convolution itself is linear: batch norm and then ReLU come after it.
     assert conv.get_config()["activation"] == "linear"
     assert isinstance(bn, layers.BatchNormalization)
+    assert bn.epsilon == 1e-5  # Torch's (Keras' default is 1e-3)
     assert isinstance(relu, layers.ReLU)
     relu_config = relu.get_config()
     assert relu_config["negative_slope"] == 0 and relu_config["max_value"] is None
@@ -96,7 +117,7 @@ def test_completion_rows_1_to_16_are_conv_bn_relu(generator, row):
     # Wiring: conv{i} -> bn{i} -> relu{i} -> conv{i+1}
     assert source(generator, f"bn{row}") is conv
     assert source(generator, f"relu{row}") is bn
-    assert source(generator, f"conv{row + 1}") is relu
+    assert fed_by(generator, f"conv{row + 1}") is relu
 
 
 def test_completion_last_row_is_sigmoid_without_batch_norm(generator):
@@ -107,8 +128,10 @@ def test_completion_last_row_is_sigmoid_without_batch_norm(generator):
     assert producer(generator.outputs[0]) is last
 
 
-def test_completion_first_layer_reads_the_input(generator):
-    assert isinstance(source(generator, "conv1"), layers.InputLayer)
+def test_completion_first_layer_reads_the_mean_centred_input(generator):
+    centre = source(generator, "conv1")
+    assert isinstance(centre, model.MeanCentre)
+    assert isinstance(source(generator, centre.name), layers.InputLayer)
 
 
 def test_completion_has_exactly_17_convolutions_and_16_batch_norms(generator):
@@ -119,8 +142,9 @@ def test_completion_has_exactly_17_convolutions_and_16_batch_norms(generator):
 
 
 def test_completion_layer_order_is_a_plain_chain(generator):
-    expected = ["masked_image_and_mask"]
+    expected = ["masked_image_and_mask", "mean_centre"]
     for i in range(1, 17):
+        expected += [f"pad{i}"] if i in (2, 4) else []
         expected += [f"conv{i}", f"bn{i}", f"relu{i}"]
     expected.append("conv17")
     assert [l.name for l in generator.layers] == expected
@@ -180,7 +204,7 @@ def test_discriminator_branch_convolutions(discriminator, prefix, channels):
         assert tuple(conv.kernel_size) == (5, 5)
         assert tuple(conv.strides) == (2, 2)
         assert tuple(conv.dilation_rate) == (1, 1)
-        assert conv.padding == "same"
+        check_padding(discriminator, conv)
         assert conv.get_config()["activation"] == "linear"
         bn = discriminator.get_layer(f"{prefix}_bn{i}")
         relu = discriminator.get_layer(f"{prefix}_relu{i}")
@@ -189,7 +213,7 @@ def test_discriminator_branch_convolutions(discriminator, prefix, channels):
         assert source(discriminator, f"{prefix}_bn{i}") is conv
         assert source(discriminator, f"{prefix}_relu{i}") is bn
         if i > 1:
-            assert source(discriminator, f"{prefix}_conv{i}") is \
+            assert fed_by(discriminator, f"{prefix}_conv{i}") is \
                 discriminator.get_layer(f"{prefix}_relu{i - 1}")
     assert not has_layer(discriminator, f"{prefix}_conv{len(channels) + 1}")
     convs = [l.name for l in discriminator.layers
@@ -213,8 +237,8 @@ def test_discriminator_branch_fc_1024(discriminator, prefix, depth):
 def test_discriminator_branches_read_the_right_inputs(discriminator):
     image_input = producer(discriminator.inputs[0])
     patch_input = producer(discriminator.inputs[1])
-    assert source(discriminator, "global_conv1") is image_input
-    assert source(discriminator, "local_conv1") is patch_input
+    assert fed_by(discriminator, "global_conv1") is image_input
+    assert fed_by(discriminator, "local_conv1") is patch_input
     assert tuple(discriminator.inputs[0].shape) == (None, 64, 64, 3)
     assert tuple(discriminator.inputs[1].shape) == (None, 32, 32, 3)
 
@@ -337,3 +361,87 @@ def test_mixed_precision_keeps_output_dtype_and_range():
     d = model.build_context_discriminator(32, 16, "mixed_bfloat16")
     logits = d([x[..., :3], x[:, :16, :16, :3]], training=False)
     assert logits.dtype == tf.float32 and logits.shape == (2, 1)
+
+
+# ------------------------------------------------------------------------------------------
+# The official Torch7 network's arithmetic, in NumPy (SPEC.md section 1): symmetric zero
+# padding (k - 1) / 2 * dilation, transposed convolutions padded by 1, batch norm with
+# epsilon 1e-5, and the input mean-centred with 0 in the hole.
+
+
+def conv_torch(x, kernel, bias, stride, dilation):
+    """(B, H, W, Cin) * (k, k, Cin, Cout): Torch's SpatialDilatedConvolution, pad (k-1)/2*d."""
+    k = kernel.shape[0]
+    pad = (k - 1) // 2 * dilation
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    height = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
+    width = (x.shape[2] - dilation * (k - 1) - 1) // stride + 1
+    out = np.zeros((x.shape[0], height, width, kernel.shape[3]))
+    for ky in range(k):
+        for kx in range(k):
+            tap = x[:, ky * dilation:ky * dilation + stride * (height - 1) + 1:stride,
+                    kx * dilation:kx * dilation + stride * (width - 1) + 1:stride]
+            out += tap @ kernel[ky, kx]
+    return out + bias
+
+
+def transposed_conv_torch(x, kernel, bias, stride=2, pad=1):
+    """Torch's SpatialFullConvolution, 4x4, stride 2, padding 1: each input pixel adds its
+    kernel footprint at (i * stride + k - pad); Keras kernels are (k, k, Cout, Cin)."""
+    k, (b, h, w, _) = kernel.shape[0], x.shape
+    full = np.zeros((b, (h - 1) * stride + k, (w - 1) * stride + k, kernel.shape[2]))
+    for ky in range(k):
+        for kx in range(k):
+            full[:, ky:ky + stride * h:stride, kx:kx + stride * w:stride] += x @ kernel[ky, kx].T
+    return full[:, pad:pad + stride * h, pad:pad + stride * w] + bias
+
+
+def torch_reference(network, image, hole, mean_pixel):
+    """The completion network's output, computed as the official Torch7 network does."""
+    x = np.concatenate([(image - mean_pixel) * (1 - hole), hole], axis=-1)
+    for i, (kind, kernel, dilation, stride, _) in enumerate(SPEC_COMPLETION, 1):
+        weights = network.get_layer(f"conv{i}").get_weights()
+        if kind == "deconv":
+            x = transposed_conv_torch(x, *weights)
+        else:
+            x = conv_torch(x, *weights, stride, dilation)
+        if kind == "output":
+            return 1 / (1 + np.exp(-x))
+        gamma, beta, mean, variance = network.get_layer(f"bn{i}").get_weights()
+        x = np.maximum(gamma * (x - mean) / np.sqrt(variance + 1e-5) + beta, 0)
+
+
+def calibrate(network, inputs, rng):
+    """Weights under which every layer matters: each convolution's output has a standard
+    deviation near 0.01 (tiny running variances, so that Keras' epsilon 1e-3 instead of Torch's
+    1e-5 would show) and batch norm, given those statistics, brings it back to unit scale."""
+    for i in range(1, 18):
+        conv = network.get_layer(f"conv{i}")
+        pre = keras.Model(network.input, conv.output)(inputs, training=False)
+        kernel, bias = conv.get_weights()
+        scale = (1.0 if i == 17 else 0.01) / float(np.std(pre))
+        conv.set_weights([kernel * scale, bias * scale])
+        if i == 17:
+            return
+        pre = np.asarray(pre) * scale
+        bn = network.get_layer(f"bn{i}")
+        shape = bn.get_weights()[0].shape
+        bn.set_weights([rng.uniform(0.5, 1.5, shape), rng.normal(0, 0.1, shape),
+                        pre.mean(axis=(0, 1, 2)), pre.var(axis=(0, 1, 2))])
+
+
+def test_the_completion_network_computes_what_the_official_network_computes():
+    keras.utils.set_random_seed(3)
+    rng = np.random.default_rng(3)
+    mean_pixel = np.array([0.45, 0.4, 0.35])
+    network = model.build_completion_network(width_divisor=8, mean_pixel=mean_pixel)
+    image = rng.uniform(size=(1, 20, 28, 3))
+    hole = np.zeros((1, 20, 28, 1))
+    hole[:, 0:9, 17:28] = 1.0  # touching the top and right borders
+    calibrate(network, np.concatenate([image, hole], -1).astype(np.float32), rng)
+    garbage = np.where(hole > 0, rng.uniform(size=image.shape), image)  # the hole is ignored
+    got = network(np.concatenate([garbage, hole], -1).astype(np.float32), training=False)
+    expected = torch_reference(network, image, hole, mean_pixel)
+    assert expected.std() > 0.1  # an output that depends on the input, not a flat 0.5
+    np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
+    np.testing.assert_allclose(network.get_layer("mean_centre").get_weights()[0], mean_pixel)

@@ -19,10 +19,12 @@ import session
 import train
 import utils
 from conftest import REPO, run_main
+from model import NETWORK_VERSION
 
 
-def write_session(name, config, mean_pixel=(0.4, 0.5, 0.6)):
-    utils.write_json(session.session_file(name), {"config": config, "mean_pixel": list(mean_pixel)})
+def write_session(name, config, mean_pixel=(0.4, 0.5, 0.6), network_version=NETWORK_VERSION):
+    utils.write_json(session.session_file(name), {"config": config, "mean_pixel": list(mean_pixel),
+                                                  "network_version": network_version})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -333,7 +335,7 @@ def test_load_completion_network_restores_the_newest_checkpoint(tmp_path, monkey
     from model import build_completion_network
     make_session(tmp_path, "s")
     tf.keras.utils.set_random_seed(0)  # the weights make_session saved
-    expected = build_completion_network(width_divisor=8).get_weights()
+    expected = build_completion_network(width_divisor=8, mean_pixel=(0.4, 0.5, 0.6)).get_weights()
     monkeypatch.chdir(tmp_path)
     tf.keras.utils.set_random_seed(1)  # other initial weights, which the restore replaces
     network, mean_pixel, config = session.load_completion_network("s")
@@ -344,3 +346,21 @@ def test_load_completion_network_restores_the_newest_checkpoint(tmp_path, monkey
     assert len(weights) == len(expected)
     for got, want in zip(weights, expected):
         np.testing.assert_array_equal(got, want)
+
+
+def test_a_session_of_an_earlier_network_is_refused(tmp_path, monkeypatch, tiny_config, capsys):
+    """Sessions saved before the network computed what the official one does (no
+    network_version in session.json) neither resume nor complete photos."""
+    monkeypatch.chdir(tmp_path)
+    utils.write_json(session.session_file("old"), {
+        "config": tiny_config(session="old").to_dict(), "mean_pixel": [0.4, 0.5, 0.6]})
+    expected = ("--session old: trained with completion network version 1; this is version 2"
+                " (the official network's padding, batch-norm epsilon and mean-centred input,"
+                " see README), whose weights differ in meaning; ")
+    with pytest.raises(session.SessionError) as info:
+        session.resolve({"session": "old"}, fresh=False)
+    assert str(info.value) == expected + "use --fresh or another --session"
+    with pytest.raises(session.SessionError) as info:
+        session.load_completion_network("old")
+    assert str(info.value) == expected + "train it again with --fresh"
+    assert session.resolve({"session": "old", "preset": "quick"}, fresh=True)[1] == {}

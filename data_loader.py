@@ -2,8 +2,9 @@
 
 Paper, section 4: each photo is resized so that its shorter edge is a random size in
 [S, 1.5 S] (256-384 px for S = 256), a random S x S crop is taken, and one random rectangular
-hole with edges in [hole_min, hole_max] is cut; the local patch (L x L) is a random window
-that contains the hole. The discriminator's real examples use a local patch drawn
+hole with edges in [hole_min, hole_max] is cut; the local patch (L x L) is centred on the hole
+("centered around the completed region"), shifted only as far as needed to stay inside the
+image. The discriminator's real examples use a local patch drawn
 independently. Horizontal flips are added.
 
 With --hole-shape free the hole is instead 1-4 random brush strokes drawn inside such a
@@ -243,14 +244,21 @@ def random_box(seeds, image_size, hole_min, hole_max):
     return tf.stack([y, x, h, w])
 
 
-def local_patches(seeds, hole, image_size, local_size):
-    """Offsets (y, x) of a local patch that contains the hole and of an independent one."""
+def centred_patch(hole, image_size, local_size):
+    """Offset (y, x) of the local patch centred on the hole (y, x, h, w), clamped to the image;
+    since the hole is at most local_size wide, the patch contains it."""
     y, x, h, w = tf.unstack(tf.convert_to_tensor(hole, tf.int32))
-    ly = _random_int(seeds[0], tf.maximum(0, y + h - local_size), tf.minimum(y, image_size - local_size))
-    lx = _random_int(seeds[1], tf.maximum(0, x + w - local_size), tf.minimum(x, image_size - local_size))
+    top = tf.clip_by_value((2 * y + h - local_size) // 2, 0, image_size - local_size)
+    left = tf.clip_by_value((2 * x + w - local_size) // 2, 0, image_size - local_size)
+    return tf.stack([top, left])
+
+
+def local_patches(seeds, hole, image_size, local_size):
+    """Offsets (y, x) of the local patch centred on the hole, and of an independent random one
+    for real images (seeds[2:4]; seeds[0:2] are unused, so the real patches stay as before)."""
     ry = _random_int(seeds[2], 0, image_size - local_size)
     rx = _random_int(seeds[3], 0, image_size - local_size)
-    return tf.stack([ly, lx]), tf.stack([ry, rx])
+    return centred_patch(hole, image_size, local_size), tf.stack([ry, rx])
 
 
 def random_mask(rng, image_size, hole_min, hole_max, shape):

@@ -516,6 +516,9 @@ def test_training_local_patches(twenty_batches):
             assert 0 <= ly <= SIZE - LOCAL and 0 <= lx <= SIZE - LOCAL
             assert ly <= y and y + h <= ly + LOCAL
             assert lx <= x and x + w <= lx + LOCAL
+            # Centred on the hole (paper), moved only as far as the image's edge requires.
+            assert (ly, lx) == (np.clip((2 * y + h - LOCAL) // 2, 0, SIZE - LOCAL),
+                                np.clip((2 * x + w - LOCAL) // 2, 0, SIZE - LOCAL))
             assert 0 <= ry <= SIZE - LOCAL and 0 <= rx <= SIZE - LOCAL
 
 
@@ -739,6 +742,16 @@ def test_random_hole_direct_many_seeds():
         assert 0 <= real[0] <= 32 and 0 <= real[1] <= 32
 
 
+@pytest.mark.parametrize("hole, expected", [
+    ([20, 30, 10, 12], [9, 20]),   # inside: the centres coincide (25 = 9 + 16, 36 = 20 + 16)
+    ([0, 0, 8, 8], [0, 0]),        # at the top-left corner: clamped
+    ([56, 50, 8, 14], [32, 32]),   # at the bottom-right corner: clamped to 64 - 32
+    ([10, 3, 9, 9], [0, 0]),       # an odd hole near the edge: its centre 14.5 is < 16
+])
+def test_the_local_patch_is_centred_on_the_hole(hole, expected):
+    assert data_loader.centred_patch(hole, 64, 32).numpy().tolist() == expected
+
+
 def test_hole_mask_values():
     mask = data_loader.hole_mask(tf.constant([2, 5, 3, 4]), 10).numpy()
     expected = np.zeros((10, 10, 1), np.float32)
@@ -853,6 +866,12 @@ def test_random_mask_unknown_shape_is_loud():
         data_loader.random_mask(np.random.default_rng(0), SIZE, HOLE_MIN, HOLE_MAX, "star")
 
 
+def centred(hole):
+    y, x, h, w = hole
+    return [min(max((2 * y + h - LOCAL) // 2, 0), SIZE - LOCAL),
+            min(max((2 * x + w - LOCAL) // 2, 0), SIZE - LOCAL)]
+
+
 def test_rect_hole_stream_unchanged_by_free_form_holes(photo_files):
     """Holes and local patches of the rectangle stream, as computed before free-form holes."""
     config = dataclasses.replace(loader_config(seed=5), batch_size=2)
@@ -860,14 +879,14 @@ def test_rect_hole_stream_unchanged_by_free_form_holes(photo_files):
     expected = dict(
         hole=[[2, 13, 6, 9], [11, 15, 11, 7], [3, 6, 6, 8], [1, 3, 11, 12], [16, 11, 9, 7],
               [10, 5, 12, 8]],
-        local_fake=[[0, 12], [7, 14], [3, 4], [0, 2], [15, 5], [8, 1]],
         local_real=[[8, 13], [0, 7], [3, 7], [14, 13], [3, 1], [3, 5]])
+    expected["local_fake"] = [centred(hole) for hole in expected["hole"]]
     for key, values in expected.items():
         np.testing.assert_array_equal(np.concatenate([b[key] for b in batches]), values,
                                       err_msg=key)
     val = data_loader.validation_batch(photo_files[:1], config, count=3)
     np.testing.assert_array_equal(val["hole"], [[0, 19, 9, 9], [7, 6, 9, 12], [19, 20, 6, 10]])
-    np.testing.assert_array_equal(val["local_fake"], [[0, 16], [1, 5], [15, 14]])
+    np.testing.assert_array_equal(val["local_fake"], [centred(hole) for hole in val["hole"]])
     np.testing.assert_array_equal(val["local_real"], [[5, 5], [10, 9], [16, 1]])
 
 

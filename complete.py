@@ -17,63 +17,16 @@ import numpy as np
 
 import runtime  # noqa: E402,F401  (settings TensorFlow reads at import)
 import cv2  # noqa: E402
-import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import config as cfg  # noqa: E402
-import session  # noqa: E402
+import exports  # noqa: E402
 import utils  # noqa: E402
 from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
-from model import NETWORK_VERSION  # noqa: E402
 from utils import UserError  # noqa: E402
 
-EXPORT_FORMAT, EXPORT_VERSION = "glcic-completion-network", 1
 MULTIPLE = 4  # the completion network halves the resolution twice
-
-# ---------------------------------------------------------------------------------------------
-# Exports: a completion network with its mean pixel, usable without the session
-
-
-def export(network, mean_pixel, config, folder):
-    """folder/completion_network.keras, folder/saved_model/ and folder/glcic.json."""
-    os.makedirs(folder, exist_ok=True)
-    network.save(os.path.join(folder, "completion_network.keras"))
-    network.export(os.path.join(folder, "saved_model"), verbose=False)
-    utils.write_json(os.path.join(folder, "glcic.json"), {
-        "format": EXPORT_FORMAT, "version": EXPORT_VERSION,
-        "mean_pixel": np.asarray(mean_pixel).tolist(), "config": config.to_dict(),
-        "network_version": NETWORK_VERSION})
-
-
-def load_export(folder):
-    """(completion network, mean pixel, config) from a folder written by export()."""
-    try:
-        meta = utils.read_json(os.path.join(folder, "glcic.json"))
-    except (OSError, ValueError):
-        raise UserError(f"--model {folder}: not an export of complete.py (glcic.json missing"
-                        " or unreadable)")
-    if meta.get("format") != EXPORT_FORMAT or meta.get("version") != EXPORT_VERSION:
-        raise UserError(f"--model {folder}: export format {meta.get('format')!r} version"
-                        f" {meta.get('version')!r} is not supported (expected"
-                        f" {EXPORT_FORMAT!r} version {EXPORT_VERSION}); export it again")
-    path = os.path.join(folder, "completion_network.keras")
-    try:
-        mean_pixel = np.asarray(meta["mean_pixel"], np.float32).reshape(3)
-        config = cfg.Config.from_dict(meta["config"])
-        network = keras.models.load_model(path)
-    except (KeyError, TypeError, ValueError, OSError) as error:
-        raise UserError(f"--model {folder}: incomplete or damaged export ({type(error).__name__}:"
-                        f" {error}); export it again")
-    return network, mean_pixel, config
-
-
-def load_model(session_name=None, model_dir=None):
-    """(completion network, mean pixel, config) of --session NAME or --model DIR."""
-    if model_dir:
-        return load_export(model_dir)
-    return session.load_completion_network(session_name)
-
 
 # ---------------------------------------------------------------------------------------------
 # Completion
@@ -301,9 +254,9 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        network, mean_pixel, config = load_model(args.session, args.model)
+        network, mean_pixel, config = exports.load_model(args.session, args.model)
         if args.export:
-            export(network, mean_pixel, config, args.export)
+            exports.write(network, mean_pixel, config, args.export)
             print(f"Exported the completion network of session '{args.session}' to {args.export}/")
             return 0
         for job in jobs(args):

@@ -54,6 +54,11 @@ class Config:
                    " kept under that name, and the same command resumes it (default: default)",
         check=lambda v: v and "/" not in v and v not in (".", ".."),
         expected="a plain name without '/'")
+    init_from: str = setting(
+        "", "start a new session from the completion network of an export (complete.py"
+            " --export) instead of random weights, with its mean pixel; e.g. --tc 0 to go"
+            " straight to phases 2 and 3 on your photos. Unused when the session resumes",
+        metavar="DIR")
     preset: str = setting(
         "paper", "named settings: paper, cpu (default without a GPU) or quick (a smoke run);"
                  " any flag below overrides its value", choices=PRESETS)
@@ -212,6 +217,8 @@ def add_flag(parser, name, **overrides):
         kwargs.update(nargs=meta["nargs"], metavar=meta["metavar"])
     elif meta["choices"]:
         kwargs.update(choices=meta["choices"])
+    elif "metavar" in meta:
+        kwargs.update(type=f.type, metavar=meta["metavar"])
     else:
         kwargs.update(type=f.type, metavar="N" if f.type is int else None)
     kwargs.update(overrides)

@@ -31,6 +31,7 @@ from tqdm import tqdm  # noqa: E402
 import complete  # noqa: E402
 import config as cfg  # noqa: E402
 import data_loader  # noqa: E402
+import exports  # noqa: E402
 import session  # noqa: E402
 import utils  # noqa: E402
 
@@ -246,7 +247,7 @@ def main(argv=None):
         if args.seed < 0:
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
-        network, mean_pixel, config = complete.load_model(args.session, args.model)
+        network, mean_pixel, config = exports.load_model(args.session, args.model)
         if args.model:
             name, source = os.path.basename(os.path.normpath(args.model)), f"model {args.model}"
         else:

@@ -24,10 +24,11 @@ from tqdm import tqdm
 import config as cfg
 import data_loader
 import devices
+import exports
 import report
 import session
 import utils
-from model import build_completion_network, build_context_discriminator
+from model import NETWORK_VERSION, build_completion_network, build_context_discriminator
 
 MAX_ROLLBACKS = 3
 
@@ -262,12 +263,22 @@ def start(config, mean_pixel, strategy):
 
 
 def resume(config, run, checkpoints):
-    """Restore the newest whole checkpoint, if any; returns the iteration to start from."""
+    """Restore the newest whole checkpoint; without one, start from --init-from's network, if
+    given. Returns the iteration to start from."""
     restored = checkpoints.restore()
     n = int(run.iteration.numpy())
     if restored:
         where = cfg.PHASE_NAMES[config.phase(n)] if n < config.total_iters else "done"
         print(f"Resuming session '{config.session}' at iteration {n} ({where}) from {restored}")
+    elif config.init_from:
+        pretrained = exports.read(config.init_from, "--init-from")[0]
+        try:
+            run.G.set_weights(pretrained.get_weights())
+        except ValueError as error:
+            raise utils.UserError(f"--init-from {config.init_from}: its completion network does"
+                                  f" not fit this session's (--width-divisor"
+                                  f" {config.width_divisor}): {error}")
+        print(f"Starting from the completion network of {config.init_from}")
     return n
 
 
@@ -368,6 +379,18 @@ def prepare(config, saved, fresh, chief=True):
     files = data_loader.photo_files(config.data_dir)
     if "mean_pixel" in saved:
         mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    elif config.init_from:  # the pretrained network's: its weights expect that input
+        mean_pixel, pretrained, meta = exports.read_metadata(config.init_from, "--init-from")
+        if pretrained.width_divisor != config.width_divisor:
+            raise utils.UserError(f"--init-from {config.init_from}: a network of --width-divisor"
+                                  f" {pretrained.width_divisor}, not this session's"
+                                  f" {config.width_divisor}")
+        if meta.get("network_version", 1) != NETWORK_VERSION:
+            raise utils.UserError(f"--init-from {config.init_from}: an export of completion"
+                                  f" network version {meta.get('network_version', 1)}; this is"
+                                  f" version {NETWORK_VERSION} (see README), whose weights differ"
+                                  " in meaning")
+        data_loader.compute_mean_pixel(files, config.seed)  # checks that some photo decodes
     else:  # also checks that some photo decodes
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     if config.val_dir:

@@ -11,12 +11,14 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
+import complete
 import config as cfg
 import data_loader
 import session
 import train
 import utils
-from conftest import run_main, run_script, smooth_photo, tiny_args
+import exports
+from conftest import run_main, run_script, smooth_photo, tiny_args, working_directory
 
 # ---------------------------------------------------------------------------------------------
 # Losses
@@ -150,7 +152,11 @@ def test_xla_and_plain_steps_give_the_same_losses(tiny_batches, phases):
         expected, got = plain[phase](batch), compiled[phase](batch)
         assert set(got) == set(expected)
         for name in expected:
-            np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=2e-3,
+            # Phase 3's adversarial loss is taken after the discriminator's update, whose
+            # batch norm at these tiny sizes (the deepest maps are 1x1, two images, epsilon
+            # 1e-5) magnifies the two compilers' round-off, as between one and two devices.
+            rtol = 2e-2 if name == "adversarial" else 2e-3
+            np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=rtol,
                                        atol=1e-5, err_msg=f"phase {phase} {name}")
 
 
@@ -392,3 +398,47 @@ def test_memory_does_not_grow_over_steps():
         # Allocator pools fill during the first hundred steps; after that, no growth.
         assert values[-1] - values[1] < 64, (phase, values)  # MB
 
+
+
+# ---------------------------------------------------------------------------------------------
+# Fine-tuning from an export
+
+
+def test_init_from_an_export_starts_a_session_from_its_network(tmp_path, make_session,
+                                                                make_photos, capsys):
+    make_session(tmp_path, "pretrained", mean_pixel=(0.4, 0.5, 0.6))
+    make_photos(tmp_path / "photos", 4)
+    assert run_main(complete, ["--session", "pretrained", "--export", "exported"], tmp_path) == 0
+    args = tiny_args("photos", session="tuned", tc=0, td=2, total=2) + ["--init-from", "exported"]
+    assert run_main(train, args, tmp_path) == 0
+    assert "Starting from the completion network of exported" in capsys.readouterr().out
+    # Phase 2 leaves the completion network alone: the session holds the export's network,
+    # mean pixel included.
+    with working_directory(tmp_path):
+        tuned, mean_pixel, _ = session.load_completion_network("tuned")
+        exported = exports.read("exported")[0]
+    np.testing.assert_allclose(mean_pixel, [0.4, 0.5, 0.6])
+    for got, want in zip(tuned.get_weights(), exported.get_weights(), strict=True):
+        np.testing.assert_array_equal(got, want)
+    # The same command with more iterations resumes the session; the export is not read again.
+    args[args.index("--total-iters") + 1] = "3"
+    assert run_main(train, args, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Resuming session 'tuned' at iteration 2 (phase 3 joint)" in out
+    assert "Starting from" not in out and "Finished 3 iterations" in out
+
+
+def test_init_from_what_does_not_fit_is_one_line(tmp_path, make_session, make_photos, capsys):
+    make_session(tmp_path, "pretrained")
+    make_photos(tmp_path / "photos", 4)
+    assert run_main(complete, ["--session", "pretrained", "--export", "exported"], tmp_path) == 0
+    base = tiny_args("photos", session="tuned", tc=0, td=1, total=1)
+    assert run_main(train, base + ["--init-from", "missing"], tmp_path) == 2
+    assert capsys.readouterr().err == ("error: --init-from missing: not an export of complete.py"
+                                       " (glcic.json missing or unreadable)\n")
+    assert not os.path.exists(tmp_path / session.folder("tuned"))
+    wider = base + ["--init-from", "exported", "--width-divisor", "4"]
+    assert run_main(train, wider, tmp_path) == 2
+    assert capsys.readouterr().err == ("error: --init-from exported: a network of"
+                                       " --width-divisor 8, not this session's 4\n")
+    assert not os.path.exists(tmp_path / session.folder("tuned"))

@@ -22,13 +22,16 @@ from model import NETWORK_VERSION
 FORMAT, VERSION = "glcic-completion-network", 1
 
 
-def write(network, mean_pixel, config, folder):
+def write(network, mean_pixel, config, folder, source=None):
+    """Write the export; `source` (a dict: file, sha256, licence, ...) says where the weights
+    come from when they were not trained here."""
     os.makedirs(folder, exist_ok=True)
     network.save(os.path.join(folder, "completion_network.keras"))
     network.export(os.path.join(folder, "saved_model"), verbose=False)
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": FORMAT, "version": VERSION, "mean_pixel": np.asarray(mean_pixel).tolist(),
-        "config": config.to_dict(), "network_version": NETWORK_VERSION})
+        "config": config.to_dict(), "network_version": NETWORK_VERSION,
+        **({"source": source} if source else {})})
 
 
 def read_metadata(folder, flag="--model"):

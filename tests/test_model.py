@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+import torch7
 from keras import layers
 
 import model
@@ -364,51 +365,32 @@ def test_mixed_precision_keeps_output_dtype_and_range():
 
 
 # ------------------------------------------------------------------------------------------
-# The official Torch7 network's arithmetic, in NumPy (SPEC.md section 1): symmetric zero
-# padding (k - 1) / 2 * dilation, transposed convolutions padded by 1, batch norm with
-# epsilon 1e-5, and the input mean-centred with 0 in the hole.
+# The official Torch7 network's arithmetic (SPEC.md section 1), computed in NumPy by
+# tests/torch7.py: symmetric zero padding (k - 1) / 2 * dilation, transposed convolutions
+# padded by 1, batch norm with epsilon 1e-5, and the input mean-centred with 0 in the hole.
 
 
-def conv_torch(x, kernel, bias, stride, dilation):
-    """(B, H, W, Cin) * (k, k, Cin, Cout): Torch's SpatialDilatedConvolution, pad (k-1)/2*d."""
-    k = kernel.shape[0]
-    pad = (k - 1) // 2 * dilation
-    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-    height = (x.shape[1] - dilation * (k - 1) - 1) // stride + 1
-    width = (x.shape[2] - dilation * (k - 1) - 1) // stride + 1
-    out = np.zeros((x.shape[0], height, width, kernel.shape[3]))
-    for ky in range(k):
-        for kx in range(k):
-            tap = x[:, ky * dilation:ky * dilation + stride * (height - 1) + 1:stride,
-                    kx * dilation:kx * dilation + stride * (width - 1) + 1:stride]
-            out += tap @ kernel[ky, kx]
-    return out + bias
-
-
-def transposed_conv_torch(x, kernel, bias, stride=2, pad=1):
-    """Torch's SpatialFullConvolution, 4x4, stride 2, padding 1: each input pixel adds its
-    kernel footprint at (i * stride + k - pad); Keras kernels are (k, k, Cout, Cin)."""
-    k, (b, h, w, _) = kernel.shape[0], x.shape
-    full = np.zeros((b, (h - 1) * stride + k, (w - 1) * stride + k, kernel.shape[2]))
-    for ky in range(k):
-        for kx in range(k):
-            full[:, ky:ky + stride * h:stride, kx:kx + stride * w:stride] += x @ kernel[ky, kx].T
-    return full[:, pad:pad + stride * h, pad:pad + stride * w] + bias
-
-
-def torch_reference(network, image, hole, mean_pixel):
-    """The completion network's output, computed as the official Torch7 network does."""
-    x = np.concatenate([(image - mean_pixel) * (1 - hole), hole], axis=-1)
+def as_torch_modules(network):
+    """The Keras network as the official network's nn modules, weights in Torch's layouts."""
+    modules = []
     for i, (kind, kernel, dilation, stride, _) in enumerate(SPEC_COMPLETION, 1):
-        weights = network.get_layer(f"conv{i}").get_weights()
+        weight, bias = network.get_layer(f"conv{i}").get_weights()
+        # Keras: (kh, kw, in, out), transposed (kh, kw, out, in). Torch: (out, in, kh, kw),
+        # transposed (in, out, kh, kw).
+        weight = weight.transpose(3, 2, 0, 1)
         if kind == "deconv":
-            x = transposed_conv_torch(x, *weights)
+            modules.append(torch7.Module("nn.SpatialFullConvolution", weight=weight, bias=bias,
+                                         kW=kernel, dW=stride, padW=1))
         else:
-            x = conv_torch(x, *weights, stride, dilation)
+            modules.append(torch7.Module("nn.SpatialDilatedConvolution", weight=weight,
+                                         bias=bias, kW=kernel, dW=stride, dilationW=dilation,
+                                         padW=(kernel - 1) // 2 * dilation))
         if kind == "output":
-            return 1 / (1 + np.exp(-x))
+            return modules + [torch7.Module("nn.Sigmoid")]
         gamma, beta, mean, variance = network.get_layer(f"bn{i}").get_weights()
-        x = np.maximum(gamma * (x - mean) / np.sqrt(variance + 1e-5) + beta, 0)
+        modules += [torch7.Module("nn.SpatialBatchNormalization", weight=gamma, bias=beta,
+                                  running_mean=mean, running_var=variance, eps=1e-5),
+                    torch7.Module("nn.ReLU")]
 
 
 def calibrate(network, inputs, rng):
@@ -441,7 +423,8 @@ def test_the_completion_network_computes_what_the_official_network_computes():
     calibrate(network, np.concatenate([image, hole], -1).astype(np.float32), rng)
     garbage = np.where(hole > 0, rng.uniform(size=image.shape), image)  # the hole is ignored
     got = network(np.concatenate([garbage, hole], -1).astype(np.float32), training=False)
-    expected = torch_reference(network, image, hole, mean_pixel)
+    expected = torch7.forward(as_torch_modules(network),
+                              torch7.network_input(image, hole, mean_pixel))
     assert expected.std() > 0.1  # an output that depends on the input, not a flat 0.5
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
     np.testing.assert_allclose(network.get_layer("mean_centre").get_weights()[0], mean_pixel)

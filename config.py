@@ -77,12 +77,24 @@ class Config:
     hole_shape: str = setting(
         "rect", "shape of the random holes: rect (the paper's rectangles) or free (random brush"
                 " strokes, like holes people draw)", choices=HOLE_SHAPES)
+    max_holes: int = setting(
+        1, "holes per training image: each image gets 1 to N (each count equally likely), each"
+           " drawn as --hole-shape says, and the local patch is centred on one of them (paper:"
+           " 1). Not part of the networks: a session may change it when it resumes",
+        check=lambda v: v >= 1, expected="at least 1")
     width_divisor: int = setting(
         1, "divide the channels of every layer of both networks by N: 1 is the paper's"
            " networks; the tests use 8 for tiny, fast runs",
         check=lambda v: v >= 1 and 32 % v == 0, expected="a divisor of 32 (1, 2, 4, 8, ...)")
     batch_size: int = setting(
         96, "images per iteration (paper: 96)", check=lambda v: v >= 1, expected="at least 1")
+    accumulate: int = setting(
+        1, "gradient accumulation: compute each batch as N micro-batches of --batch-size / N"
+           " images, one after the other, in less memory, their gradients summed into one"
+           " update (the whole batch's gradient). Batch norm normalizes each micro-batch with"
+           " its own statistics and updates its moving averages once per micro-batch. Not part"
+           " of the networks: a session may change it when it resumes",
+        check=lambda v: v >= 1, expected="at least 1")
     tc: int = setting(90_000, "iterations of phase 1, completion network only (paper: 90000)",
                       **NON_NEGATIVE)
     td: int = setting(10_000, "iterations of phase 2, discriminator only (paper: 10000)",
@@ -167,6 +179,8 @@ class Config:
         need(self.hole_min <= self.hole_max, "hole_max", f"at least --hole-min ({self.hole_min})")
         need(self.hole_max <= self.local_size, "hole_max", f"at most --local-size"
              f" ({self.local_size}) so the local patch can contain the hole")
+        need(self.batch_size % self.accumulate == 0, "accumulate",
+             f"a divisor of --batch-size ({self.batch_size})")
         need(self.tc + self.td <= self.total_iters, "total_iters",
              f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td})")
 

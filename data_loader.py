@@ -10,6 +10,10 @@ independently. Horizontal flips are added.
 With --hole-shape free the hole is instead 1-4 random brush strokes drawn inside such a
 rectangle (holes as people draw them); `hole` is then the strokes' tight bounding box.
 
+With --max-holes N an image gets 1 to N holes (each count equally likely), each drawn like the
+one above, and the mask is their union; the local patch is centred on the first of them
+(`hole`), drawn exactly as with one hole: a stream with --max-holes 1 is the one-hole stream.
+
 Element k of the stream is a pure function of (seed, k), so a resumed run sees the same data
 as an uninterrupted one.
 """
@@ -292,6 +296,19 @@ def random_mask(rng, image_size, hole_min, hole_max, shape):
     return mask, hole
 
 
+def more_holes(config, key):
+    """The holes of an image besides its first: 0 to max_holes - 1 of them (each count equally
+    likely), each drawn as random_mask draws one, seeded by `key` (a list of integers). Returns
+    their union mask (S, S, 1) and their boxes (n, 4) (y, x, h, w)."""
+    rng = np.random.default_rng(key)
+    holes = [random_mask(rng, config.image_size, config.hole_min, config.hole_max,
+                         config.hole_shape) for _ in range(rng.integers(config.max_holes))]
+    union = np.zeros((config.image_size, config.image_size, 1), np.float32)
+    for mask, _ in holes:
+        union = np.maximum(union, mask)
+    return union, np.array([box for _, box in holes], np.int32).reshape(-1, 4)
+
+
 def hole_mask(hole, image_size):
     """(S, S, 1) float mask, 1 inside the rectangle (y, x, h, w)."""
     r = tf.range(image_size)
@@ -321,8 +338,9 @@ def worker_element(counter, global_batch, pipelines, pipeline_id):
 
 
 def training_dataset(files, config, start_element=0, input_context=None):
-    """Endless batches of dicts: image (B,S,S,3), mask (B,S,S,1), hole (B,4),
-    local_fake (B,2) and local_real (B,2) offsets of the local patches.
+    """Endless batches of dicts: image (B,S,S,3), mask (B,S,S,1), hole (B,4) (the box of the
+    hole the local patch is centred on, the first of them), local_fake (B,2) and
+    local_real (B,2) offsets of the local patches.
 
     Element k of the stream is a pure function of (seed, k); batch t holds elements
     [t B, (t + 1) B). With a tf.distribute.InputContext (one input pipeline per worker), the
@@ -355,6 +373,9 @@ def training_dataset(files, config, start_element=0, input_context=None):
         return (load(k), *random_mask(rng, config.image_size, config.hole_min, config.hole_max,
                                       "free"))
 
+    def draw_more_holes(k):
+        return more_holes(config, [config.seed, int(k), 2])[0]
+
     def element(k):
         seeds = tf.random.experimental.stateless_split(tf.stack([tf.cast(config.seed, tf.int64), k]), 11)
         if config.hole_shape == "free":
@@ -366,6 +387,10 @@ def training_dataset(files, config, start_element=0, input_context=None):
             image = tf.numpy_function(load, [k], tf.uint8, stateful=False)
             hole = random_box(seeds[3:7], config.image_size, config.hole_min, config.hole_max)
             mask = hole_mask(hole, config.image_size)
+        if config.max_holes > 1:
+            mask = tf.maximum(mask, tf.numpy_function(draw_more_holes, [k], tf.float32,
+                                                      stateful=False))
+            mask.set_shape([config.image_size, config.image_size, 1])
         image.set_shape([None, None, 3])
         local_fake, local_real = local_patches(seeds[7:], hole, config.image_size,
                                                config.local_size)
@@ -393,17 +418,19 @@ def validation_batch(files, config, count=6, source="--val-dir"):
     seeds = tf.random.experimental.stateless_split([config.seed, 7919], count * 8)
     rng = np.random.default_rng([config.seed, 7919])
 
-    def one_hole(seeds):
+    def image_holes(i, seeds):
         if config.hole_shape == "free":
             mask, hole = random_mask(rng, config.image_size, config.hole_min, config.hole_max,
                                      "free")
         else:
             hole = random_box(seeds[:4], config.image_size, config.hole_min, config.hole_max)
             mask, hole = hole_mask(hole, config.image_size).numpy(), hole.numpy()
+        mask = np.maximum(mask, more_holes(config, [config.seed, 7919, 2, i])[0])
         fake, real = local_patches(seeds[4:], hole, config.image_size, config.local_size)
         return mask, hole, fake.numpy(), real.numpy()
 
-    masks, holes, fakes, reals = zip(*(one_hole(seeds[8 * i:8 * i + 8]) for i in range(count)))
+    masks, holes, fakes, reals = zip(*(image_holes(i, seeds[8 * i:8 * i + 8])
+                                       for i in range(count)))
     return dict(image=np.stack([images[i % len(images)] for i in range(count)]),
                 mask=np.stack(masks), hole=np.stack(holes), local_fake=np.stack(fakes),
                 local_real=np.stack(reals))

@@ -104,6 +104,11 @@ def check_strategy(config, strategy):
     if config.batch_size % replicas:
         raise ConfigError(f"--batch-size: expected a multiple of the {replicas} replicas of"
                           f" --strategy {config.strategy}, got {config.batch_size}")
+    share = config.batch_size // replicas
+    if share % config.accumulate:
+        raise ConfigError(f"--accumulate: expected a divisor of the {share} images that each of"
+                          f" the {replicas} replicas of --strategy {config.strategy} computes,"
+                          f" got {config.accumulate}")
     if replicas > 1 and device_settings(config)[0] and not all(
             "GPU" in device.upper() for device in strategy.extended.worker_devices):
         # TensorFlow: "Collectives are not yet implemented for CPU devices when compiling with

@@ -53,7 +53,7 @@ def reconstruction_loss(images, outputs, masks, kind, global_batch=None):
 
 
 def bce(logits, label, global_batch=None):
-    labels = tf.fill(tf.shape(logits), float(label))
+    labels = tf.fill(tf.shape(logits), tf.constant(label, logits.dtype))
     per_example = tf.reduce_mean(
         tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
@@ -111,10 +111,46 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     Each runs its per-replica step on every replica of `strategy` (default: the current one)
     and sums the replicas' shares of the losses. The per-replica step is traced once (all
     shapes are fixed) and, with jit_compile, compiled by XLA. With float16, g_opt and d_opt are
-    keras.optimizers.LossScaleOptimizer wrappers."""
+    keras.optimizers.LossScaleOptimizer wrappers. With --accumulate K each replica's share of
+    the batch is cut into K micro-batches, whose gradients make one update (accumulate)."""
     strategy = strategy or tf.distribute.get_strategy()
     mean_pixel = tf.constant(mean_pixel, tf.float32)
-    L, B = config.local_size, config.batch_size
+    L, B, K = config.local_size, config.batch_size, config.accumulate
+
+    def micro_batches(batch):
+        """K static slices of the replica's batch; batch norm normalizes each by its own
+        statistics (over all replicas' i-th slices when synchronized)."""
+        size = batch["image"].shape[0] // K
+        return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(K)]
+
+    def accumulate(optimizer, network, parts, loss_of, tapes=None):
+        """One update of `network`: the gradients of loss_of(i, part) -> (loss, metrics) summed
+        over the micro-batches. Each loss is a share of the mean over the global batch, so
+        their sum is the gradient of that mean. tapes: one per micro-batch that has already
+        recorded part of its loss (else new ones). Returns the metrics, summed."""
+        variables, total, metrics = network.trainable_variables, None, []
+        for i, part in enumerate(parts):
+            tape = tapes[i] if tapes else tf.GradientTape()
+            with tape:
+                loss, values = loss_of(i, part)
+                scaled_loss = scaled(optimizer, loss)
+            gradients = tape.gradient(scaled_loss, variables)
+            total = gradients if total is None else [t + g for t, g in zip(total, gradients)]
+            metrics.append(values)
+        optimizer.apply_gradients(zip(total, variables))
+        return {name: tf.add_n([m[name] for m in metrics]) for name in metrics[0]}
+
+    def complete(part, training=True, update_statistics=True):
+        """(C(x, M_c), the completed images) of a micro-batch. update_statistics=False: in
+        training mode, but leaving the batch-norm moving averages as they are."""
+        inputs = utils.completion_input(part["image"], part["mask"],
+                                        tf.cast(mean_pixel, part["image"].dtype))
+        if update_statistics:
+            outputs = G(inputs, training=training)
+        else:
+            outputs = G.stateless_call(G.trainable_variables, G.non_trainable_variables,
+                                       inputs, training=training)[0]
+        return outputs, utils.blend(part["image"], outputs, part["mask"])
 
     def discriminate(images, patches_at):
         return D([images, utils.crop_patches(images, patches_at, L)], training=True)
@@ -122,47 +158,49 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     def share_of_mean(values):
         return tf.nn.compute_average_loss(values[:, 0], global_batch_size=B)
 
-    def discriminator_update(batch, completed):
-        with tf.GradientTape() as tape:
-            real = discriminate(batch["image"], batch["local_real"])
-            fake = discriminate(completed, batch["local_fake"])
-            loss = discriminator_loss(real, fake, B)
-            scaled_loss = scaled(d_opt, loss)
-        d_opt.apply_gradients(zip(tape.gradient(scaled_loss, D.trainable_variables),
-                                  D.trainable_variables))
-        return {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
-                "d_completed": share_of_mean(tf.sigmoid(fake))}
+    def discrimination(part, completed):
+        """The discriminator's loss and metrics on a micro-batch and its completed images."""
+        real = discriminate(part["image"], part["local_real"])
+        fake = discriminate(tf.stop_gradient(completed), part["local_fake"])
+        loss = discriminator_loss(real, fake, B)
+        return loss, {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
+                      "d_completed": share_of_mean(tf.sigmoid(fake))}
+
+    def reconstruction(part, outputs):
+        return reconstruction_loss(part["image"], outputs, part["mask"], config.recon_loss, B)
 
     def completion_step(batch):
-        images, masks = batch["image"], batch["mask"]
-        with tf.GradientTape() as tape:
-            outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
-            loss = reconstruction_loss(images, outputs, masks, config.recon_loss, B)
-            scaled_loss = scaled(g_opt, loss)
-        g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
-                                  G.trainable_variables))
-        return {"reconstruction": loss}
+        def loss_of(i, part):
+            loss = reconstruction(part, complete(part)[0])
+            return loss, {"reconstruction": loss}
+        return accumulate(g_opt, G, micro_batches(batch), loss_of)
 
     def discriminator_step(batch):
-        images, masks = batch["image"], batch["mask"]
-        outputs = G(utils.completion_input(images, masks, mean_pixel), training=False)
-        return discriminator_update(batch, utils.blend(images, outputs, masks))
+        return accumulate(d_opt, D, micro_batches(batch),
+                          lambda i, part: discrimination(part, complete(part, training=False)[1]))
 
     def joint_step(batch):
-        images, masks = batch["image"], batch["mask"]
-        with tf.GradientTape() as tape:
-            outputs = G(utils.completion_input(images, masks, mean_pixel), training=True)
-            completed = utils.blend(images, outputs, masks)
-            recon = reconstruction_loss(images, outputs, masks, config.recon_loss, B)
-            with tape.stop_recording():
-                metrics = discriminator_update(batch, tf.stop_gradient(completed))
-            # The same completion, judged by the just-updated discriminator.
-            adv = adversarial_loss(discriminate(completed, batch["local_fake"]), B)
-            loss = recon + config.alpha * adv
-            scaled_loss = scaled(g_opt, loss)
-        g_opt.apply_gradients(zip(tape.gradient(scaled_loss, G.trainable_variables),
-                                  G.trainable_variables))
-        return dict(metrics, reconstruction=recon, adversarial=adv)
+        # The discriminator's update first, then the completion network's against the updated
+        # discriminator. With one micro-batch, one forward pass of the completion network
+        # serves both, its tape kept across the discriminator's update. With several, keeping
+        # them all would hold the whole batch's activations, the memory accumulation saves:
+        # each micro-batch runs forward again for the completion network's update (one more
+        # forward pass each), the first run leaving the batch-norm moving averages alone.
+        parts = micro_batches(batch)
+        tapes = [tf.GradientTape()] if K == 1 else None
+        if tapes:
+            with tapes[0]:
+                first = [complete(parts[0])]
+        else:
+            first = [complete(part, update_statistics=False) for part in parts]
+        metrics = accumulate(d_opt, D, parts, lambda i, part: discrimination(part, first[i][1]))
+
+        def loss_of(i, part):
+            outputs, completed = first[i] if tapes else complete(part)
+            recon = reconstruction(part, outputs)
+            adv = adversarial_loss(discriminate(completed, part["local_fake"]), B)
+            return recon + config.alpha * adv, {"reconstruction": recon, "adversarial": adv}
+        return dict(metrics, **accumulate(g_opt, G, parts, loss_of, tapes))
 
     def distributed(step):
         per_replica = tf.function(step, jit_compile=jit_compile)
@@ -398,10 +436,17 @@ def prepare(config, saved, fresh, chief=True):
     else:
         train_files, val_files = data_loader.split_validation(files, config.seed)
     lock = session.start(config, mean_pixel, fresh, chief)
-    print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size}, holes"
-          f" {config.hole_min}-{config.hole_max} ({config.hole_shape}), batch {config.batch_size},"
-          f" phases {config.tc} / {config.td} / {config.total_iters - config.tc - config.td}"
-          f" iterations, {config.optimizer} lr {config.learning_rate}, alpha {config.alpha}"
+    holes = f"holes {config.hole_min}-{config.hole_max} ({config.hole_shape})"
+    if config.max_holes > 1:
+        holes += f", 1 to {config.max_holes} per image"
+    batch = f"batch {config.batch_size}"
+    if config.accumulate > 1:
+        batch += (f" in {config.accumulate} micro-batches of"
+                  f" {config.batch_size // config.accumulate}")
+    print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size}, {holes},"
+          f" {batch}, phases {config.tc} / {config.td} /"
+          f" {config.total_iters - config.tc - config.td} iterations, {config.optimizer} lr"
+          f" {config.learning_rate}, alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
           f" mean pixel {np.round(mean_pixel, 4).tolist()}")

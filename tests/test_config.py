@@ -104,6 +104,21 @@ def test_hole_shape_flag_and_sessions_saved_before_it():
     assert "hole_shape" not in cfg.ARCHITECTURE_SETTINGS
 
 
+def test_max_holes_and_accumulate_change_on_resume_and_default_to_one():
+    parser = cfg.build_parser("train")
+    args = vars(parser.parse_args(["--max-holes", "3", "--accumulate", "2"]))
+    assert (args["max_holes"], args["accumulate"]) == (3, 2)
+    old = dataclasses.asdict(cfg.preset_config("cpu"))
+    del old["max_holes"], old["accumulate"]  # a session saved before these settings
+    loaded = cfg.Config.from_dict(old)
+    assert (loaded.max_holes, loaded.accumulate) == (1, 1)
+    assert (cfg.Config().max_holes, cfg.Config().accumulate) == (1, 1)
+    resumed = cfg.resolve(loaded, {"max_holes": 4, "accumulate": 8})
+    assert [(name, a, b) for name, a, b in cfg.differences(loaded, resumed)] == [
+        ("max_holes", 1, 4), ("accumulate", 1, 8)]
+    assert not {"max_holes", "accumulate"} & set(cfg.ARCHITECTURE_SETTINGS)
+
+
 # ---------------------------------------------------------------------------------------------
 # Validation from the declarations
 
@@ -218,6 +233,10 @@ BAD_FLAGS = [
     (["--width-divisor", "3"], "--width-divisor: expected a divisor of 32 (1, 2, 4, 8, ...),"
                                " got 3"),
     (["--session", "a/b"], "--session: expected a plain name without '/', got 'a/b'"),
+    (["--max-holes", "0"], "--max-holes: expected at least 1, got 0"),
+    (["--accumulate", "0"], "--accumulate: expected at least 1, got 0"),
+    (["--batch-size", "6", "--accumulate", "4"],
+     "--accumulate: expected a divisor of --batch-size (6), got 4"),
 ]
 
 

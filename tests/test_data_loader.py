@@ -1,5 +1,6 @@
 """data_loader.py (and the two data helpers of utils.py) against SPEC.md section 2."""
 import dataclasses
+import hashlib
 import os
 import threading
 
@@ -933,3 +934,130 @@ def test_validation_batch_free_holes_are_deterministic(photo_files):
     assert len({m.tobytes() for m in first["mask"]}) == 4
     other = data_loader.validation_batch(photo_files[:2], free_config(seed=9), count=4)
     assert not np.array_equal(first["mask"], other["mask"])
+
+
+# ------------------------------------------------------------------------------------------
+# Several holes per image (--max-holes): the first drawn as with one hole, the patch centred
+# on it, the mask the union of them all
+
+
+def holes_config(seed=0, shape="rect", max_holes=3, batch_size=4):
+    return dataclasses.replace(loader_config(seed), hole_shape=shape, max_holes=max_holes,
+                               batch_size=batch_size)
+
+
+def digest(masks):
+    return hashlib.sha256(np.packbits(masks > 0).tobytes()).hexdigest()[:16]
+
+
+# The streams of seed 5 as computed before --max-holes: holes, mask areas and digests, and the
+# validation batch's holes and masks.
+ONE_HOLE_STREAMS = {
+    "rect": dict(hole=[[2, 13, 6, 9], [11, 15, 11, 7], [3, 6, 6, 8], [1, 3, 11, 12],
+                       [16, 11, 9, 7], [10, 5, 12, 8]],
+                 areas=[54, 77, 48, 132, 63, 96], masks="ce3baf38b5fc141e",
+                 val_hole=[[0, 19, 9, 9], [7, 6, 9, 12], [19, 20, 6, 10]],
+                 val_masks="89ac3199c2d40ede"),
+    "free": dict(hole=[[11, 8, 12, 11], [7, 15, 9, 8], [14, 12, 4, 5], [22, 18, 3, 8],
+                       [11, 3, 9, 12], [10, 20, 2, 4]],
+                 areas=[74, 42, 11, 12, 60, 4], masks="da3517de4b81219a",
+                 val_hole=[[12, 9, 8, 9], [9, 3, 8, 11], [21, 11, 8, 5]],
+                 val_masks="faa46f95b4b7ffbd"),
+}
+
+
+@pytest.mark.parametrize("shape", ["rect", "free"])
+def test_one_hole_per_image_is_the_stream_of_before(photo_files, shape):
+    """--max-holes 1 (the default): a session trained before --max-holes resumes on the same
+    data."""
+    expected = ONE_HOLE_STREAMS[shape]
+    config = holes_config(seed=5, shape=shape, max_holes=1, batch_size=2)
+    batches = take(data_loader.training_dataset(photo_files, config), 3)
+    got = {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+    np.testing.assert_array_equal(got["hole"], expected["hole"])
+    np.testing.assert_array_equal(got["local_fake"], [centred(hole) for hole in got["hole"]])
+    np.testing.assert_array_equal(got["local_real"], [[8, 13], [0, 7], [3, 7], [14, 13], [3, 1],
+                                                      [3, 5]])
+    np.testing.assert_array_equal(got["mask"].sum(axis=(1, 2, 3)), expected["areas"])
+    assert digest(got["mask"]) == expected["masks"]
+    val = data_loader.validation_batch(photo_files[:1], config, count=3)
+    np.testing.assert_array_equal(val["hole"], expected["val_hole"])
+    assert digest(val["mask"]) == expected["val_masks"]
+
+
+@pytest.mark.parametrize("shape", ["rect", "free"])
+def test_more_holes_only_add_to_the_mask(photo_files, shape):
+    """Images, the first hole and both local patches are those of one hole per image."""
+    one = take(data_loader.training_dataset(photo_files, holes_config(2, shape, 1)), 3)
+    more = take(data_loader.training_dataset(photo_files, holes_config(2, shape, 3)), 3)
+    for a, b in zip(one, more):
+        for key in ("image", "hole", "local_fake", "local_real"):
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+        assert np.all(b["mask"] >= a["mask"])
+    assert any(not np.array_equal(a["mask"], b["mask"]) for a, b in zip(one, more))
+
+
+@pytest.mark.parametrize("shape", ["rect", "free"])
+def test_each_image_gets_1_to_n_holes_and_the_patch_holds_one(photo_files, shape):
+    config = holes_config(seed=3, shape=shape, max_holes=3)
+    batches = take(data_loader.training_dataset(photo_files, config), 6)
+    counts = []
+    for t, batch in enumerate(batches):
+        for b in range(config.batch_size):
+            k = t * config.batch_size + b  # the element's index in the stream
+            union, boxes = data_loader.more_holes(config, [config.seed, k, 2])
+            counts.append(1 + len(boxes))
+            for y, x, h, w in boxes:
+                low = HOLE_MIN if shape == "rect" else 1
+                assert low <= h <= HOLE_MAX and low <= w <= HOLE_MAX
+                assert 0 <= y and y + h <= SIZE and 0 <= x and x + w <= SIZE
+                assert union[y:y + h, x:x + w].any()
+            # The mask: the first hole (a rectangle, or strokes inside their box) and the others.
+            mask, (y, x, h, w) = batch["mask"][b], batch["hole"][b]
+            box = np.zeros_like(mask)
+            box[y:y + h, x:x + w] = 1
+            first = box if shape == "rect" else mask * box
+            assert first.any() and set(np.unique(mask)) == {0.0, 1.0}
+            np.testing.assert_array_equal(mask, np.maximum(first, union))
+            # The local patch: centred on the first hole, inside the image, holding it whole.
+            ly, lx = batch["local_fake"][b]
+            assert [ly, lx] == centred((y, x, h, w))
+            assert 0 <= ly <= SIZE - LOCAL and 0 <= lx <= SIZE - LOCAL
+            assert ly <= y and y + h <= ly + LOCAL and lx <= x and x + w <= lx + LOCAL
+    assert set(counts) == {1, 2, 3}
+
+
+def test_several_holes_are_a_pure_function_of_seed_and_element(photo_files, noise_photos):
+    config = holes_config(seed=4, shape="free")
+    stream = take(data_loader.training_dataset(photo_files, config), 3)
+    again = take(data_loader.training_dataset(photo_files, config), 3)
+    resumed = take(data_loader.training_dataset(photo_files, config,
+                                                start_element=2 * config.batch_size), 1)
+    other = take(data_loader.training_dataset(photo_files, holes_config(seed=5, shape="free")), 1)
+    for a, b in zip(stream, again):
+        for key in a:
+            np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    for key in stream[2]:
+        np.testing.assert_array_equal(resumed[0][key], stream[2][key], err_msg=key)
+    assert not np.array_equal(other[0]["mask"], stream[0]["mask"])
+    # Two workers' pipelines together yield the single-device batches.
+    single = first_batches(noise_photos, config, 2, 4)
+    workers = [first_batches(noise_photos, config, 2, 4, tf.distribute.InputContext(
+        num_input_pipelines=2, input_pipeline_id=i, num_replicas_in_sync=2)) for i in range(2)]
+    for step in range(2):
+        for key in single[step]:
+            joined = np.concatenate([workers[0][step][key], workers[1][step][key]])
+            np.testing.assert_array_equal(joined, single[step][key], err_msg=key)
+
+
+def test_the_validation_batch_has_as_many_holes_and_stays_fixed(photo_files):
+    config = holes_config(seed=2, max_holes=3)
+    one = data_loader.validation_batch(photo_files[:2], holes_config(seed=2, max_holes=1), 8)
+    first = data_loader.validation_batch(photo_files[:2], config, count=8)
+    second = data_loader.validation_batch(photo_files[:2], config, count=8)
+    for key in first:
+        np.testing.assert_array_equal(first[key], second[key], err_msg=key)
+    for key in ("image", "hole", "local_fake", "local_real"):
+        np.testing.assert_array_equal(first[key], one[key], err_msg=key)
+    assert np.all(first["mask"] >= one["mask"])
+    assert (first["mask"].sum(axis=(1, 2, 3)) > one["mask"].sum(axis=(1, 2, 3))).any()

@@ -4,6 +4,7 @@ import errno
 import os
 import re
 import signal
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -14,11 +15,14 @@ from PIL import Image
 import complete
 import config as cfg
 import data_loader
+import devices
 import session
 import train
 import utils
 import exports
-from conftest import run_main, run_script, smooth_photo, tiny_args, working_directory
+from conftest import (TINY_SETTINGS, run_main, run_script, smooth_photo, tiny_args,
+                      working_directory)
+from two_devices import fixed_batch
 
 # ---------------------------------------------------------------------------------------------
 # Losses
@@ -142,9 +146,11 @@ def test_float16_uses_loss_scaling_and_checkpoints_the_plain_optimizer(tiny_conf
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("accumulate", [1, 2])
 @pytest.mark.parametrize("phases", [(3,), (1, 2)])
-def test_xla_and_plain_steps_give_the_same_losses(tiny_batches, phases):
+def test_xla_and_plain_steps_give_the_same_losses(tiny_batches, phases, accumulate):
     config, batches = tiny_batches
+    config = cfg.resolve(config, dict(accumulate=accumulate))
     batch = next(batches)
     plain = build_steps(config)[2]
     compiled = build_steps(config, jit_compile=True)[2]
@@ -158,6 +164,158 @@ def test_xla_and_plain_steps_give_the_same_losses(tiny_batches, phases):
             rtol = 2e-2 if name == "adversarial" else 2e-3
             np.testing.assert_allclose(float(got[name]), float(expected[name]), rtol=rtol,
                                        atol=1e-5, err_msg=f"phase {phase} {name}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient accumulation (--accumulate K): K micro-batches, one update
+
+
+def in_float64(model, batch_norm_trainable=True):
+    """A copy of a network computing every layer in float64 (its last layer included, which
+    build_* keep in float32), with the same weights."""
+    inputs = [keras.Input(t.shape[1:], dtype="float64") for t in model.inputs]
+
+    def clone(layer):
+        trainable = batch_norm_trainable or not isinstance(layer, keras.layers.BatchNormalization)
+        return layer.__class__.from_config(dict(layer.get_config(), dtype="float64",
+                                                trainable=trainable))
+    copy = keras.models.clone_model(model, inputs if len(inputs) > 1 else inputs[0],
+                                    clone_function=clone)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def float64_steps(accumulate, batch_norm_trainable=True):
+    """Tiny networks in float64 with plain SGD, whose update is the gradient itself (Adadelta
+    would normalize a wrongly scaled gradient away), and their steps; and a batch of 4."""
+    config = cfg.resolve(cfg.preset_config("quick"), dict(
+        TINY_SETTINGS, batch_size=4, alpha=1.0, accumulate=accumulate))
+    keras.utils.set_random_seed(0)
+    G, D, *_ = train.build_training(config)
+    G, D = (in_float64(net, batch_norm_trainable) for net in (G, D))
+    optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
+    for optimizer, network in zip(optimizers, (G, D)):
+        optimizer.build(network.trainable_variables)
+    steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
+    batch = {k: tf.constant(v.astype(np.float64) if v.dtype == np.float32 else v)
+             for k, v in fixed_batch(config).items()}
+    return G, D, steps, batch
+
+
+def test_accumulated_gradients_are_those_of_the_whole_batch():
+    """With batch norm in inference mode (each image's gradient then independent of the
+    others), each phase's update from 2 micro-batches of 2 is the update from the batch of 4,
+    to float64 round-off, and so are the losses."""
+    runs = []
+    for accumulate in (1, 2):
+        G, D, steps, batch = float64_steps(accumulate, batch_norm_trainable=False)
+        assert {v.dtype for v in G.weights + D.weights} == {"float64"}
+        updates = []
+        for phase in (1, 2, 3):
+            before = [v.numpy() for v in G.weights + D.weights]
+            metrics = steps[phase](batch)
+            updates.append(({k: float(v) for k, v in metrics.items()},
+                            [v.numpy() - b for v, b in zip(G.weights + D.weights, before)]))
+        runs.append(updates)
+    for phase, ((whole, expected), (accumulated, got)) in enumerate(zip(*runs), 1):
+        assert set(accumulated) == set(whole)
+        for name in whole:
+            assert accumulated[name] == pytest.approx(whole[name], rel=1e-12), (phase, name)
+        moved = 0
+        for a, b in zip(expected, got, strict=True):
+            largest = np.max(np.abs(a))
+            moved += largest > 0
+            np.testing.assert_allclose(b, a, rtol=0, atol=1e-10 * largest, err_msg=phase)
+        assert moved == {1: 34, 2: 28, 3: 62}[phase]  # every trainable weight of its networks
+
+
+def test_each_micro_batch_normalizes_with_its_statistics_and_updates_the_averages_once():
+    """The first batch-norm layer's moving mean after one step of 2 micro-batches: two updates
+    (momentum 0.9), each with the mean of its own micro-batch; in phase 3 too, where the
+    completion network runs forward twice per micro-batch."""
+    G, _, steps, batch = float64_steps(2)
+    first_conv = keras.Model(G.inputs, G.get_layer("conv1").output)
+    for phase in (1, 3):
+        moving = G.get_layer("bn1").moving_mean
+        expected = moving.numpy()
+        for i in range(2):
+            part = {k: v[2 * i:2 * i + 2] for k, v in batch.items()}
+            inputs = utils.completion_input(part["image"], part["mask"],
+                                            tf.constant([0.5] * 3, tf.float64))
+            mean = np.mean(first_conv(inputs).numpy(), axis=(0, 1, 2))
+            expected = 0.9 * expected + 0.1 * mean
+        steps[phase](batch)
+        np.testing.assert_allclose(moving.numpy(), expected, rtol=1e-12, err_msg=phase)
+
+
+@pytest.mark.slow
+def test_accumulation_keeps_float16_loss_scaling(tiny_batches):
+    config, batches = tiny_batches
+    config = cfg.resolve(config, dict(batch_size=4, accumulate=2))
+    G, D, steps = build_steps(config, "mixed_float16")
+    before = [v.numpy().copy() for v in G.trainable_variables + D.trainable_variables]
+    for _ in range(8):  # the loss scale halves from 32768 while the first steps overflow
+        pair = next(batches), next(batches)
+        metrics = steps[3]({k: tf.concat([pair[0][k], pair[1][k]], 0) for k in pair[0]})
+    assert all(v.dtype == tf.float32 and np.isfinite(float(v)) for v in metrics.values())
+    # Every kernel (biases before batch norm have no gradient, their float16 round-off none
+    # on the deepest 1x1 maps of micro-batches of 2).
+    after = G.trainable_variables + D.trainable_variables
+    assert all(not np.array_equal(v.numpy(), b) for v, b in zip(after, before)
+               if v.path.endswith("kernel"))
+
+
+def test_micro_batches_must_divide_each_replicas_share(tiny_config):
+    two_replicas = SimpleNamespace(num_replicas_in_sync=2)
+    devices.check_strategy(tiny_config(batch_size=8, accumulate=4), two_replicas)
+    with pytest.raises(cfg.ConfigError) as info:
+        devices.check_strategy(tiny_config(batch_size=4, accumulate=4), two_replicas)
+    assert str(info.value) == ("--accumulate: expected a divisor of the 2 images that each of the"
+                               " 2 replicas of --strategy auto computes, got 4")
+
+
+def test_a_run_with_accumulation_and_several_holes_resumes_with_others(tmp_path, make_photos,
+                                                                       capsys):
+    make_photos(tmp_path / "photos", 4)
+    # Phases 1 and 3 (phase 2's step is checked above), a checkpoint at each iteration.
+    args = tiny_args("photos", session="acc", tc=1, td=0, total=2, every=1) + [
+        "--batch-size", "4"]
+    assert run_main(train, args + ["--accumulate", "2", "--max-holes", "2"], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "holes 6-12 (rect), 1 to 2 per image, batch 4 in 2 micro-batches of 2," in out
+    assert "Finished 2 iterations" in out
+    # Neither setting is part of the networks: the session resumes with others.
+    args[args.index("--total-iters") + 1] = "3"
+    assert run_main(train, args + ["--accumulate", "1", "--max-holes", "3"], tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Changed on resume: --max-holes 2 -> 3" in out
+    assert "Changed on resume: --accumulate 2 -> 1" in out
+    assert "Resuming session 'acc' at iteration 2 (phase 3 joint)" in out
+    assert "Finished 3 iterations" in out
+    # One iteration, checkpoint and row of losses.csv per update, whatever the micro-batches.
+    for n in (1, 2, 3):
+        path = in_session(tmp_path, "acc", session.PHASE_ENDS, f"ckpt-{n}")
+        assert tf.train.load_variable(path, "iteration/.ATTRIBUTES/VARIABLE_VALUE") == n
+    rows = open(os.path.join(tmp_path, session.results_dir("acc"), "losses.csv")).read()
+    assert [int(r.split(",")[0]) for r in rows.splitlines()[1:]] == [1, 2, 3]
+
+
+@pytest.mark.slow
+def test_each_replica_accumulates_its_share(tmp_path, make_photos):
+    make_photos(tmp_path / "photos", 4)
+    args = tiny_args("photos", session="two", tc=1, td=1, total=3) + [
+        "--batch-size", "4", "--strategy", "mirrored", "--cpu-devices", "2"]
+    result = run_script("train.py", args + ["--accumulate", "4"], cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: --accumulate: expected a divisor of the 2 images that each of the 2 replicas of"
+        " --strategy mirrored computes, got 4")
+    assert not os.path.exists(tmp_path / session.SESSIONS)
+    result = run_script("train.py", args + ["--accumulate", "2"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "batch 4 in 2 micro-batches of 2" in result.stdout
+    assert "strategy mirrored, 2 replica(s), 2 images each" in result.stdout
+    assert "Finished 3 iterations" in result.stdout
 
 
 # ---------------------------------------------------------------------------------------------

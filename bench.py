@@ -7,25 +7,31 @@
 One line per figure: images/s of each training phase and of inference, the GFLOP/s each
 achieves (from the analytic FLOP count in model.py; a backward pass counts as two forward
 passes) and its fraction of the machine's measured float32 matmul GFLOP/s, the images/s the
-input pipeline delivers on its own, and the peak resident memory. Every compiled function is
-traced and run --warmup times before the clock starts.
+input pipeline delivers on its own (on the photos, and on large photos as they are and after
+prepare.py), and the peak resident memory. Every compiled function is traced and run --warmup
+times before the clock starts.
 """
 import os
 import resource
 import sys
+import tempfile
 import time
 
+import numpy as np
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
 import tensorflow as tf
+from PIL import Image
 
 import config as cfg
 import data_loader
 import devices
+import prepare
 import train
 import utils
 from model import completion_flops, discriminator_flops
 
 MATMUL_SIZES = (2048, 4096)
+LARGE_PHOTO = (2000, 3000)  # 6 megapixels, as a phone or camera takes them
 
 
 def phase_flops(config):
@@ -86,6 +92,26 @@ def pipeline_images_per_second(files, config, warmup, batches):
     return batches * config.batch_size / (time.perf_counter() - start)
 
 
+def large_photo_pipelines(config, batches):
+    """Images/s of the input pipeline on 6-megapixel photos (half PNG, half JPEG): as they are,
+    and shrunk by prepare.py."""
+    rng = np.random.default_rng(0)
+    height, width = LARGE_PHOTO
+    with tempfile.TemporaryDirectory() as folder:
+        originals = []
+        for i in range(4):
+            # Smooth random colours, so that PNG and JPEG compress as photos do.
+            small = rng.integers(0, 256, (height // 50, width // 50, 3), np.uint8)
+            photo = Image.fromarray(small).resize((width, height), Image.BICUBIC)
+            originals.append(os.path.join(folder, f"photo{i}.{'png' if i % 2 else 'jpg'}"))
+            photo.save(originals[-1], quality=90)
+        shrunk = [path + ".prepared.png" for path in originals]
+        for job in zip(originals, shrunk, [config.image_size * 3 // 2] * len(originals)):
+            prepare.shrink(job)
+        return (pipeline_images_per_second(originals, config, 1, batches),
+                pipeline_images_per_second(shrunk, config, 1, batches))
+
+
 def run(config, files, steps, warmup):
     """All figures, as a dict."""
     jit_compile, policy = devices.device_settings(config)
@@ -107,6 +133,7 @@ def run(config, files, steps, warmup):
     traces = {f"phase{p}": step.experimental_get_tracing_count()
               for p, step in steps_by_phase.items()}
     pipeline = pipeline_images_per_second(files, config, warmup, max(10, 2 * steps))
+    large, large_prepared = large_photo_pipelines(config, max(2, steps // 4))
     peak = matmul_gflops()
 
     for name, flops in phase_flops(config).items():
@@ -117,6 +144,10 @@ def run(config, files, steps, warmup):
     figures.update(
         pipeline_images_per_second=pipeline,
         pipeline_over_fastest_phase=pipeline / fastest,
+        pipeline_large_photos_images_per_second=large,
+        pipeline_large_photos_over_fastest_phase=large / fastest,
+        pipeline_large_prepared_images_per_second=large_prepared,
+        pipeline_large_prepared_over_fastest_phase=large_prepared / fastest,
         matmul_peak_gflops=peak,
         peak_resident_mib=peak_resident_bytes() / 2 ** 20,
         resident_growth_mib=max(growth.values()) / 2 ** 20,
@@ -145,6 +176,11 @@ def report(settings, figures):
     lines += [
         f"{'input pipeline alone':32s} {f['pipeline_images_per_second']:8.2f} images/s"
         f" {f['pipeline_over_fastest_phase']:8.1f} x the fastest phase",
+        f"{'  on 6-megapixel photos':32s} {f['pipeline_large_photos_images_per_second']:8.2f}"
+        f" images/s {f['pipeline_large_photos_over_fastest_phase']:8.1f} x the fastest phase",
+        f"{'  the same after prepare.py':32s}"
+        f" {f['pipeline_large_prepared_images_per_second']:8.2f} images/s"
+        f" {f['pipeline_large_prepared_over_fastest_phase']:8.1f} x the fastest phase",
         f"{'float32 matmul peak':32s} {f['matmul_peak_gflops']:8.1f} GFLOP/s",
         f"{'peak resident memory':32s} {f['peak_resident_mib']:8.0f} MiB"
         f" {f['resident_growth_mib']:+8.1f} MiB at most over one function's timed calls",

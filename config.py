@@ -115,6 +115,11 @@ class Config:
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)
     sample_every: int = setting(
         1000, "write validation grids (TensorBoard and results) every N iterations", **EVERY)
+    eval_every: int = setting(
+        2000, "every N iterations (and at each phase's end) complete the held-out photos"
+              " (--val-dir, or the held-out slice of --data-dir) with evaluate.py's seeded holes"
+              " and log its metrics to TensorBoard under eval/; 0: never",
+        check=lambda v: v >= 0, expected="a non-negative iteration count")
     seed: int = setting(0, "seed of the initial weights, the data stream, holes and validation"
                            " batch")
     deterministic: bool = setting(
@@ -202,10 +207,10 @@ PRESET_VALUES = {
     "paper": {},
     "cpu": dict(image_size=128, local_size=64, hole_min=48, hole_max=64, batch_size=8,
                 tc=3000, td=300, total_iters=10_000, checkpoint_every=250, summary_every=25,
-                sample_every=250),
+                sample_every=250, eval_every=250),
     "quick": dict(image_size=64, local_size=32, hole_min=16, hole_max=24, batch_size=4,
                   tc=30, td=10, total_iters=60, checkpoint_every=20, summary_every=2,
-                  sample_every=10),
+                  sample_every=10, eval_every=20),
 }
 
 

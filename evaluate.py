@@ -42,6 +42,7 @@ REGIONS = ("hole", "image")
 COLUMNS = [f"{metric}_{region}" for region in REGIONS for metric in METRICS]  # l1_hole, ...
 MAX_PSNR = 100.0  # dB, reported for a perfect match (MSE 0)
 EXAMPLES = 4
+DEFAULT_SEED, DEFAULT_COUNT = 0, 100  # the held-out holes, here and during training
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,31 +92,34 @@ def scores(result, image, hole):
 # The methods, all given the same masked photo: no method sees the pixels of the hole
 
 
-def fill_all(network, masked, hole, mean_pixel):
+def fill_all(network, masked, hole, mean_pixel, methods=METHODS):
     """{method: completed uint8 photo} for the bool (H, W) hole of a uint8 photo."""
-    completed, _ = complete.complete(network, masked, hole, mean_pixel)
     bgr, hole_u8 = cv2.cvtColor(masked, cv2.COLOR_RGB2BGR), hole.astype(np.uint8) * 255
 
     def opencv(kind):
         return cv2.cvtColor(cv2.inpaint(bgr, hole_u8, 3, kind), cv2.COLOR_BGR2RGB)
 
-    return {"model": completed,
-            "model + blend": complete.poisson_blend(masked, completed, hole),
-            "mean pixel": masked,
-            "OpenCV Telea": opencv(cv2.INPAINT_TELEA),
-            "OpenCV Navier-Stokes": opencv(cv2.INPAINT_NS)}
+    results = {}
+    if "model" in methods or "model + blend" in methods:
+        results["model"], _ = complete.complete(network, masked, hole, mean_pixel)
+    if "model + blend" in methods:
+        results["model + blend"] = complete.poisson_blend(masked, results["model"], hole)
+    if "mean pixel" in methods:
+        results["mean pixel"] = masked
+    if "OpenCV Telea" in methods:
+        results["OpenCV Telea"] = opencv(cv2.INPAINT_TELEA)
+    if "OpenCV Navier-Stokes" in methods:
+        results["OpenCV Navier-Stokes"] = opencv(cv2.INPAINT_NS)
+    return {method: results[method] for method in methods}
 
 
-def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
-    """Per-photo scores of every method: (photos, {method: {column: [value per photo]}},
-    examples). The hole of files[i] depends on (seed, i) only."""
-    size = config.image_size
-    photos, examples = [], []
-    per_photo = {method: {column: [] for column in COLUMNS} for method in METHODS}
-    bar = tqdm(total=min(count, len(files)), desc="evaluating", unit="photo", dynamic_ncols=True,
-               leave=False)
+def held_out(files, config, count, hole_shape, seed, mean_pixel):
+    """Up to `count` of the photos, in order, each centre-cropped to the image size with one
+    seeded hole: a list of dicts (path, image, hole (bool H x W), box, masked: the hole
+    mean-filled). The hole of files[i] depends on (seed, i) only."""
+    size, items = config.image_size, []
     for index, path in enumerate(files):
-        if len(photos) == count:
+        if len(items) == count:
             break
         photo = data_loader.try_load(path, size)
         if photo is None:
@@ -125,16 +129,39 @@ def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
         mask, box = data_loader.random_mask(rng, size, config.hole_min, config.hole_max,
                                             hole_shape)
         hole = mask[..., 0] > 0
-        masked = complete.mean_fill(image, hole, mean_pixel)
-        results = fill_all(network, masked, hole, mean_pixel)
+        items.append(dict(path=path, image=image, hole=hole, box=box.tolist(),
+                          masked=complete.mean_fill(image, hole, mean_pixel)))
+    return items
+
+
+def score(network, mean_pixel, items, methods=METHODS, examples=0, progress=False):
+    """Every method on the held-out items: ({method: {column: [value per photo]}}, the first
+    `examples` items with their results)."""
+    per_photo = {method: {column: [] for column in COLUMNS} for method in methods}
+    shown = []
+    for item in tqdm(items, desc="evaluating", unit="photo", dynamic_ncols=True, leave=False,
+                     disable=not progress):
+        results = fill_all(network, item["masked"], item["hole"], mean_pixel, methods)
         for method, result in results.items():
-            for column, value in scores(result, image, hole).items():
+            for column, value in scores(result, item["image"], item["hole"]).items():
                 per_photo[method][column].append(value)
-        photos.append(dict(path=path, hole=box.tolist(), hole_pixels=int(hole.sum())))
-        if len(examples) < EXAMPLES:
-            examples.append((path, image, hole, results))
-        bar.update(1)
-    bar.close()
+        if len(shown) < examples:
+            shown.append((item["path"], item["image"], item["hole"], results))
+    return per_photo, shown
+
+
+def means(per_photo):
+    return {method: {c: float(np.mean(v)) for c, v in columns.items()}
+            for method, columns in per_photo.items()}
+
+
+def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
+    """Per-photo scores of every method: (photos, {method: {column: [value per photo]}},
+    examples)."""
+    items = held_out(files, config, count, hole_shape, seed, mean_pixel)
+    per_photo, examples = score(network, mean_pixel, items, examples=EXAMPLES, progress=True)
+    photos = [dict(path=item["path"], hole=item["box"], hole_pixels=int(item["hole"].sum()))
+              for item in items]
     return photos, per_photo, examples
 
 
@@ -205,16 +232,15 @@ def plot_examples(path, examples):
 
 
 def report(folder, header, settings, photos, per_photo, examples):
-    means = {method: {c: float(np.mean(v)) for c, v in columns.items()}
-             for method, columns in per_photo.items()}
-    print(table(header, means))
+    average = means(per_photo)
+    print(table(header, average))
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, name)
              for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png")]
-    write_csv(paths[0], means)
+    write_csv(paths[0], average)
     utils.write_json(paths[1], dict(settings=settings, photos=photos, methods=list(METHODS),
-                                    mean=means, per_photo=per_photo))
-    plot_metrics(paths[2], header, means)
+                                    mean=average, per_photo=per_photo))
+    plot_metrics(paths[2], header, average)
     plot_examples(paths[3], examples)
     print("Wrote " + ", ".join(paths))
 
@@ -232,9 +258,9 @@ def parse_args(argv):
                         help="folder(s) of photos, searched recursively")
     parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
                         help="rect or free (default: the session's hole shape)")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the holes: the same seed gives the same holes (default: 0)")
-    parser.add_argument("--count", type=int, default=100,
+    parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
     return parser.parse_args(argv)
 

@@ -9,12 +9,19 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
+import evaluate
 import utils
 from config import PHASE_NAMES
 
 HISTORY_FIELDS = ["iteration", "phase", "reconstruction", "discriminator", "adversarial",
                   "d_real", "d_completed", "images_per_second"]
 GRID_TAG = "samples/masked_input | output | completed | ground_truth"
+# Held-out evaluation: the methods scored during training (each a TensorBoard run of its own,
+# logs/NAME/SUBFOLDER, so that the same tag draws their curves in one chart), and the metrics.
+EVAL_RUNS = {"model": "", "model + blend": "eval_blend", "OpenCV Telea": "eval_telea"}
+EVAL_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image")
+EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS]
+EVAL_GRID_TAG = "eval/masked_input | model | model + blend | ground_truth"
 
 
 class Reporter:
@@ -22,29 +29,36 @@ class Reporter:
     in the results folder. Only the chief writes (chief=False: the other workers of a
     multi-worker run keep quiet)."""
 
-    def __init__(self, config, logs, results, G, val_batch, mean_pixel, start, chief=True):
+    def __init__(self, config, logs, results, G, val_batch, mean_pixel, start, chief=True,
+                 held_out=()):
         self.config, self.G, self.chief, self.results = config, G, chief, results
         self.writer = (tf.summary.create_file_writer(logs) if chief
                        else tf.summary.create_noop_writer())
         self.val = {k: tf.constant(v) for k, v in val_batch.items()}
         self.mean_pixel = tf.constant(mean_pixel)
         self.history_path = os.path.join(results, "losses.csv")
-        self.history, self.traced, self.rate = self.read_history() if chief else [], set(), 0.0
+        self.eval_path = os.path.join(results, "eval.csv")
+        self.history = read_csv(self.history_path) if chief else []
+        self.eval_history = read_csv(self.eval_path) if chief else []
+        self.traced, self.rate = set(), 0.0
+        # Held-out evaluation, on the chief only: the fixed photos and holes, the other runs'
+        # writers, and Telea's scores (computed once: they never change).
+        self.held_out = list(held_out) if chief else []
+        self.eval_writers = {method: tf.summary.create_file_writer(os.path.join(logs, folder))
+                             for method, folder in EVAL_RUNS.items() if folder and self.held_out}
+        self.eval_writers["model"] = self.writer
+        self.baseline, self.last_eval = None, {}
         self.rewind(start)
 
     def rewind(self, iteration):
         """Forget what was recorded after `iteration` (a killed run's tail, or a rollback)."""
         self.history = [row for row in self.history if int(row["iteration"]) <= iteration]
+        self.eval_history = [row for row in self.eval_history
+                             if int(row["iteration"]) <= iteration]
         self.new_interval()
 
     def new_interval(self):
         self.pending, self.clock = [], time.perf_counter()
-
-    def read_history(self):
-        if not os.path.exists(self.history_path):
-            return []
-        with open(self.history_path, newline="") as f:
-            return list(csv.DictReader(f))
 
     @contextlib.contextmanager
     def graph(self, phase, iteration):
@@ -65,6 +79,9 @@ class Reporter:
             self.scalars(phase, iteration)
         if iteration % self.config.sample_every == 0 or phase_end:
             self.samples(phase, iteration)
+        every = self.config.eval_every
+        if self.held_out and every and (iteration % every == 0 or phase_end):
+            self.evaluate(phase, iteration)
 
     def scalars(self, phase, iteration):
         elapsed = time.perf_counter() - self.clock
@@ -96,16 +113,90 @@ class Reporter:
         utils.save_png(os.path.join(self.results, f"phase{phase}_iter{iteration:07d}.png"), grid)
         self.save_history()
 
+    def evaluate(self, phase, iteration):
+        """Complete the held-out photos (evaluate.py's holes and metrics) and log the scores
+        of the model, of the model with the paper's blending and, once computed, Telea's."""
+        if self.baseline is None:
+            self.baseline = evaluate.means(evaluate.score(None, self.mean_pixel.numpy(),
+                                                          self.held_out, ("OpenCV Telea",))[0])
+        per_photo, shown = evaluate.score(self.G, self.mean_pixel.numpy(), self.held_out,
+                                          ("model", "model + blend"), examples=4)
+        scores = {**evaluate.means(per_photo), **self.baseline}
+        for method, values in scores.items():
+            with self.eval_writers[method].as_default(step=iteration):
+                for column in EVAL_COLUMNS:
+                    tf.summary.scalar(f"eval/{column}", values[column])
+            self.eval_history.append({"iteration": iteration, "phase": phase, "method": method,
+                                      **{c: round(v, 6) for c, v in values.items()}})
+        with self.writer.as_default(step=iteration):
+            tf.summary.image(EVAL_GRID_TAG, evaluation_grid(shown)[None])
+        for writer in self.eval_writers.values():
+            writer.flush()
+        self.last_eval = {"hole L1": scores["model"]["l1_hole"]}
+        write_csv(self.eval_path, EVAL_FIELDS, self.eval_history)
+        plot_evaluation(self.eval_history, self.config, self.results)
+
     def save_history(self):
         if not self.chief:
             return
-        os.makedirs(self.results, exist_ok=True)
-        with open(self.history_path + ".tmp", "w", newline="") as f:
-            writer = csv.DictWriter(f, HISTORY_FIELDS)
-            writer.writeheader()
-            writer.writerows(self.history)
-        os.replace(self.history_path + ".tmp", self.history_path)
+        write_csv(self.history_path, HISTORY_FIELDS, self.history)
         plot_losses(self.history, self.results)
+
+
+def read_csv(path):
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def write_csv(path, fields, rows):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(path + ".tmp", path)
+
+
+def evaluation_grid(shown):
+    """A row per held-out photo: masked input (hole in white) | model | model + blend | ground
+    truth, as a float image in [0, 1]."""
+    rows = [np.concatenate([np.where(hole[..., None], np.uint8(255), image),
+                            results["model"], results["model + blend"], image], axis=1)
+            for _, image, hole, results in shown]
+    return np.concatenate(rows, axis=0).astype(np.float32) / 255.0
+
+
+def plot_evaluation(rows, config, folder, path=None):
+    """folder/eval.png: each held-out metric against iterations, a line per method, Telea's
+    dashed, the phase boundaries marked."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    titles = {"l1_hole": "L1 in the hole (lower is better)",
+              "psnr_hole": "PSNR in the hole, dB (higher is better)",
+              "ssim_image": "SSIM of the image (higher is better)"}
+    fig, axes = plt.subplots(1, len(EVAL_COLUMNS), figsize=(4.6 * len(EVAL_COLUMNS), 3.4))
+    for ax, column in zip(axes, EVAL_COLUMNS):
+        for method in EVAL_RUNS:
+            points = [(int(r["iteration"]), float(r[column])) for r in rows
+                      if r["method"] == method]
+            if points:
+                x, y = zip(*points)
+                ax.plot(x, y, "--" if method == "OpenCV Telea" else "-", label=method,
+                        marker="." if len(points) < 30 else None)
+        for boundary, name in ((config.tc, "phase 2"), (config.tc + config.td, "phase 3")):
+            if 0 < boundary < config.total_iters:
+                ax.axvline(boundary, color="gray", lw=0.8, ls=":")
+                ax.text(boundary, 1.0, f" {name}", transform=ax.get_xaxis_transform(),
+                        fontsize=7, va="top", color="gray")
+        ax.set_title(titles[column], fontsize=9)
+        ax.set_xlabel("iteration")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path or os.path.join(folder, "eval.png"), dpi=80)
+    plt.close(fig)
 
 
 def plot_losses(history, folder):
@@ -137,6 +228,7 @@ class Progress:
 
     def __init__(self, config, start, chief=True):
         self.config, self.chief, self.bar, self.next = config, chief, None, start
+        self.held_out = {}  # the last held-out scores, shown until the next evaluation
 
     def __enter__(self):
         self.open(self.next)
@@ -166,7 +258,9 @@ class Progress:
             self.open(done - 1)  # resumed from an older checkpoint (--on-nan rollback)
         self.bar.set_postfix({"iter": f"{done}/{self.config.total_iters}",
                               **{k: f"{v:.4g}" for k, v in metrics.items()},
-                              "img/s": f"{rate:.2f}"}, refresh=False)
+                              "img/s": f"{rate:.2f}",
+                              **{k: f"{v:.4g}" for k, v in self.held_out.items()}},
+                             refresh=False)
         self.bar.update(1)
         self.next = done
         if done == self.end:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 import config as cfg
 import data_loader
 import devices
+import evaluate
 import exports
 import report
 import session
@@ -263,7 +264,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
     reporter = report.Reporter(config, session.logs_dir(config.session),
                                session.results_dir(config.session), run.G,
                                validation_batch(config, train_files, val_files), mean_pixel, n,
-                               chief)
+                               chief, held_out=held_out(config, val_files, mean_pixel, chief))
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
@@ -280,6 +281,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
             phase_end = n == config.phase_range(phase)[1]
             reporter.record(phase, n, metrics, phase_end)
             checkpoints.save_if_due(n, config.checkpoint_every, phase_end)
+            progress.held_out = reporter.last_eval
             progress.update(n, metrics, reporter.rate)
             if stop.requested() and n < config.total_iters:
                 progress.close()
@@ -330,6 +332,15 @@ def validation_batch(config, train_files, val_files):
         if config.val_dir:
             raise
         return data_loader.validation_batch(train_files, config, source="--data-dir")
+
+
+def held_out(config, val_files, mean_pixel, chief):
+    """The photos and holes evaluated during training: evaluate.py's, on the validation photos
+    (only the chief evaluates)."""
+    if not chief or not config.eval_every:
+        return []
+    return evaluate.held_out(val_files, config, evaluate.DEFAULT_COUNT, config.hole_shape,
+                             evaluate.DEFAULT_SEED, mean_pixel)
 
 
 def stream(config, files, strategy, n, run):

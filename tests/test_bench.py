@@ -24,7 +24,8 @@ def test_phase_flops_count_backward_as_two_forwards():
 
 FIGURE_LINES = ["phase 1 (completion update)", "phase 2 (discriminator update)",
                 "phase 3 (joint update)", "inference (completion forward)",
-                "input pipeline alone", "float32 matmul peak", "peak resident memory"]
+                "input pipeline alone", "  on 6-megapixel photos", "  the same after prepare.py",
+                "float32 matmul peak", "peak resident memory"]
 
 
 def test_bench_prints_every_figure(tmp_path, make_photos):
@@ -51,6 +52,8 @@ def test_bench_prints_every_figure(tmp_path, make_photos):
         assert figures[f"{name}_fraction_of_matmul_peak"] == pytest.approx(
             figures[f"{name}_gflops"] / figures["matmul_peak_gflops"])
     assert figures["pipeline_images_per_second"] > 0 and figures["peak_resident_mib"] > 0
+    assert figures["pipeline_large_photos_images_per_second"] > 0
+    assert figures["pipeline_large_prepared_images_per_second"] > 0
     # The steps were traced once each: timing never included a retrace.
     assert saved["settings"]["traces"] == {"phase1": 1, "phase2": 1, "phase3": 1}
 

@@ -79,6 +79,54 @@ def test_tensorboard_event_files_hold_the_expected_tags(tiny_training):
     assert graph_tags(events) == ["phase1_step", "phase2_step", "phase3_step"]
 
 
+def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
+    root, _ = tiny_training
+    logs = root / session.logs_dir("tiny")
+    for folder in (logs, logs / "eval_blend", logs / "eval_telea"):
+        events = read_events(folder)
+        for column in report.EVAL_COLUMNS:
+            # The quick preset evaluates every 20 iterations and at each phase's end.
+            assert [e.step for e in events.Tensors(f"eval/{column}")] == [2, 4, 5]
+    model_events = read_events(logs)
+    assert [e.step for e in model_events.Tensors(report.EVAL_GRID_TAG)] == [2, 4, 5]
+    rows = read_rows(root / session.results_dir("tiny") / "eval.csv")
+    assert [(r["iteration"], r["method"]) for r in rows] == [
+        (str(i), m) for i in (2, 4, 5) for m in ("model", "model + blend", "OpenCV Telea")]
+    telea = {r["l1_hole"] for r in rows if r["method"] == "OpenCV Telea"}
+    assert len(telea) == 1  # the line to beat does not move
+    logged = [float(tf.make_ndarray(e.tensor_proto)) for e in model_events.Tensors("eval/l1_hole")]
+    np.testing.assert_allclose(logged, [float(r["l1_hole"]) for r in rows
+                                        if r["method"] == "model"], atol=1e-6)
+    assert Image.open(root / session.results_dir("tiny") / "eval.png").size[0] > 300
+
+
+def test_held_out_scores_equal_what_evaluate_py_measures(tiny_training, tmp_path):
+    """The last evaluation (iteration 5, the final checkpoint) on the session's validation
+    photo equals evaluate.py's on that photo: the same holes, the same metrics."""
+    import evaluate
+    from conftest import run_main
+    root, _ = tiny_training
+    files = data_loader.find_images([str(root / "photos")])
+    held_out = data_loader.split_validation(files, 0)[1]
+    assert len(held_out) == 1
+    os.makedirs(tmp_path / "held_out")
+    os.symlink(held_out[0], tmp_path / "held_out" / os.path.basename(held_out[0]))
+    os.symlink(root / "saved_sessions", tmp_path / "saved_sessions")
+    assert run_main(evaluate, ["--session", "tiny", "--data-dir", "held_out"], tmp_path) == 0
+    measured = evaluate_json(tmp_path / session.eval_dir("tiny") / "metrics.json")
+    rows = read_rows(root / session.results_dir("tiny") / "eval.csv")
+    for row in rows[-3:]:
+        assert row["iteration"] == "5"
+        for column in evaluate.COLUMNS:
+            assert float(row[column]) == pytest.approx(measured[row["method"]][column], abs=2e-6)
+
+
+def evaluate_json(path):
+    import json
+    with open(path) as f:
+        return json.load(f)["mean"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The progress bar
 
@@ -105,6 +153,16 @@ def test_progress_shows_one_bar_per_phase(schedule, capsys):
     positions = [err.rfind(cfg.PHASE_NAMES[p]) for p in (1, 2, 3)]
     assert -1 not in positions and positions == sorted(positions), err
     assert "4/4" in err
+
+
+def test_progress_shows_the_last_held_out_score(schedule, capsys):
+    with report.Progress(schedule, 0) as progress:
+        progress.update(1, {"reconstruction": 0.5}, 10.0)
+        progress.held_out = {"hole L1": 0.1234567}
+        progress.update(2, {"reconstruction": 0.5}, 10.0)
+        progress.bar.refresh()
+    err = capsys.readouterr().err
+    assert "hole L1=0.1235" in err
 
 
 def test_progress_resumed_mid_phase_starts_its_bar_there(schedule):

@@ -279,7 +279,7 @@ def test_a_run_with_accumulation_and_several_holes_resumes_with_others(tmp_path,
     make_photos(tmp_path / "photos", 4)
     # Phases 1 and 3 (phase 2's step is checked above), a checkpoint at each iteration.
     args = tiny_args("photos", session="acc", tc=1, td=0, total=2, every=1) + [
-        "--batch-size", "4"]
+        "--batch-size", "4", "--eval-every", "1"]
     assert run_main(train, args + ["--accumulate", "2", "--max-holes", "2"], tmp_path) == 0
     out = capsys.readouterr().out
     assert "holes 6-12 (rect), 1 to 2 per image, batch 4 in 2 micro-batches of 2," in out
@@ -298,6 +298,13 @@ def test_a_run_with_accumulation_and_several_holes_resumes_with_others(tmp_path,
         assert tf.train.load_variable(path, "iteration/.ATTRIBUTES/VARIABLE_VALUE") == n
     rows = open(os.path.join(tmp_path, session.results_dir("acc"), "losses.csv")).read()
     assert [int(r.split(",")[0]) for r in rows.splitlines()[1:]] == [1, 2, 3]
+    # The held-out curve goes on where it stopped: one evaluation per iteration (--eval-every 1
+    # of the tiny flags), in the csv and in TensorBoard.
+    rows = open(os.path.join(tmp_path, session.results_dir("acc"), "eval.csv")).read()
+    assert [r.split(",")[0] for r in rows.splitlines()[1:] if ",model," in r] == ["1", "2", "3"]
+    from test_report import read_events
+    events = read_events(os.path.join(tmp_path, session.logs_dir("acc"), "eval_telea"))
+    assert [e.step for e in events.Tensors("eval/l1_hole")] == [1, 2, 3]
 
 
 @pytest.mark.slow

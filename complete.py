@@ -257,7 +257,8 @@ def main(argv=None):
         network, mean_pixel, config = exports.load_model(args.session, args.model)
         if args.export:
             exports.write(network, mean_pixel, config, args.export)
-            print(f"Exported the completion network of session '{args.session}' to {args.export}/")
+            print(f"Exported the completion network of session '{args.session}' to"
+                  f" {os.path.normpath(args.export)}/")
             return 0
         for job in jobs(args):
             process(network, mean_pixel, job, args)

@@ -168,7 +168,7 @@ def evaluation_grid(shown):
     return np.concatenate(rows, axis=0).astype(np.float32) / 255.0
 
 
-def plot_evaluation(rows, config, folder, path=None):
+def plot_evaluation(rows, config, folder):
     """folder/eval.png: each held-out metric against iterations, a line per method, Telea's
     dashed, the phase boundaries marked."""
     import matplotlib
@@ -195,7 +195,7 @@ def plot_evaluation(rows, config, folder, path=None):
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path or os.path.join(folder, "eval.png"), dpi=80)
+    fig.savefig(os.path.join(folder, "eval.png"), dpi=80)
     plt.close(fig)
 
 

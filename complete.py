@@ -4,6 +4,10 @@
     python complete.py --session NAME --input photo.jpg --box 40,30,64,48 --output out.png --postprocess blend
     python complete.py --session NAME --input photos/ --mask masks/ --output completed/
     python complete.py --session NAME --export exported/      # then: --model exported/ instead of --session
+    python complete.py --session NAME --export compact/ --float16   # one file, under half the size
+    python complete.py --input photo.jpg --mask mask.png --output out.png   # the pretrained model
+
+Without --session or --model, the pretrained model in pretrained/wallpapers completes the photos.
 
 White pixels of a mask (same size as the photo) are the hole. Pixels outside the hole are
 copied from the input exactly. `--postprocess blend` is the paper's post-processing: a fast
@@ -221,11 +225,17 @@ def process(network, mean_pixel, job, args):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--session", help="a session trained by train.py --session NAME")
-    source.add_argument("--model", metavar="DIR", help="a folder written by --export")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
+                                          f" the pretrained model {exports.PRETRAINED_NAME})")
+    source.add_argument("--model", metavar="DIR", help="a folder written by --export (default:"
+                                                       f" {exports.PRETRAINED_NAME})")
     parser.add_argument("--export", metavar="DIR",
                         help="write the session's completion network (with its mean pixel) to DIR")
+    parser.add_argument("--float16", action="store_true",
+                        help="with --export: one file of float16 kernels (biases and batch-norm"
+                             " statistics stay float32), under half the size of the .keras file;"
+                             " no SavedModel")
     parser.add_argument("--input", help="a photo, or a folder of photos")
     parser.add_argument("--mask", help="mask image (white = hole, the photo's size), or a folder"
                                        " of masks named like the photos")
@@ -243,6 +253,10 @@ def parse_args(argv):
     if args.export:
         if args.model or any([args.input, args.mask, args.box, args.output]):
             parser.error("--export takes only --session")
+        if not args.session:
+            parser.error("--export needs --session")
+    elif args.float16:
+        parser.error("--float16 applies only to --export DIR")
     else:
         if not args.input or not args.output:
             parser.error("--input and --output are required (or --export DIR)")
@@ -256,9 +270,10 @@ def main(argv=None):
     try:
         network, mean_pixel, config = exports.load_model(args.session, args.model)
         if args.export:
-            exports.write(network, mean_pixel, config, args.export)
+            exports.write(network, mean_pixel, config, args.export, float16=args.float16,
+                          training=exports.training(args.session))
             print(f"Exported the completion network of session '{args.session}' to"
-                  f" {os.path.normpath(args.export)}/")
+                  f" {os.path.normpath(args.export)}/" + (" (float16)" if args.float16 else ""))
             return 0
         for job in jobs(args):
             process(network, mean_pixel, job, args)

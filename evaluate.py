@@ -2,6 +2,7 @@
 
     python evaluate.py --session NAME --data-dir PHOTOS
     python evaluate.py --model exported/ --data-dir PHOTOS --hole-shape free --seed 1 --count 50
+    python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
 
 Each photo is centre-cropped to the session's image size and gets one seeded random hole: the
 same holes for every method, and for every run with the same --seed. Methods: the completion
@@ -251,9 +252,11 @@ def report(folder, header, settings, photos, per_photo, examples):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--session", help="a session trained by train.py --session NAME")
-    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
+                                          f" the pretrained model {exports.PRETRAINED_NAME})")
+    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
+                                                       f" (default: {exports.PRETRAINED_NAME})")
     parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
                         help="folder(s) of photos, searched recursively")
     parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
@@ -274,8 +277,9 @@ def main(argv=None):
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
         network, mean_pixel, config = exports.load_model(args.session, args.model)
-        if args.model:
-            name, source = os.path.basename(os.path.normpath(args.model)), f"model {args.model}"
+        model = None if args.session else args.model or exports.PRETRAINED_NAME
+        if model:
+            name, source = os.path.basename(os.path.normpath(model)), f"model {model}"
         else:
             name, source = args.session, f"session '{args.session}'"
         hole_shape = args.hole_shape or config.hole_shape
@@ -289,7 +293,7 @@ def main(argv=None):
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
               f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
               f" {args.seed}")
-    settings = dict(session=args.session, model=args.model, data_dir=args.data_dir,
+    settings = dict(session=args.session, model=model, data_dir=args.data_dir,
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())

@@ -2,12 +2,22 @@
 
     DIR/completion_network.keras   the network (keras.models.load_model, after `import model`)
     DIR/saved_model/               the same as a TensorFlow SavedModel (TF Serving, TFLite)
-    DIR/glcic.json                 format, version, mean pixel, network version, configuration
+    DIR/glcic.json                 format, version, mean pixel, network version, configuration,
+                                   and for a session's export its iteration and held-out scores
+
+or, compact (--float16), instead of the first two:
+
+    DIR/completion_network.float16.npz   the weights in network.weights order ("000", "001",
+                                         ...): kernels float16, the rest float32
 
 complete.py --export writes one; complete.py --model, evaluate.py --model and train.py
---init-from read one.
+--init-from read one. Without --session or --model, complete.py and evaluate.py read the
+pretrained model shipped in pretrained/wallpapers.
 """
+import csv
 import os
+import zipfile
+import zlib
 
 import numpy as np
 
@@ -17,50 +27,87 @@ import keras
 import config as cfg
 import session
 import utils
-from model import NETWORK_VERSION
+from model import NETWORK_VERSION, build_completion_network
 
 FORMAT, VERSION = "glcic-completion-network", 1
+FLOAT16_WEIGHTS = "completion_network.float16.npz"
+PRETRAINED_NAME = "pretrained/wallpapers"
+PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRETRAINED_NAME)
 
 
-def write(network, mean_pixel, config, folder, source=None):
+def write(network, mean_pixel, config, folder, source=None, float16=False, training=None):
     """Write the export; `source` (a dict: file, sha256, licence, ...) says where the weights
-    come from when they were not trained here."""
+    come from when they were not trained here, `training` (a dict: iteration, held-out scores)
+    how far they were trained. float16: the compact kind (under half the size, no SavedModel)."""
     os.makedirs(folder, exist_ok=True)
-    network.save(os.path.join(folder, "completion_network.keras"))
-    network.export(os.path.join(folder, "saved_model"), verbose=False)
+    meta = {}
+    if float16:
+        # Biases and batch-norm statistics stay float32: they are few, and a small moving
+        # variance loses its precision in float16.
+        np.savez_compressed(os.path.join(folder, FLOAT16_WEIGHTS), **{
+            f"{i:03d}": w.numpy().astype(np.float16 if len(w.shape) >= 2 else np.float32)
+            for i, w in enumerate(network.weights)})
+        meta = {"weights": FLOAT16_WEIGHTS, "weight_shapes": weight_shapes(network)}
+    else:
+        network.save(os.path.join(folder, "completion_network.keras"))
+        network.export(os.path.join(folder, "saved_model"), verbose=False)
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": FORMAT, "version": VERSION, "mean_pixel": np.asarray(mean_pixel).tolist(),
-        "config": config.to_dict(), "network_version": NETWORK_VERSION,
-        **({"source": source} if source else {})})
+        "config": config.to_dict(), "network_version": NETWORK_VERSION, **meta,
+        **({"source": source} if source else {}), **({"training": training} if training else {})})
 
 
-def read_metadata(folder, flag="--model"):
-    """(mean pixel, config, the whole glcic.json) of an export; UserError naming `flag`."""
+def weight_shapes(network):
+    return [[w.path, list(w.shape)] for w in network.weights]
+
+
+def read_metadata(folder, flag="--model", name=None):
+    """(mean pixel, config, the whole glcic.json) of an export; UserError naming `flag` and
+    `name` (default: the folder)."""
+    name = name or folder
     try:
         meta = utils.read_json(os.path.join(folder, "glcic.json"))
     except (OSError, ValueError):
-        raise utils.UserError(f"{flag} {folder}: not an export of complete.py (glcic.json"
+        raise utils.UserError(f"{flag} {name}: not an export of complete.py (glcic.json"
                               " missing or unreadable)")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-        raise utils.UserError(f"{flag} {folder}: export format {meta.get('format')!r} version"
+        raise utils.UserError(f"{flag} {name}: export format {meta.get('format')!r} version"
                               f" {meta.get('version')!r} is not supported (expected {FORMAT!r}"
                               f" version {VERSION}); export it again")
     try:
         mean_pixel = np.asarray(meta["mean_pixel"], np.float32).reshape(3)
         config = cfg.Config.from_dict(meta["config"])
     except (KeyError, TypeError, ValueError) as error:
-        raise damaged(flag, folder, error)
+        raise damaged(flag, name, error)
     return mean_pixel, config, meta
 
 
-def read(folder, flag="--model"):
+def read(folder, flag="--model", name=None):
     """(completion network, mean pixel, config) of an export."""
-    mean_pixel, config, _ = read_metadata(folder, flag)
+    mean_pixel, config, meta = read_metadata(folder, flag, name)
     try:
-        network = keras.models.load_model(os.path.join(folder, "completion_network.keras"))
-    except (TypeError, ValueError, OSError) as error:
-        raise damaged(flag, folder, error)
+        if "weights" in meta:
+            network = read_float16(folder, meta, config, mean_pixel)
+        else:
+            network = keras.models.load_model(os.path.join(folder, "completion_network.keras"))
+    except (TypeError, ValueError, KeyError, OSError, EOFError, zipfile.BadZipFile,
+            zlib.error) as error:
+        raise damaged(flag, name or folder, error)
     return network, mean_pixel, config
+
+
+def read_float16(folder, meta, config, mean_pixel):
+    """The network of a compact export, its stored weights assigned as float32."""
+    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+    if meta.get("weight_shapes") != weight_shapes(network):
+        raise ValueError("its weights are not those of this completion network")
+    with np.load(os.path.join(folder, meta["weights"])) as stored:
+        values = [stored[f"{i:03d}"] for i in range(len(network.weights))]
+    for weight, value in zip(network.weights, values):
+        if value.shape != tuple(weight.shape):
+            raise ValueError(f"{weight.path} has shape {value.shape}, expected {weight.shape}")
+        weight.assign(value.astype(np.float32))
+    return network
 
 
 def damaged(flag, folder, error):
@@ -68,8 +115,33 @@ def damaged(flag, folder, error):
                            f" ({type(error).__name__}: {error}); export it again")
 
 
+def training(name):
+    """What an export of session NAME records of its training: the iteration of its newest
+    checkpoint and, if train.py evaluated it, the held-out scores then ({method: {column:
+    value}}, from results/NAME/eval.csv)."""
+    iteration = session.checkpoint_number(session.latest_checkpoint(session.folder(name)))
+    record = {"iteration": iteration}
+    path = session.eval_history(name)
+    if os.path.exists(path):
+        with open(path, newline="") as f:
+            rows = [row for row in csv.DictReader(f) if row["iteration"] == str(iteration)]
+        held_out = {row["method"]: {column: float(value) for column, value in row.items()
+                                    if column not in ("iteration", "phase", "method") and value}
+                    for row in rows}
+        if held_out:
+            record["held_out"] = held_out
+    return record
+
+
 def load_model(session_name=None, model_dir=None):
-    """(completion network, mean pixel, config) of --session NAME or --model DIR."""
+    """(completion network, mean pixel, config) of --session NAME or --model DIR; with
+    neither, of the pretrained model."""
+    if session_name:
+        return session.load_completion_network(session_name)
     if model_dir:
         return read(model_dir)
-    return session.load_completion_network(session_name)
+    if not os.path.exists(os.path.join(PRETRAINED, "glcic.json")):
+        raise utils.UserError(f"give --session NAME or --model DIR (no pretrained model in"
+                              f" {PRETRAINED_NAME})")
+    print(f"Using the pretrained model {PRETRAINED_NAME} (neither --session nor --model given)")
+    return read(PRETRAINED, name=PRETRAINED_NAME)

@@ -168,8 +168,8 @@ def evaluation_grid(shown):
     return np.concatenate(rows, axis=0).astype(np.float32) / 255.0
 
 
-def plot_evaluation(rows, config, folder):
-    """folder/eval.png: each held-out metric against iterations, a line per method, Telea's
+def plot_evaluation(rows, config, folder, filename="eval.png"):
+    """folder/filename: each held-out metric against iterations, a line per method, Telea's
     dashed, the phase boundaries marked."""
     import matplotlib
     matplotlib.use("Agg")
@@ -195,7 +195,7 @@ def plot_evaluation(rows, config, folder):
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(os.path.join(folder, "eval.png"), dpi=80)
+    fig.savefig(os.path.join(folder, filename), dpi=80)
     plt.close(fig)
 
 

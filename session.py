@@ -5,7 +5,8 @@
     saved_sessions/NAME/phase_ends/     one checkpoint kept at the end of every phase
     saved_sessions/NAME.lock            held while a train.py trains the session
     logs/NAME/                          TensorBoard event files
-    results/NAME/                       sample grids, losses.csv and loss curves
+    results/NAME/                       sample grids, losses.csv and loss curves, eval.csv and
+                                        eval.png (the held-out scores during training)
     results/NAME/eval/                  evaluate.py's tables and figures
 
 All paths are relative to the current folder, where the user runs the scripts.
@@ -58,6 +59,11 @@ def results_dir(name):
     return os.path.join(RESULTS, name)
 
 
+def eval_history(name):
+    """The held-out scores train.py --eval-every records during training."""
+    return os.path.join(RESULTS, name, "eval.csv")
+
+
 def eval_dir(name):
     """Where evaluate.py writes the evaluation of a session, or of an export of that name."""
     return os.path.join(RESULTS, name, "eval")
@@ -72,6 +78,14 @@ def latest_checkpoint(directory):
     candidates = [tf.train.latest_checkpoint(os.path.join(directory, sub))
                   for sub in (ROLLING, PHASE_ENDS)]
     return max(candidates, key=checkpoint_number)
+
+
+def all_checkpoints(directory):
+    """Every checkpoint of a session folder, rolling or phase end, newest first."""
+    found = [path for sub in (ROLLING, PHASE_ENDS)
+             for path in glob.glob(os.path.join(directory, sub, "ckpt-*.index"))]
+    paths = [p[:-len(".index")] for p in found if "_temp" not in p]
+    return sorted(paths, key=checkpoint_number, reverse=True)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -202,10 +216,7 @@ class Checkpoints:
         return latest_checkpoint(self.directory)
 
     def candidates(self):
-        found = [path for sub in (ROLLING, PHASE_ENDS)
-                 for path in glob.glob(os.path.join(self.directory, sub, "ckpt-*.index"))]
-        paths = [p[:-len(".index")] for p in found if "_temp" not in p]
-        return sorted(paths, key=checkpoint_number, reverse=True)
+        return all_checkpoints(self.directory)
 
     def restore(self):
         """Restore the newest checkpoint that reads back whole; None if there is none yet."""
@@ -249,8 +260,9 @@ class Checkpoints:
 # Using a trained session
 
 
-def load_completion_network(name):
-    """(completion network, mean pixel, config) of the newest checkpoint of session NAME."""
+def load_completion_network(name, iteration=None):
+    """(completion network, mean pixel, config) of session NAME: its newest checkpoint, or the
+    one saved at `iteration`."""
     directory = folder(name)
     try:
         saved = utils.read_json(session_file(name))
@@ -264,6 +276,12 @@ def load_completion_network(name):
     if path is None:
         raise SessionError(f"--session {name}: no checkpoint in {directory}/ yet; train longer"
                            " first")
+    if iteration is not None:
+        paths = {checkpoint_number(path): path for path in all_checkpoints(directory)}
+        if iteration not in paths:
+            raise SessionError(f"--session {name}: no checkpoint of iteration {iteration}; it has"
+                               f" {', '.join(map(str, sorted(paths)))}")
+        path = paths[iteration]
     network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
     tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
     return network, mean_pixel, config

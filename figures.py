@@ -1,0 +1,158 @@
+"""The figures of a trained session, as in the README's Results: its held-out curve, and its
+completions of held-out photos at chosen iterations side by side.
+
+    python figures.py --session wallpapers --iterations 3000 10000 --out figures/
+
+Writes OUT/NAME_eval.png (the held-out metrics train.py recorded in results/NAME/eval.csv,
+against iterations, with the phase boundaries and Telea's line) and OUT/NAME_completions.jpg: a
+row per held-out photo (the photos and holes train.py --eval-every and evaluate.py score), the
+columns masked input | the network of each iteration | the last one with the paper's blending |
+ground truth.
+"""
+import os
+import sys
+
+import numpy as np
+
+import runtime  # noqa: F401  (settings TensorFlow reads at import)
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+import complete  # noqa: E402
+import config as cfg  # noqa: E402
+import data_loader  # noqa: E402
+import evaluate  # noqa: E402
+import report  # noqa: E402
+import session  # noqa: E402
+import utils  # noqa: E402
+
+HEADER = 22  # pixels above the grid for the column titles
+GAP = 2  # white pixels between the cells
+ROWS = 6  # held-out photos shown by default
+
+
+def parse_rows(text):
+    """--rows "0,3,7" as [0, 3, 7]; None for the default."""
+    if text is None:
+        return None
+    try:
+        rows = [int(r) for r in text.split(",")]
+    except ValueError:
+        rows = [-1]
+    if min(rows) < 0:
+        raise utils.UserError(f"--rows {text}: expected photo numbers such as 0,3,7")
+    return rows
+
+
+def phase_of(iteration, config):
+    return 1 if iteration <= config.tc else 2 if iteration <= config.tc + config.td else 3
+
+
+def held_out_files(config, data_dir):
+    """The photos train.py evaluates during training: --val-dir, else its validation split."""
+    if data_dir:
+        return data_loader.find_images(data_dir)
+    if config.val_dir:
+        return data_loader.find_images([config.val_dir], "--val-dir")
+    return data_loader.split_validation(data_loader.find_images(config.data_dir), config.seed)[1]
+
+
+def default_iterations(name, config):
+    """The end of phase 1 (when saved, and not the newest) and the newest checkpoint."""
+    saved = [session.checkpoint_number(p) for p in session.all_checkpoints(session.folder(name))]
+    if not saved:
+        raise session.SessionError(f"--session {name}: no checkpoint yet; train longer first")
+    newest = max(saved)
+    return [config.tc, newest] if config.tc in saved and config.tc < newest else [newest]
+
+
+def completions(name, iterations, items, mean_pixel):
+    """{iteration: [completed photo per item]}, each iteration's network loaded in turn."""
+    done = {}
+    for iteration in iterations:
+        network, _, _ = session.load_completion_network(name, iteration)
+        done[iteration] = [complete.complete(network, item["masked"], item["hole"],
+                                             mean_pixel)[0] for item in items]
+    return done
+
+
+def grid_figure(path, items, done, config):
+    """The grid with a title above each column, pixel for pixel (no resampling)."""
+    last = max(done)
+    columns = [("masked input", [np.where(i["hole"][..., None], np.uint8(255), i["image"])
+                                 for i in items])]
+    columns += [(f"iteration {n} (phase {phase_of(n, config)})", done[n]) for n in sorted(done)]
+    columns += [(f"iteration {last} + blend",
+                 [complete.poisson_blend(i["masked"], c, i["hole"])
+                  for i, c in zip(items, done[last])]),
+                ("ground truth", [i["image"] for i in items])]
+    size = config.image_size
+    width, height = len(columns) * (size + GAP) - GAP, len(items) * (size + GAP) - GAP
+    grid = np.full((height, width, 3), 255, np.uint8)
+    for c, (_, cells) in enumerate(columns):
+        for r, cell in enumerate(cells):
+            grid[r * (size + GAP):r * (size + GAP) + size,
+                 c * (size + GAP):c * (size + GAP) + size] = cell
+    dpi = 100
+    fig = plt.figure(figsize=(width / dpi, (height + HEADER) / dpi), dpi=dpi)
+    ax = fig.add_axes([0, 0, 1, height / (height + HEADER)])
+    ax.imshow(grid, interpolation="none")
+    ax.set_axis_off()
+    for c, (title, _) in enumerate(columns):
+        fig.text((c * (size + GAP) + size / 2) / width, 1 - HEADER / 2 / (height + HEADER),
+                 title, ha="center", va="center", fontsize=7 if size < 160 else 9)
+    fig.savefig(path, dpi=dpi, pil_kwargs={"quality": 90})
+    plt.close(fig)
+
+
+def parse_args(argv):
+    parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--session", required=True, help="a session trained by train.py")
+    parser.add_argument("--iterations", type=int, nargs="+", metavar="N",
+                        help="the checkpoints to show (default: the end of phase 1, when it was"
+                             " saved, and the newest)")
+    parser.add_argument("--rows", metavar="I,J,...",
+                        help="which held-out photos, by their place in sorted order (default:"
+                             f" the first {ROWS})")
+    parser.add_argument("--data-dir", nargs="+", metavar="DIR",
+                        help="other held-out photos (default: the session's --val-dir, else its"
+                             " validation photos)")
+    parser.add_argument("--out", default="figures", metavar="DIR",
+                        help="folder for the figures (default: figures)")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        rows = parse_rows(args.rows)
+        _, mean_pixel, config = session.load_completion_network(args.session)
+        iterations = args.iterations or default_iterations(args.session, config)
+        files = held_out_files(config, args.data_dir)
+        items = evaluate.held_out(files, config, max(rows or [ROWS - 1]) + 1, config.hole_shape,
+                                  evaluate.DEFAULT_SEED, mean_pixel)
+        if not items or (rows and len(items) <= max(rows)):
+            raise data_loader.DataError(f"--rows {args.rows}: only {len(items)} held-out photos"
+                                        " decode" if rows else "no held-out photo decodes")
+        items = [items[r] for r in rows] if rows else items
+        done = completions(args.session, iterations, items, mean_pixel)
+    except utils.UserError as error:
+        return utils.print_error(error)
+    os.makedirs(args.out, exist_ok=True)
+    written = [os.path.join(args.out, f"{args.session}_completions.jpg")]
+    grid_figure(written[0], items, done, config)
+    history = report.read_csv(session.eval_history(args.session))
+    if history:
+        written.append(os.path.join(args.out, f"{args.session}_eval.png"))
+        report.plot_evaluation(history, config, args.out, os.path.basename(written[1]))
+    else:
+        print(f"No held-out curve: {session.eval_history(args.session)} is missing (train with"
+              " --eval-every N)")
+    print("Wrote " + " and ".join(written))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

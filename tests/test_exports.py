@@ -1,0 +1,200 @@
+"""exports.py: the compact float16 export, what an export records of its training, and the
+pretrained model used when neither --session nor --model is given."""
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+import complete
+import evaluate
+import exports
+import report
+import session
+import utils
+from conftest import run_main, smooth_photo
+from model import build_completion_network
+
+MEAN_PIXEL = (0.4, 0.5, 0.6)  # make_session's default
+USING_PRETRAINED = ("Using the pretrained model pretrained/wallpapers (neither --session nor"
+                    " --model given)")
+
+
+def calibrated_network(inputs, seed):
+    """A tiny completion network whose batch-norm statistics are those of `inputs`, as training
+    leaves them: with the initial ones its output is 0.5 everywhere, and any rounding passes."""
+    keras.utils.set_random_seed(seed)
+    network = build_completion_network(width_divisor=8, mean_pixel=MEAN_PIXEL)
+    for layer in network.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            h = keras.Model(network.input, layer.input)(inputs, training=False).numpy()
+            layer.moving_mean.assign(h.mean(axis=(0, 1, 2)))
+            layer.moving_variance.assign(h.var(axis=(0, 1, 2)))
+    return network
+
+
+def test_float16_round_trip(tmp_path, tiny_config):
+    rng = np.random.default_rng(0)
+    images = np.stack([smooth_photo(rng, 32, 32) for _ in range(4)]).astype(np.float32) / 255
+    masks = np.zeros((4, 32, 32, 1), np.float32)
+    masks[:, 8:20, 10:24] = 1
+    inputs = utils.completion_input(images, masks, tf.constant(MEAN_PIXEL))
+    network = calibrated_network(inputs, seed=0)
+    folder = str(tmp_path / "compact")
+    exports.write(network, MEAN_PIXEL, tiny_config(), folder, float16=True)
+    assert sorted(os.listdir(folder)) == ["completion_network.float16.npz", "glcic.json"]
+    assert utils.read_json(os.path.join(folder, "glcic.json"))["weights"] == exports.FLOAT16_WEIGHTS
+
+    # Kernels in float16; biases, the mean pixel and the batch-norm statistics in float32.
+    with np.load(os.path.join(folder, exports.FLOAT16_WEIGHTS)) as stored:
+        assert sorted(stored.files) == [f"{i:03d}" for i in range(len(network.weights))]
+        dtypes = {w.path: stored[f"{i:03d}"].dtype for i, w in enumerate(network.weights)}
+    assert dtypes["conv1/kernel"] == dtypes["conv17/kernel"] == np.float16
+    assert {dtypes[p] for p in dtypes if p.endswith("kernel")} == {np.dtype(np.float16)}
+    assert {dtypes[p] for p in dtypes if not p.endswith("kernel")} == {np.dtype(np.float32)}
+    assert dtypes["bn1/moving_variance"] == dtypes["mean_centre/mean_pixel"] == np.float32
+
+    loaded, mean_pixel, config = exports.read(folder)
+    assert mean_pixel == pytest.approx(MEAN_PIXEL) and config == tiny_config()
+    for original, weight in zip(network.weights, loaded.weights):
+        value = original.numpy()
+        expected = value.astype(np.float16).astype(np.float32) if value.ndim >= 2 else value
+        assert weight.dtype == "float32" and np.array_equal(weight.numpy(), expected), weight.path
+    # Float16 keeps 11 significant bits: each kernel weight moves by at most 2^-11 of itself.
+    # Through the 17 layers this moved these outputs (in [0, 1], spread 0.01-0.99) by 0.005-0.009
+    # at most and 0.001 on average over four seeds; the bounds leave twice that (a few levels of
+    # 255), far below a damaged weight's: one batch-norm variance 10 % off moves them by 0.1, one
+    # wrong kernel by 0.8.
+    difference = np.abs(loaded(inputs, training=False) - network(inputs, training=False))
+    assert np.max(difference) < 2e-2 and np.mean(difference) < 2e-3
+
+
+@pytest.fixture
+def compact(tmp_path, make_session, monkeypatch):
+    """Session 's' (checkpoint of iteration 1) exported with --float16 to compact/; a photo."""
+    make_session(tmp_path, "s")
+    monkeypatch.chdir(tmp_path)
+    assert complete.main(["--session", "s", "--export", "compact", "--float16"]) == 0
+    photo = smooth_photo(np.random.default_rng(3), 40, 52)
+    Image.fromarray(photo).save("photo.png")
+    return tmp_path, photo
+
+
+def test_the_export_records_the_iteration_and_the_held_out_scores_then(compact, capsys):
+    assert utils.read_json("compact/glcic.json")["training"] == {"iteration": 1}
+    scores = {c: 0.5 + i / 100 for i, c in enumerate(evaluate.COLUMNS)}
+    rows = [{"iteration": 1, "phase": 1, "method": "model", **scores},
+            {"iteration": 1, "phase": 1, "method": "OpenCV Telea", **scores, "l1_hole": 0.25},
+            {"iteration": 3, "phase": 2, "method": "model", **scores, "l1_hole": 0.125}]
+    report.write_csv(os.path.join(session.results_dir("s"), "eval.csv"), report.EVAL_FIELDS, rows)
+    assert complete.main(["--session", "s", "--export", "again", "--float16"]) == 0
+    assert capsys.readouterr().out.endswith(
+        "Exported the completion network of session 's' to again/ (float16)\n")
+    assert utils.read_json("again/glcic.json")["training"] == {
+        "iteration": 1, "held_out": {"model": scores, "OpenCV Telea": {**scores, "l1_hole": 0.25}}}
+
+
+def damage(folder, how):
+    path = os.path.join(folder, exports.FLOAT16_WEIGHTS)
+    if how == "truncated":
+        with open(path, "rb+") as f:
+            f.truncate(os.path.getsize(path) // 2)
+    elif how == "missing":
+        os.remove(path)
+    else:  # the weights of a narrower network
+        meta = utils.read_json(os.path.join(folder, "glcic.json"))
+        meta["config"]["width_divisor"] = 4
+        utils.write_json(os.path.join(folder, "glcic.json"), meta)
+
+
+@pytest.mark.parametrize("how, reason", [
+    ("truncated", "BadZipFile: File is not a zip file"),
+    ("missing", ("FileNotFoundError: [Errno 2] No such file or directory:"
+                 " 'compact/completion_network.float16.npz'")),
+    ("mismatched", "ValueError: its weights are not those of this completion network"),
+])
+def test_a_damaged_compact_export_is_one_line_exit_2(compact, capsys, how, reason):
+    damage("compact", how)
+    capsys.readouterr()
+    assert complete.main(["--model", "compact", "--input", "photo.png", "--box", "5,5,9,9",
+                          "--output", "out.png"]) == 2
+    assert capsys.readouterr().err == (f"error: --model compact: incomplete or damaged export"
+                                       f" ({reason}); export it again\n")
+    assert not os.path.exists("out.png")
+
+
+@pytest.fixture
+def pretrained(compact, monkeypatch):
+    """The compact export as the pretrained model, without its session."""
+    root, photo = compact
+    folder = root / "repo" / "pretrained" / "wallpapers"
+    shutil.copytree(root / "compact", folder)
+    shutil.rmtree(root / session.folder("s"))
+    monkeypatch.setattr(exports, "PRETRAINED", str(folder))
+    return root, photo
+
+
+def test_without_session_or_model_the_pretrained_model_completes(pretrained, capsys):
+    _, photo = pretrained
+    capsys.readouterr()
+    assert complete.main(["--input", "photo.png", "--box", "10,8,20,14", "--output", "out.png"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == USING_PRETRAINED and out[1].startswith("photo.png: filled 280 pixels")
+    result = np.asarray(Image.open("out.png"))
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[8:22, 10:30] = True
+    assert np.array_equal(result[~hole], photo[~hole]) and (result[hole] != photo[hole]).any()
+    complete.main(["--model", "compact", "--input", "photo.png", "--box", "10,8,20,14",
+                   "--output", "same.png"])
+    assert np.array_equal(np.asarray(Image.open("same.png")), result)
+
+
+def test_without_session_or_model_evaluate_uses_the_pretrained_model(pretrained, make_photos,
+                                                                     capsys):
+    root, _ = pretrained
+    make_photos(root / "photos", 2, size=(40, 48))
+    capsys.readouterr()
+    assert run_main(evaluate, ["--data-dir", "photos", "--count", "2"], root) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == USING_PRETRAINED
+    assert any(line.startswith("model pretrained/wallpapers: 2 photos") for line in out)
+    metrics = utils.read_json(os.path.join(session.eval_dir("wallpapers"), "metrics.json"))
+    assert metrics["settings"]["model"] == "pretrained/wallpapers"
+
+
+def test_a_damaged_pretrained_model_is_named_as_the_default(pretrained, capsys):
+    damage(exports.PRETRAINED, "truncated")
+    assert complete.main(["--input", "photo.png", "--box", "1,1,5,5", "--output", "o.png"]) == 2
+    assert capsys.readouterr().err.startswith("error: --model pretrained/wallpapers: incomplete"
+                                              " or damaged export (BadZipFile")
+
+
+def test_without_a_pretrained_model_say_what_to_give(tmp_path, monkeypatch, make_photos, capsys):
+    monkeypatch.setattr(exports, "PRETRAINED", str(tmp_path / "pretrained" / "wallpapers"))
+    monkeypatch.chdir(tmp_path)
+    make_photos(tmp_path / "photos", 1)
+    message = ("error: give --session NAME or --model DIR (no pretrained model in"
+               " pretrained/wallpapers)\n")
+    assert complete.main(["--input", "photos", "--box", "1,1,5,5", "--output", "out"]) == 2
+    assert capsys.readouterr().err == message
+    assert evaluate.main(["--data-dir", "photos"]) == 2
+    assert capsys.readouterr().err == message
+    assert not os.path.exists("out") and not os.path.exists(session.RESULTS)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--session", "s", "--input", "p.png", "--box", "1,1,5,5", "--output", "o.png",
+      "--float16"], "--float16 applies only to --export DIR"),
+    (["--export", "exported"], "--export needs --session"),
+    (["--model", "m", "--export", "exported"], "--export takes only --session"),
+    (["--session", "s", "--model", "m", "--export", "exported"],
+     "argument --model: not allowed with argument --session"),
+])
+def test_usage_errors_exit_2(args, message, capsys):
+    with pytest.raises(SystemExit) as stop:
+        complete.main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.endswith(f": error: {message}\n") and err.count("\n") == 1

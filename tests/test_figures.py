@@ -1,0 +1,85 @@
+"""figures.py: the held-out curve and the grid of completions at chosen iterations."""
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import complete
+import evaluate
+import figures
+import session
+from conftest import run_main, working_directory
+
+SIZE = 32  # the tiny session's image size
+
+
+def cell(grid, row, column):
+    top, left = figures.HEADER + row * (SIZE + figures.GAP), column * (SIZE + figures.GAP)
+    return grid[top:top + SIZE, left:left + SIZE]
+
+
+def test_the_grid_shows_each_iteration_pixel_for_pixel(copy_training, tmp_path, capsys):
+    # The tiny session: phases of 2, 2 and 1 iterations; its held-out photos: all five photos.
+    assert run_main(figures, ["--session", "tiny", "--data-dir", "photos", "--rows", "0,3",
+                              "--out", "figs"], copy_training) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Wrote figs/tiny_completions.jpg and figs/tiny_eval.png")
+    jpeg = Image.open(copy_training / "figs" / "tiny_completions.jpg")
+    # masked | iteration 2 (end of phase 1) | iteration 5 | 5 + blend | ground truth; two rows
+    assert jpeg.size == (5 * (SIZE + 2) - 2, figures.HEADER + 2 * (SIZE + 2) - 2)
+    assert Image.open(copy_training / "figs" / "tiny_eval.png").size[0] > 600
+
+    # The same grid as PNG, lossless: every cell is what the network of its iteration gives.
+    with working_directory(copy_training):
+        network2, mean_pixel, config = session.load_completion_network("tiny", 2)
+        network5, _, _ = session.load_completion_network("tiny", 5)
+        files = figures.held_out_files(config, ["photos"])
+        items = evaluate.held_out(files, config, 4, config.hole_shape, evaluate.DEFAULT_SEED,
+                                  mean_pixel)
+        items = [items[0], items[3]]
+        done = figures.completions("tiny", [2, 5], items, mean_pixel)
+        figures.grid_figure(str(tmp_path / "grid.png"), items, done, config)
+    grid = np.asarray(Image.open(tmp_path / "grid.png").convert("RGB"))
+    assert grid.shape == (figures.HEADER + 2 * SIZE + 2, 5 * SIZE + 8, 3)
+    for row, item in enumerate(items):
+        hole = item["hole"]
+        np.testing.assert_array_equal(cell(grid, row, 0)[hole], 255)
+        np.testing.assert_array_equal(cell(grid, row, 0)[~hole], item["image"][~hole])
+        for column, network in ((1, network2), (2, network5)):
+            expected, _ = complete.complete(network, item["masked"], hole, mean_pixel)
+            np.testing.assert_array_equal(cell(grid, row, column), expected)
+        np.testing.assert_array_equal(
+            cell(grid, row, 3), complete.poisson_blend(item["masked"], done[5][row], hole))
+        np.testing.assert_array_equal(cell(grid, row, 4), item["image"])
+    # Phase 1's network and the last one differ: the columns are not copies.
+    assert not np.array_equal(cell(grid, 0, 1), cell(grid, 0, 2))
+
+
+def test_defaults_the_end_of_phase_1_the_newest_and_the_validation_photos(copy_training):
+    with working_directory(copy_training):
+        _, _, config = session.load_completion_network("tiny")
+        assert figures.default_iterations("tiny", config) == [2, 5]
+        assert [figures.phase_of(n, config) for n in (1, 2, 3, 4, 5)] == [1, 1, 2, 2, 3]
+        # No --val-dir: train.py's validation split, the photos its evaluation used.
+        assert figures.held_out_files(config, None) == ["photos/p4.png"]
+    os.remove(copy_training / "results" / "tiny" / "eval.csv")
+    assert run_main(figures, ["--session", "tiny"], copy_training) == 0
+    assert Image.open(copy_training / "figures" / "tiny_completions.jpg").size == (
+        5 * (SIZE + 2) - 2, figures.HEADER + SIZE)
+    assert not os.path.exists(copy_training / "figures" / "tiny_eval.png")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--iterations", "3"], "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5"),
+    (["--rows", "0,x"], "error: --rows 0,x: expected photo numbers such as 0,3,7"),
+    (["--rows", "-1"], "error: --rows -1: expected photo numbers such as 0,3,7"),
+    (["--rows", "7", "--data-dir", "photos"], "error: --rows 7: only 5 held-out photos decode"),
+    (["--session", "nothing"], "error: --session nothing: no readable session"),
+])
+def test_bad_arguments_are_one_line(copy_training, capsys, args, message):
+    args = ["--session", "tiny", *args] if args[0] != "--session" else args
+    assert run_main(figures, args, copy_training) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert not os.path.exists(copy_training / "figures")

@@ -34,11 +34,22 @@ def target(path, data_dirs, out):
     raise ValueError(f"{path} is in none of {data_dirs}")
 
 
+def intact(path):
+    """Whether a PNG written earlier reads back whole (a disk error can truncate a file that
+    was renamed into place)."""
+    try:
+        with Image.open(path) as image:
+            image.verify()
+        return True
+    except Exception:  # any decoder failure means: write it again
+        return False
+
+
 def shrink(job):
     """Write one photo shrunk to shorter edge `side`; returns (path, bytes read, bytes written,
     None) or (path, 0, 0, the reason it could not be read)."""
     source, destination, side = job
-    if os.path.exists(destination):
+    if os.path.exists(destination) and intact(destination):
         return source, os.path.getsize(source), os.path.getsize(destination), None
     try:
         image = Image.fromarray(data_loader.load_rgb(source, side))

@@ -67,6 +67,29 @@ def test_a_prepared_folder_gives_the_folders_photos_holes_and_patches(tmp_path):
     assert float(np.mean(np.abs(a["image"] - b["image"]))) < 0.02
 
 
+def test_a_truncated_prepared_photo_is_skipped_by_training_and_rewritten_by_prepare(
+        tmp_path, capsys):
+    large_photos(tmp_path / "photos")
+    args = ["--data-dir", "photos", "--out", "prepared", "--image-size", "32"]
+    assert run_main(prepare, args, tmp_path) == 0
+    damaged = tmp_path / "prepared" / "0_photos" / "wide.png.png"
+    whole = np.asarray(Image.open(damaged))
+    damaged.write_bytes(damaged.read_bytes()[:200])
+    capsys.readouterr()
+    # Training goes on without it, after one warning naming it.
+    config = cfg.Config(image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=8)
+    batch = next(iter(data_loader.training_dataset(
+        data_loader.find_images([str(tmp_path / "prepared")]), config)))
+    assert batch["image"].shape == (8, 32, 32, 3)
+    assert str(damaged) in data_loader.BAD_FILES
+    assert capsys.readouterr().err.startswith(f"warning: skipping {damaged}: cannot decode it")
+    # prepare.py run again writes it again, whole; the intact ones are kept.
+    kept = os.path.getmtime(tmp_path / "prepared" / "0_photos" / "small.png.png")
+    assert run_main(prepare, args, tmp_path) == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(damaged)), whole)
+    assert os.path.getmtime(tmp_path / "prepared" / "0_photos" / "small.png.png") == kept
+
+
 def test_prepare_refuses_bad_folders_in_one_line(tmp_path):
     large_photos(tmp_path / "photos")
     inside = run_script("prepare.py", ["--data-dir", "photos", "--out", "photos/small"],

@@ -120,6 +120,12 @@ class Config:
               " (--val-dir, or the held-out slice of --data-dir) with evaluate.py's seeded holes"
               " and log its metrics to TensorBoard under eval/; 0: never",
         check=lambda v: v >= 0, expected="a non-negative iteration count")
+    bn_batches: int = setting(
+        0, "before the completion network is saved, sampled or evaluated, set its batch-norm"
+           " statistics to their mean over N fixed training batches (0: keep the running"
+           " averages, as the paper's code does; with small batches they follow the last few"
+           " batches, and completions shift in colour from one checkpoint to the next)",
+        check=lambda v: v >= 0, expected="a non-negative number of batches")
     seed: int = setting(0, "seed of the initial weights, the data stream, holes and validation"
                            " batch")
     deterministic: bool = setting(
@@ -207,10 +213,10 @@ PRESET_VALUES = {
     "paper": {},
     "cpu": dict(image_size=128, local_size=64, hole_min=48, hole_max=64, batch_size=8,
                 tc=3000, td=300, total_iters=10_000, checkpoint_every=250, summary_every=25,
-                sample_every=250, eval_every=250),
+                sample_every=250, eval_every=250, bn_batches=50),
     "quick": dict(image_size=64, local_size=32, hole_min=16, hole_max=24, batch_size=4,
                   tc=30, td=10, total_iters=60, checkpoint_every=20, summary_every=2,
-                  sample_every=10, eval_every=20),
+                  sample_every=10, eval_every=20, bn_batches=4),
 }
 
 

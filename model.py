@@ -112,6 +112,22 @@ def build_completion_network(dtype=None, synchronized=False, width_divisor=1,
     return keras.Model(inputs, x, name="completion_network")
 
 
+def estimate_batch_norm_statistics(network, inputs):
+    """Set the moving mean and variance of every batch norm of `network` to the mean of its
+    batch statistics over `inputs` (a list of input batches); the weights are unchanged. With
+    small batches, running averages follow the last few batches: these are steadier."""
+    norms = [layer for layer in network.layers if isinstance(layer, layers.BatchNormalization)]
+    momenta = [layer.momentum for layer in norms]
+    try:
+        for k, x in enumerate(inputs):
+            for layer in norms:
+                layer.momentum = k / (k + 1)  # new = (k * mean so far + this batch) / (k + 1)
+            network(x, training=True)
+    finally:
+        for layer, momentum in zip(norms, momenta):
+            layer.momentum = momentum
+
+
 def discriminator_branch(x, channels, prefix, dtype, synchronized, width_divisor):
     for i, c in enumerate(channels, 1):
         x = conv_bn_relu(x, c // width_divisor, 5, stride=2, name=f"{prefix}_conv{i}",

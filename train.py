@@ -29,9 +29,11 @@ import exports
 import report
 import session
 import utils
-from model import NETWORK_VERSION, build_completion_network, build_context_discriminator
+from model import (NETWORK_VERSION, build_completion_network, build_context_discriminator,
+                   estimate_batch_norm_statistics)
 
 MAX_ROLLBACKS = 3
+BATCH_NORM_ELEMENTS = 10 ** 12  # where the batches of --bn-batches start in the data stream
 
 
 class NonFiniteLoss(utils.UserError):
@@ -265,6 +267,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
                                session.results_dir(config.session), run.G,
                                validation_batch(config, train_files, val_files), mean_pixel, n,
                                chief, held_out=held_out(config, val_files, mean_pixel, chief))
+    estimate = batch_norm_estimator(config, train_files, mean_pixel, run.G)
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
@@ -279,15 +282,44 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
             n += 1
             run.iteration.assign(n)
             phase_end = n == config.phase_range(phase)[1]
+            if estimate and phase != 2 and shown_or_saved(config, n, phase_end):
+                estimate()
             reporter.record(phase, n, metrics, phase_end)
             checkpoints.save_if_due(n, config.checkpoint_every, phase_end)
             progress.held_out = reporter.last_eval
             progress.update(n, metrics, reporter.rate)
             if stop.requested() and n < config.total_iters:
                 progress.close()
+                if estimate and phase != 2 and checkpoints.saved_at != n:
+                    estimate()
                 return stop_and_save(stop.signal, n, config, checkpoints, reporter)
     finish(config, checkpoints)
     return 0
+
+
+def shown_or_saved(config, n, phase_end):
+    """Whether iteration n writes a checkpoint, a sample grid or a held-out evaluation."""
+    return phase_end or any(every and n % every == 0 for every in (
+        config.checkpoint_every, config.sample_every, config.eval_every))
+
+
+def batch_norm_estimator(config, files, mean_pixel, G):
+    """With --bn-batches N, a function that sets the batch-norm statistics of the completion
+    network G to their mean over N fixed training batches (elements the training stream never
+    reaches), computed on a plain copy of G (outside any distribution strategy) and copied
+    back; None with --bn-batches 0."""
+    if not config.bn_batches:
+        return None
+    batches = data_loader.training_dataset(files, config, BATCH_NORM_ELEMENTS)
+    inputs = [utils.completion_input(b["image"], b["mask"], mean_pixel)
+              for b in batches.take(config.bn_batches)]
+    copy = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+
+    def estimate():
+        copy.set_weights(G.get_weights())
+        estimate_batch_norm_statistics(copy, inputs)
+        G.set_weights(copy.get_weights())
+    return estimate
 
 
 def start(config, mean_pixel, strategy):

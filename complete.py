@@ -54,6 +54,14 @@ def complete(network, image, hole, mean_pixel, max_pixels=4_000_000):
     return np.where(inside, raw, image), raw
 
 
+def complete_photo(network, image, hole, mean_pixel, postprocess="none", max_pixels=4_000_000):
+    """A photo with its hole filled, as complete.py and serve.py give it: (completed, raw
+    output, blended), blended None unless postprocess is "blend"."""
+    completed, raw = complete(network, image, hole, mean_pixel, max_pixels)
+    blended = poisson_blend(image, completed, hole) if postprocess == "blend" else None
+    return completed, raw, blended
+
+
 def run_network(network, image, hole, mean_pixel):
     """One forward pass on a crop padded (by reflection) to a multiple of 4."""
     h, w = hole.shape
@@ -124,15 +132,16 @@ def read_mask(path, shape):
     return mask
 
 
-def box_mask(boxes, shape):
+def box_mask(boxes, shape, flag="--box"):
+    """The hole of rectangles "X,Y,W,H"; a UserError naming `flag` and the bad one."""
     mask = np.zeros(shape, bool)
     for text in boxes:
         try:
             x, y, w, h = (int(v) for v in text.split(","))
         except ValueError:
-            raise UserError(f"--box {text}: expected X,Y,W,H (four integers)")
+            raise UserError(f"{flag} {text}: expected X,Y,W,H (four integers)")
         if w < 1 or h < 1 or x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
-            raise UserError(f"--box {text}: expected a box of positive size inside the"
+            raise UserError(f"{flag} {text}: expected a box of positive size inside the"
                             f" {shape[1]}x{shape[0]} image")
         mask[y:y + h, x:x + w] = True
     return mask
@@ -213,8 +222,8 @@ def process(network, mean_pixel, job, args):
         save_image(output, image)
         print(f"{source}: the mask is empty, nothing to fill; copied the input to {output}")
         return
-    completed, raw = complete(network, image, hole, mean_pixel, args.max_pixels)
-    blended = poisson_blend(image, completed, hole) if args.postprocess == "blend" else None
+    completed, raw, blended = complete_photo(network, image, hole, mean_pixel, args.postprocess,
+                                             args.max_pixels)
     save_image(output, blended if blended is not None else completed)
     if args.save_steps:
         root, ext = os.path.splitext(output)

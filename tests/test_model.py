@@ -428,3 +428,26 @@ def test_the_completion_network_computes_what_the_official_network_computes():
     assert expected.std() > 0.1  # an output that depends on the input, not a flat 0.5
     np.testing.assert_allclose(np.asarray(got), expected, atol=1e-4)
     np.testing.assert_allclose(network.get_layer("mean_centre").get_weights()[0], mean_pixel)
+
+
+def test_batch_norm_statistics_become_the_mean_of_the_batches_statistics():
+    network = model.build_completion_network(width_divisor=8)
+    rng = np.random.default_rng(0)
+    inputs = [tf.constant(rng.uniform(size=(2, 16, 16, 4)).astype("float32")) for _ in range(3)]
+    norms = [layer for layer in network.layers if isinstance(layer, layers.BatchNormalization)]
+    weights = [w.numpy() for w in network.trainable_weights]
+    for norm in (norms[0], norms[-1]):
+        # The statistics of what reaches this batch norm, batch by batch, under the weights.
+        probe = keras.Model(network.inputs, norm.input)
+        seen = [probe(x, training=True).numpy() for x in inputs]
+        norm.expected = (np.mean([s.mean(axis=(0, 1, 2)) for s in seen], axis=0),
+                         np.mean([s.var(axis=(0, 1, 2)) for s in seen], axis=0))
+    model.estimate_batch_norm_statistics(network, inputs)
+    for norm in (norms[0], norms[-1]):
+        np.testing.assert_allclose(norm.moving_mean.numpy(), norm.expected[0], rtol=1e-4,
+                                   atol=1e-6)
+        np.testing.assert_allclose(norm.moving_variance.numpy(), norm.expected[1], rtol=1e-3,
+                                   atol=1e-6)
+    assert all(norm.momentum == 0.9 for norm in norms)  # restored
+    for before, after in zip(weights, network.trainable_weights):
+        np.testing.assert_array_equal(before, after.numpy())

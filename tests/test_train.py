@@ -607,3 +607,27 @@ def test_init_from_what_does_not_fit_is_one_line(tmp_path, make_session, make_ph
     assert capsys.readouterr().err == ("error: --init-from exported: a network of"
                                        " --width-divisor 8, not this session's 4\n")
     assert not os.path.exists(tmp_path / session.folder("tuned"))
+
+
+def test_checkpoints_hold_the_batch_norm_statistics_of_bn_batches(copy_training):
+    """The quick preset's --bn-batches 4: the saved statistics are the mean over the 4 fixed
+    batches under the saved weights (estimating them again changes nothing), not the running
+    averages training left."""
+    with working_directory(copy_training):
+        G, mean_pixel, config = session.load_completion_network("tiny")
+        assert config.bn_batches == 4
+        saved = [w.numpy() for w in G.non_trainable_weights]
+        files = data_loader.split_validation(data_loader.find_images(config.data_dir),
+                                             config.seed)[0]  # the training photos
+        again = train.batch_norm_estimator(config, files, mean_pixel, G)
+        again()
+        for before, after in zip(saved, G.non_trainable_weights):
+            np.testing.assert_allclose(after.numpy(), before, rtol=1e-4, atol=1e-6)
+        # With other batches the statistics differ: the check above can fail.
+        other = train.batch_norm_estimator(cfg.resolve(config, {"bn_batches": 1}), files,
+                                           mean_pixel, G)
+        other()
+        assert max(float(np.max(np.abs(a.numpy() - b)))
+                   for a, b in zip(G.non_trainable_weights, saved)) > 1e-3
+    assert train.batch_norm_estimator(cfg.resolve(config, {"bn_batches": 0}), files,
+                                      mean_pixel, G) is None

@@ -241,6 +241,8 @@ def parse_args(argv):
                                                        f" {exports.PRETRAINED_NAME})")
     parser.add_argument("--export", metavar="DIR",
                         help="write the session's completion network (with its mean pixel) to DIR")
+    parser.add_argument("--iteration", type=int, metavar="N",
+                        help="with --session: its checkpoint of iteration N (default: the newest)")
     parser.add_argument("--float16", action="store_true",
                         help="with --export: one file of float16 kernels (biases and batch-norm"
                              " statistics stay float32), under half the size of the .keras file;"
@@ -259,6 +261,8 @@ def parse_args(argv):
                         help="larger photos are completed window by window around the holes"
                              " (default: 4000000)")
     args = parser.parse_args(argv)
+    if args.iteration is not None and not args.session:
+        parser.error("--iteration applies only to --session NAME")
     if args.export:
         if args.model or any([args.input, args.mask, args.box, args.output]):
             parser.error("--export takes only --session")
@@ -277,10 +281,11 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        network, mean_pixel, config = exports.load_model(args.session, args.model)
+        network, mean_pixel, config = exports.load_model(args.session, args.model,
+                                                         args.iteration)
         if args.export:
             exports.write(network, mean_pixel, config, args.export, float16=args.float16,
-                          training=exports.training(args.session))
+                          training=exports.training(args.session, args.iteration))
             print(f"Exported the completion network of session '{args.session}' to"
                   f" {os.path.normpath(args.export)}/" + (" (float16)" if args.float16 else ""))
             return 0

@@ -257,6 +257,8 @@ def parse_args(argv):
                                           f" the pretrained model {exports.PRETRAINED_NAME})")
     source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
                                                        f" (default: {exports.PRETRAINED_NAME})")
+    parser.add_argument("--iteration", type=int, metavar="N",
+                        help="with --session: its checkpoint of iteration N (default: the newest)")
     parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
                         help="folder(s) of photos, searched recursively")
     parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
@@ -265,7 +267,10 @@ def parse_args(argv):
                         help="seed of the holes: the same seed gives the same holes (default: 0)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.iteration is not None and not args.session:
+        parser.error("--iteration applies only to --session NAME")
+    return args
 
 
 def main(argv=None):
@@ -276,12 +281,14 @@ def main(argv=None):
         if args.seed < 0:
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
-        network, mean_pixel, config = exports.load_model(args.session, args.model)
+        network, mean_pixel, config = exports.load_model(args.session, args.model,
+                                                         args.iteration)
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         if model:
             name, source = os.path.basename(os.path.normpath(model)), f"model {model}"
         else:
-            name, source = args.session, f"session '{args.session}'"
+            name, source = args.session, f"session '{args.session}'" + (
+                f" at iteration {args.iteration}" if args.iteration is not None else "")
         hole_shape = args.hole_shape or config.hole_shape
         photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
                                                hole_shape, args.seed)
@@ -293,7 +300,8 @@ def main(argv=None):
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
               f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
               f" {args.seed}")
-    settings = dict(session=args.session, model=model, data_dir=args.data_dir,
+    settings = dict(session=args.session, iteration=args.iteration, model=model,
+                    data_dir=args.data_dir,
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())

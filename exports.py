@@ -115,11 +115,12 @@ def damaged(flag, folder, error):
                            f" ({type(error).__name__}: {error}); export it again")
 
 
-def training(name):
-    """What an export of session NAME records of its training: the iteration of its newest
-    checkpoint and, if train.py evaluated it, the held-out scores then ({method: {column:
-    value}}, from results/NAME/eval.csv)."""
-    iteration = session.checkpoint_number(session.latest_checkpoint(session.folder(name)))
+def training(name, iteration=None):
+    """What an export of session NAME records of its training: the iteration of its checkpoint
+    (by default the newest) and, if train.py evaluated it, the held-out scores then ({method:
+    {column: value}}, from results/NAME/eval.csv)."""
+    if iteration is None:
+        iteration = session.checkpoint_number(session.latest_checkpoint(session.folder(name)))
     record = {"iteration": iteration}
     path = session.eval_history(name)
     if os.path.exists(path):
@@ -133,11 +134,11 @@ def training(name):
     return record
 
 
-def load_model(session_name=None, model_dir=None):
-    """(completion network, mean pixel, config) of --session NAME or --model DIR; with
-    neither, of the pretrained model."""
+def load_model(session_name=None, model_dir=None, iteration=None):
+    """(completion network, mean pixel, config) of --session NAME (its checkpoint of
+    `iteration`, by default the newest) or --model DIR; with neither, of the pretrained model."""
     if session_name:
-        return session.load_completion_network(session_name)
+        return session.load_completion_network(session_name, iteration)
     if model_dir:
         return read(model_dir)
     if not os.path.exists(os.path.join(PRETRAINED, "glcic.json")):

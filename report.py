@@ -189,7 +189,8 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
         for boundary, name in ((config.tc, "phase 2"), (config.tc + config.td, "phase 3")):
             if 0 < boundary < config.total_iters:
                 ax.axvline(boundary, color="gray", lw=0.8, ls=":")
-                ax.text(boundary, 1.0, f" {name}", transform=ax.get_xaxis_transform(),
+                y = 1.0 if name == "phase 2" else 0.93  # apart when phase 2 is short
+                ax.text(boundary, y, f" {name}", transform=ax.get_xaxis_transform(),
                         fontsize=7, va="top", color="gray")
         ax.set_title(titles[column], fontsize=9)
         ax.set_xlabel("iteration")

@@ -165,3 +165,22 @@ def test_the_command_line_exits_2_without_traceback(root):
                         cwd=root)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip() == "error: --seed -1: expected a non-negative integer"
+
+
+def test_an_older_checkpoint_of_a_session(copy_training, capsys):
+    """--iteration N scores the checkpoint of iteration N (the tiny session's end of phase 1),
+    and says so; the newest one scores differently."""
+    def model_l1(args):
+        assert run_main(evaluate, ["--session", "tiny", "--data-dir", "photos", *args],
+                        copy_training) == 0
+        with open(copy_training / session.eval_dir("tiny") / "metrics.json") as f:
+            saved = json.load(f)
+        return saved["settings"]["iteration"], saved["mean"]["model"]["l1_hole"]
+    iteration, at_2 = model_l1(["--iteration", "2"])
+    assert iteration == 2 and "session 'tiny' at iteration 2: 5 photos" in capsys.readouterr().out
+    assert model_l1([])[1] != at_2
+    capsys.readouterr()
+    assert run_main(evaluate, ["--session", "tiny", "--iteration", "3", "--data-dir", "photos"],
+                    copy_training) == 2
+    assert capsys.readouterr().err == (
+        "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5\n")

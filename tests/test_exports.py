@@ -189,6 +189,8 @@ def test_without_a_pretrained_model_say_what_to_give(tmp_path, monkeypatch, make
     (["--session", "s", "--input", "p.png", "--box", "1,1,5,5", "--output", "o.png",
       "--float16"], "--float16 applies only to --export DIR"),
     (["--export", "exported"], "--export needs --session"),
+    (["--model", "m", "--iteration", "2", "--input", "p.png", "--box", "1,1,5,5", "--output",
+      "o.png"], "--iteration applies only to --session NAME"),
     (["--model", "m", "--export", "exported"], "--export takes only --session"),
     (["--session", "s", "--model", "m", "--export", "exported"],
      "argument --model: not allowed with argument --session"),
@@ -198,3 +200,27 @@ def test_usage_errors_exit_2(args, message, capsys):
         complete.main(args)
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.endswith(f": error: {message}\n") and err.count("\n") == 1
+
+
+def test_export_of_an_older_iteration(copy_training, monkeypatch, capsys):
+    """--iteration N: the checkpoint of iteration N (here the end of phase 1), recorded so,
+    with its held-out scores, instead of the newest."""
+    monkeypatch.chdir(copy_training)
+    assert complete.main(["--session", "tiny", "--iteration", "2", "--export", "p1",
+                          "--float16"]) == 0
+    meta = utils.read_json("p1/glcic.json")
+    assert meta["training"]["iteration"] == 2
+    assert meta["training"]["held_out"]["model"]["l1_hole"] == pytest.approx(float(next(
+        r["l1_hole"] for r in report.read_csv(session.eval_history("tiny"))
+        if r["iteration"] == "2" and r["method"] == "model")))
+    exported, _, _ = exports.read("p1")
+    at_2, _, _ = session.load_completion_network("tiny", 2)
+    newest, _, _ = session.load_completion_network("tiny")
+    first = next(i for i, w in enumerate(at_2.weights) if len(w.shape) == 4)  # a kernel
+    kernel = at_2.weights[first].numpy()
+    np.testing.assert_array_equal(exported.weights[first].numpy(),
+                                  kernel.astype(np.float16).astype(np.float32))
+    assert not np.allclose(newest.weights[first].numpy(), kernel, atol=1e-4)
+    assert complete.main(["--session", "tiny", "--iteration", "3", "--export", "p3"]) == 2
+    assert capsys.readouterr().err.strip().endswith(
+        "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5")

@@ -1,0 +1,55 @@
+"""The pretrained model shipped in pretrained/wallpapers: its files, its metadata, and a
+photo completed with it, with no session and no flag."""
+import os
+
+import numpy as np
+from conftest import run_main
+from PIL import Image
+
+import complete
+import evaluate
+import exports
+from model import NETWORK_VERSION
+
+FILES = {"glcic.json", exports.FLOAT16_WEIGHTS, "README.md"}
+
+
+def test_the_files_are_small_and_complete():
+    assert set(os.listdir(exports.PRETRAINED)) == FILES
+    size = os.path.getsize(os.path.join(exports.PRETRAINED, exports.FLOAT16_WEIGHTS))
+    assert 1_000_000 < size < 15_000_000
+
+
+def test_the_metadata_says_how_it_was_trained_and_how_it_scores():
+    mean_pixel, config, meta = exports.read_metadata(exports.PRETRAINED)
+    assert meta["network_version"] == NETWORK_VERSION
+    assert (config.preset, config.image_size, config.width_divisor, config.batch_size) == (
+        "cpu", 128, 2, 8)
+    assert (config.tc, config.td, config.total_iters, config.bn_batches) == (3000, 300, 6000, 50)
+    assert config.data_dir == ["prepared/wallpapers"] and config.val_dir == "prepared/heldout"
+    assert meta["training"]["iteration"] == config.tc  # the end of phase 1
+    held_out = meta["training"]["held_out"]
+    assert set(held_out) == {"model", "model + blend", "OpenCV Telea"}
+    # The figures README.md quotes: the blended completion beats Telea's PSNR in the hole.
+    assert held_out["model + blend"]["psnr_hole"] > held_out["OpenCV Telea"]["psnr_hole"]
+    np.testing.assert_allclose(mean_pixel, [0.4458, 0.4694, 0.4727], atol=1e-4)
+
+
+def test_it_completes_a_photo_by_default(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    smooth = np.cumsum(rng.normal(0, 3, (90, 130, 3)), axis=0)
+    photo = np.clip(smooth - smooth.min() + 40, 0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    assert run_main(complete, ["--input", "photo.png", "--box", "40,30,36,28", "--output",
+                               "out.png"], tmp_path) == 0
+    assert capsys.readouterr().out.startswith(
+        "Using the pretrained model pretrained/wallpapers (neither --session nor --model given)")
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[30:58, 40:76] = True
+    np.testing.assert_array_equal(out[~hole], photo[~hole])
+    # The hole holds a completion near its surroundings, not the mean-pixel fill.
+    mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(exports.PRETRAINED)[0])
+    assert not np.array_equal(out[hole], mean_fill[hole])
+    assert evaluate.l1(out / 255, photo / 255, hole) < evaluate.l1(mean_fill / 255, photo / 255,
+                                                                   hole)

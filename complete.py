@@ -234,15 +234,9 @@ def process(network, mean_pixel, job, args):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
-                                          f" the pretrained model {exports.PRETRAINED_NAME})")
-    source.add_argument("--model", metavar="DIR", help="a folder written by --export (default:"
-                                                       f" {exports.PRETRAINED_NAME})")
+    exports.add_model_flags(parser)
     parser.add_argument("--export", metavar="DIR",
                         help="write the session's completion network (with its mean pixel) to DIR")
-    parser.add_argument("--iteration", type=int, metavar="N",
-                        help="with --session: its checkpoint of iteration N (default: the newest)")
     parser.add_argument("--float16", action="store_true",
                         help="with --export: one file of float16 kernels (biases and batch-norm"
                              " statistics stay float32), under half the size of the .keras file;"
@@ -261,8 +255,7 @@ def parse_args(argv):
                         help="larger photos are completed window by window around the holes"
                              " (default: 4000000)")
     args = parser.parse_args(argv)
-    if args.iteration is not None and not args.session:
-        parser.error("--iteration applies only to --session NAME")
+    exports.check_model_flags(parser, args)
     if args.export:
         if args.model or any([args.input, args.mask, args.box, args.output]):
             parser.error("--export takes only --session")

@@ -252,13 +252,7 @@ def report(folder, header, settings, photos, per_photo, examples):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
-                                          f" the pretrained model {exports.PRETRAINED_NAME})")
-    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
-                                                       f" (default: {exports.PRETRAINED_NAME})")
-    parser.add_argument("--iteration", type=int, metavar="N",
-                        help="with --session: its checkpoint of iteration N (default: the newest)")
+    exports.add_model_flags(parser)
     parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
                         help="folder(s) of photos, searched recursively")
     parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
@@ -268,8 +262,7 @@ def parse_args(argv):
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
     args = parser.parse_args(argv)
-    if args.iteration is not None and not args.session:
-        parser.error("--iteration applies only to --session NAME")
+    exports.check_model_flags(parser, args)
     return args
 
 

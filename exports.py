@@ -134,6 +134,22 @@ def training(name, iteration=None):
     return record
 
 
+def add_model_flags(parser):
+    """--session NAME or --model DIR (neither: the pretrained model), and --iteration N."""
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
+                                          f" the pretrained model {PRETRAINED_NAME})")
+    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
+                                                       f" or convert.py (default: {PRETRAINED_NAME})")
+    parser.add_argument("--iteration", type=int, metavar="N",
+                        help="with --session: its checkpoint of iteration N (default: the newest)")
+
+
+def check_model_flags(parser, args):
+    if args.iteration is not None and not args.session:
+        parser.error("--iteration applies only to --session NAME")
+
+
 def load_model(session_name=None, model_dir=None, iteration=None):
     """(completion network, mean pixel, config) of --session NAME (its checkpoint of
     `iteration`, by default the newest) or --model DIR; with neither, of the pretrained model."""

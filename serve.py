@@ -250,7 +250,8 @@ def create_app(network, mean_pixel, config, args):
 
 def model_name(args):
     if args.session:
-        return f"session {args.session}"
+        return f"session {args.session}" + (
+            f" at iteration {args.iteration}" if args.iteration is not None else "")
     return f"export {args.model or exports.PRETRAINED_NAME}"
 
 
@@ -280,11 +281,7 @@ def address(sock):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    source = parser.add_mutually_exclusive_group()
-    source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
-                                          f" the pretrained model {exports.PRETRAINED_NAME})")
-    source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
-                                                       " or convert.py")
+    exports.add_model_flags(parser)
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on; 0.0.0.0 for every interface (default:"
                              " 127.0.0.1, this machine only)")
@@ -300,6 +297,7 @@ def parse_args(argv):
                         help="requests that may wait while one completes; more are answered 503"
                              " (default: 4)")
     args = parser.parse_args(argv)
+    exports.check_model_flags(parser, args)
     limits = {"--max-upload-mb": args.max_upload_mb, "--max-pixels": args.max_pixels,
               "--window-pixels": args.window_pixels}
     for flag, value in limits.items():
@@ -314,7 +312,8 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         sock = listen(args.host, args.port)
-        network, mean_pixel, config = exports.load_model(args.session, args.model)
+        network, mean_pixel, config = exports.load_model(args.session, args.model,
+                                                         args.iteration)
     except UserError as error:
         return utils.print_error(error)
     app = create_app(network, mean_pixel, config, args)

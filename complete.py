@@ -8,6 +8,8 @@
     python complete.py --input photo.jpg --mask mask.png --output out.png   # the pretrained model
 
 Without --session or --model, the pretrained model in pretrained/wallpapers completes the photos.
+ONNX Runtime runs the network when it is installed (converted once, then reused; see engine.py),
+TensorFlow otherwise or with --engine tf.
 
 White pixels of a mask (same size as the photo) are the hole. Pixels outside the hole are
 copied from the input exactly. `--postprocess blend` is the paper's post-processing: a fast
@@ -69,7 +71,7 @@ def run_network(network, image, hole, mean_pixel):
     x = np.pad(image.astype(np.float32) / 255.0, pad + ((0, 0),), mode="reflect" if min(h, w) > 4 else "edge")
     m = np.pad(hole.astype(np.float32), pad)[..., None]
     inputs = utils.completion_input(x[None], m[None], tf.constant(mean_pixel))
-    output = network(inputs, training=False)[0, :h, :w].numpy()
+    output = np.asarray(network(inputs, training=False))[0, :h, :w]
     return np.round(np.clip(output, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
@@ -274,8 +276,8 @@ def parse_args(argv):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        network, mean_pixel, config = exports.load_model(args.session, args.model,
-                                                         args.iteration)
+        network, mean_pixel, config = exports.load_model(
+            args.session, args.model, args.iteration, "tf" if args.export else args.engine)
         if args.export:
             exports.write(network, mean_pixel, config, args.export, float16=args.float16,
                           training=exports.training(args.session, args.iteration))

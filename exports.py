@@ -2,17 +2,21 @@
 
     DIR/completion_network.keras   the network (keras.models.load_model, after `import model`)
     DIR/saved_model/               the same as a TensorFlow SavedModel (TF Serving, TFLite)
+    DIR/completion_network.onnx    the same for ONNX Runtime, batch norms folded (engine.py;
+                                   written when tf2onnx is installed)
     DIR/glcic.json                 format, version, mean pixel, network version, configuration,
-                                   and for a session's export its iteration and held-out scores
+                                   the ONNX file's opset and converters, and for a session's
+                                   export its iteration and held-out scores
 
-or, compact (--float16), instead of the first two:
+or, compact (--float16), instead of the first three:
 
     DIR/completion_network.float16.npz   the weights in network.weights order ("000", "001",
                                          ...): kernels float16, the rest float32
 
 complete.py --export writes one; complete.py --model, evaluate.py --model and train.py
 --init-from read one. Without --session or --model, complete.py and evaluate.py read the
-pretrained model shipped in pretrained/wallpapers.
+pretrained model shipped in pretrained/wallpapers. Running a compact export (or a full one
+without its ONNX file) with ONNX Runtime converts it once to DIR/completion_network.onnx.
 """
 import csv
 import os
@@ -25,12 +29,14 @@ import runtime  # noqa: F401  (settings TensorFlow reads at import)
 import keras
 
 import config as cfg
+import engine as engines
 import session
 import utils
 from model import NETWORK_VERSION, build_completion_network
 
 FORMAT, VERSION = "glcic-completion-network", 1
 FLOAT16_WEIGHTS = "completion_network.float16.npz"
+ONNX_FILE = "completion_network.onnx"
 PRETRAINED_NAME = "pretrained/wallpapers"
 PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRETRAINED_NAME)
 
@@ -51,6 +57,10 @@ def write(network, mean_pixel, config, folder, source=None, float16=False, train
     else:
         network.save(os.path.join(folder, "completion_network.keras"))
         network.export(os.path.join(folder, "saved_model"), verbose=False)
+        if engines.available()[0]:
+            converted = engines.to_onnx(network, os.path.join(folder, ONNX_FILE))
+            meta = {"onnx": {"file": ONNX_FILE, "opset": int(converted["opset"]), "versions": {
+                name: converted[name] for name in ("tensorflow", "tf2onnx", "onnx")}}}
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": FORMAT, "version": VERSION, "mean_pixel": np.asarray(mean_pixel).tolist(),
         "config": config.to_dict(), "network_version": NETWORK_VERSION, **meta,
@@ -143,6 +153,10 @@ def add_model_flags(parser):
                                                        f" or convert.py (default: {PRETRAINED_NAME})")
     parser.add_argument("--iteration", type=int, metavar="N",
                         help="with --session: its checkpoint of iteration N (default: the newest)")
+    parser.add_argument("--engine", choices=engines.ENGINES,
+                        help="what runs the completion network: onnx (ONNX Runtime, converted"
+                             " once and kept beside the checkpoint or export) or tf (TensorFlow)"
+                             " (default: onnx when onnxruntime and tf2onnx are installed, else tf)")
 
 
 def check_model_flags(parser, args):
@@ -150,15 +164,23 @@ def check_model_flags(parser, args):
         parser.error("--iteration applies only to --session NAME")
 
 
-def load_model(session_name=None, model_dir=None, iteration=None):
+def load_model(session_name=None, model_dir=None, iteration=None, engine=None):
     """(completion network, mean pixel, config) of --session NAME (its checkpoint of
-    `iteration`, by default the newest) or --model DIR; with neither, of the pretrained model."""
+    `iteration`, by default the newest) or --model DIR; with neither, of the pretrained model.
+    The network is the one to run with `engine` (see engine.for_network): the Keras network
+    ("tf"), or its ONNX conversion ("onnx"), kept in the session's folder or the export's."""
     if session_name:
-        return session.load_completion_network(session_name, iteration)
-    if model_dir:
-        return read(model_dir)
-    if not os.path.exists(os.path.join(PRETRAINED, "glcic.json")):
-        raise utils.UserError(f"give --session NAME or --model DIR (no pretrained model in"
-                              f" {PRETRAINED_NAME})")
-    print(f"Using the pretrained model {PRETRAINED_NAME} (neither --session nor --model given)")
-    return read(PRETRAINED, name=PRETRAINED_NAME)
+        network, mean_pixel, config = session.load_completion_network(session_name, iteration)
+        cache = session.onnx_file(session_name, iteration)
+    elif model_dir:
+        network, mean_pixel, config = read(model_dir)
+        cache = os.path.join(model_dir, ONNX_FILE)
+    else:
+        if not os.path.exists(os.path.join(PRETRAINED, "glcic.json")):
+            raise utils.UserError(f"give --session NAME or --model DIR (no pretrained model in"
+                                  f" {PRETRAINED_NAME})")
+        print(f"Using the pretrained model {PRETRAINED_NAME} (neither --session nor --model"
+              " given)")
+        network, mean_pixel, config = read(PRETRAINED, name=PRETRAINED_NAME)
+        cache = os.path.join(PRETRAINED, ONNX_FILE)
+    return engines.for_network(network, cache, engine), mean_pixel, config

@@ -8,7 +8,7 @@
     POST /api/complete     multipart: image, and mask (white = hole) or boxes ("x,y,w,h;...");
                            optional postprocess (none | blend) and format (png | json)
     GET  /api/health       the model: its session or export, the size it was trained at, its
-                           mean pixel; how busy the server is
+                           mean pixel, what runs it (onnx or tf); how busy the server is
     GET  /docs             the API, as FastAPI documents it
 
 Photos are completed at their own size by the same function as complete.py's (windows around
@@ -40,6 +40,7 @@ from starlette.exceptions import HTTPException
 
 import complete
 import config as cfg
+import engine
 import exports
 import utils
 from data_loader import load_rgb
@@ -198,7 +199,7 @@ def create_app(network, mean_pixel, config, args):
     async def health():
         return {"model_loaded": True, "model": model_name(args), "session": args.session,
                 "export": args.model or (None if args.session else exports.PRETRAINED_NAME),
-                "image_size": config.image_size,
+                "image_size": config.image_size, "engine": engine.name_of(network),
                 "mean_pixel": [float(v) for v in np.asarray(mean_pixel).reshape(3)],
                 "busy": busy[0], "queue": args.queue, "max_upload_mb": args.max_upload_mb,
                 "max_pixels": args.max_pixels, "window_pixels": args.window_pixels}
@@ -313,7 +314,7 @@ def main(argv=None):
     try:
         sock = listen(args.host, args.port)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
-                                                         args.iteration)
+                                                         args.iteration, args.engine)
     except UserError as error:
         return utils.print_error(error)
     app = create_app(network, mean_pixel, config, args)

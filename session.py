@@ -3,6 +3,8 @@
     saved_sessions/NAME/session.json    the resolved configuration and the mean pixel
     saved_sessions/NAME/checkpoints/    the newest 3 checkpoints (networks, optimizers, iteration)
     saved_sessions/NAME/phase_ends/     one checkpoint kept at the end of every phase
+    saved_sessions/NAME/onnx/           iteration-N.onnx: the completion network of checkpoint N
+                                        converted for ONNX Runtime (engine.py), on first use
     saved_sessions/NAME.lock            held while a train.py trains the session
     logs/NAME/                          TensorBoard event files
     results/NAME/                       sample grids, losses.csv and loss curves, eval.csv and
@@ -67,6 +69,14 @@ def eval_history(name):
 def eval_dir(name):
     """Where evaluate.py writes the evaluation of a session, or of an export of that name."""
     return os.path.join(RESULTS, name, "eval")
+
+
+def onnx_file(name, iteration=None):
+    """Where complete.py, evaluate.py and serve.py keep the completion network of session NAME's
+    checkpoint of `iteration` (by default the newest) converted to ONNX."""
+    if iteration is None:
+        iteration = checkpoint_number(latest_checkpoint(folder(name)))
+    return os.path.join(folder(name), "onnx", f"iteration-{iteration}.onnx")
 
 
 def checkpoint_number(path):

@@ -76,7 +76,8 @@ def test_export_loads_without_the_session_and_gives_the_same_output(setup, capsy
     root, photo_path, _ = setup
     assert complete.main(["--session", "s", "--export", "exported"]) == 0
     assert "Exported the completion network of session 's' to exported/" in capsys.readouterr().out
-    assert sorted(os.listdir("exported")) == ["completion_network.keras", "glcic.json", "saved_model"]
+    assert sorted(os.listdir("exported")) == ["completion_network.keras", "completion_network.onnx",
+                                              "glcic.json", "saved_model"]
     complete.main(["--session", "s", "--input", photo_path, "--box", "20,20,30,25", "--output", "from_session.png"])
     os.rename(session.folder("s"), "moved_away")
     complete.main(["--model", "exported", "--input", photo_path, "--box", "20,20,30,25",

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import data_loader
+import engine
 import evaluate
 import session
 from conftest import run_main, run_script
@@ -86,7 +87,8 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
         assert os.path.join(session.eval_dir("s"), name) in stdout
     # The printed table: header line naming the settings, a row per method.
     assert "session 's': 3 photos" in stdout and "rect holes" in stdout
-    assert "seed 0" in stdout
+    runs = "onnx" if engine.available()[0] else "tf"
+    assert f"seed 0, engine {runs}" in stdout and report["settings"]["engine"] == runs
     for method in evaluate.METHODS:
         assert any(line.startswith(method + "  ") for line in stdout.splitlines())
     with open(folder / "metrics.csv") as f:

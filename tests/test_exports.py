@@ -3,7 +3,6 @@ pretrained model used when neither --session nor --model is given."""
 import os
 import shutil
 
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,25 +14,11 @@ import exports
 import report
 import session
 import utils
-from conftest import run_main, smooth_photo
-from model import build_completion_network
+from conftest import calibrated_network, run_main, smooth_photo
 
 MEAN_PIXEL = (0.4, 0.5, 0.6)  # make_session's default
 USING_PRETRAINED = ("Using the pretrained model pretrained/wallpapers (neither --session nor"
                     " --model given)")
-
-
-def calibrated_network(inputs, seed):
-    """A tiny completion network whose batch-norm statistics are those of `inputs`, as training
-    leaves them: with the initial ones its output is 0.5 everywhere, and any rounding passes."""
-    keras.utils.set_random_seed(seed)
-    network = build_completion_network(width_divisor=8, mean_pixel=MEAN_PIXEL)
-    for layer in network.layers:
-        if isinstance(layer, keras.layers.BatchNormalization):
-            h = keras.Model(network.input, layer.input)(inputs, training=False).numpy()
-            layer.moving_mean.assign(h.mean(axis=(0, 1, 2)))
-            layer.moving_variance.assign(h.var(axis=(0, 1, 2)))
-    return network
 
 
 def test_float16_round_trip(tmp_path, tiny_config):
@@ -42,7 +27,7 @@ def test_float16_round_trip(tmp_path, tiny_config):
     masks = np.zeros((4, 32, 32, 1), np.float32)
     masks[:, 8:20, 10:24] = 1
     inputs = utils.completion_input(images, masks, tf.constant(MEAN_PIXEL))
-    network = calibrated_network(inputs, seed=0)
+    network = calibrated_network(inputs, seed=0, mean_pixel=MEAN_PIXEL)
     folder = str(tmp_path / "compact")
     exports.write(network, MEAN_PIXEL, tiny_config(), folder, float16=True)
     assert sorted(os.listdir(folder)) == ["completion_network.float16.npz", "glcic.json"]
@@ -142,7 +127,9 @@ def test_without_session_or_model_the_pretrained_model_completes(pretrained, cap
     capsys.readouterr()
     assert complete.main(["--input", "photo.png", "--box", "10,8,20,14", "--output", "out.png"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == USING_PRETRAINED and out[1].startswith("photo.png: filled 280 pixels")
+    assert out[0] == USING_PRETRAINED and out[2].startswith("photo.png: filled 280 pixels")
+    assert out[1].startswith(("Converting the completion network to ONNX once: ",
+                              "TensorFlow runs the completion network: "))
     result = np.asarray(Image.open("out.png"))
     hole = np.zeros(photo.shape[:2], bool)
     hole[8:22, 10:30] = True

@@ -19,6 +19,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 import complete
+import engine
 import exports
 import serve
 from conftest import REPO, run_main, smooth_photo, working_directory
@@ -143,6 +144,7 @@ def test_health_names_the_model_and_its_training(client, tiny_model):
     del health["mean_pixel"]
     assert health == {"model_loaded": True, "model": "session tiny", "session": "tiny",
                       "export": None, "image_size": 32, "busy": 0, "queue": 4,
+                      "engine": "onnx" if engine.available()[0] else "tf",
                       "max_upload_mb": 50, "max_pixels": 25_000_000, "window_pixels": 4_000_000}
 
 

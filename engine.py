@@ -1,0 +1,271 @@
+"""What runs the completion network for complete.py, evaluate.py and serve.py: ONNX Runtime, or
+TensorFlow when onnxruntime (or tf2onnx) is not installed. Training keeps the Keras network.
+
+    for_network(network, cache_path)   the network to run: an OnnxNetwork read from cache_path,
+                                       converted there first if the file is missing or was
+                                       converted from other weights; or the Keras network itself
+
+The conversion (tf2onnx) folds every batch norm into the convolution before it, and stores in
+the ONNX file's metadata a fingerprint of the weights it was converted from, with the versions
+of TensorFlow, tf2onnx and onnx and the ONNX opset.
+"""
+import hashlib
+import importlib
+import os
+import tempfile
+import time
+
+import numpy as np
+
+import runtime  # noqa: F401  (settings TensorFlow reads at import)
+import keras
+import tensorflow as tf
+from keras import layers
+
+import utils
+from model import NETWORK_VERSION
+
+ENGINES = ("onnx", "tf")
+# Within what tf2onnx 1.17 converts (opsets up to 18); onnxruntime runs it since 1.12.
+OPSET = 17
+INSTALL = "pip install onnxruntime==1.32.0 tf2onnx==1.17.0"
+TOLERANCE = 1e-3  # largest difference from TensorFlow's output a conversion may show
+
+
+def available():
+    """(True, "") when onnxruntime and tf2onnx import; else (False, why not)."""
+    for name in ("onnxruntime", "onnx", "tf2onnx"):
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            return False, f"{name} is not installed"
+    return True, ""
+
+
+def name_of(network):
+    """The engine that runs `network`: "onnx" (an OnnxNetwork) or "tf" (a Keras network)."""
+    return getattr(network, "engine", "tf")
+
+
+def fingerprint(network):
+    """sha256 of the network version and of every weight (shape and bytes), in network.weights
+    order: the same for the same weights, however they were loaded."""
+    digest = hashlib.sha256(f"network version {NETWORK_VERSION}".encode())
+    for weight in network.weights:
+        value = np.ascontiguousarray(weight.numpy())
+        digest.update(f"{value.dtype}{value.shape}".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Converting
+
+
+def folded(network):
+    """A copy of the completion network without its batch norms, each folded into the
+    convolution before it: gamma (conv(x) + b - mean) / sqrt(var + eps) + beta is a convolution
+    with its kernel scaled per output channel and a new bias. The same outputs at inference."""
+    def skip_batch_norm(layer, *args, **kwargs):
+        return args[0] if isinstance(layer, layers.BatchNormalization) else layer(*args, **kwargs)
+
+    copy = keras.models.clone_model(network, call_function=skip_batch_norm)
+    producer = {id(layer.output): layer for layer in network.layers}
+    for layer in network.layers:
+        if not isinstance(layer, layers.BatchNormalization):
+            copy.get_layer(layer.name).set_weights(layer.get_weights())
+            continue
+        conv = copy.get_layer(producer[id(layer.input)].name)
+        kernel, bias = conv.get_weights()
+        gamma, beta, mean, variance = (w.numpy() for w in (
+            layer.gamma, layer.beta, layer.moving_mean, layer.moving_variance))
+        scale = gamma / np.sqrt(variance + layer.epsilon)
+        # Output channels: the last axis of a Conv2D kernel, the one before it of a transposed one.
+        axis = -2 if isinstance(conv, layers.Conv2DTranspose) else -1
+        shape = [-1 if i == kernel.ndim + axis else 1 for i in range(kernel.ndim)]
+        conv.set_weights([kernel * scale.reshape(shape), (bias - mean) * scale + beta])
+    return copy
+
+
+def dilated_convolutions(g, ops):
+    """A tf2onnx rewriter. TensorFlow computes a dilated convolution as SpaceToBatchND, Conv2D,
+    BatchToSpaceND; tf2onnx turns that back into one dilated Conv only when the height and width
+    are fixed or the padding is "valid". The dilated convolutions of the completion network are
+    "same" (stride 1) and their size is not fixed: give the Conv its dilation and "same"'s
+    padding ((k - 1) * d, split as TensorFlow does), instead of a graph of reshapes around it."""
+    from tf2onnx.graph_matcher import GraphMatcher, OpTypePattern
+    pattern = OpTypePattern("BatchToSpaceND", name="batch_to_space", inputs=[
+        OpTypePattern("Conv2D", name="conv", inputs=[
+            OpTypePattern("SpaceToBatchND", name="space_to_batch",
+                          inputs=["*", "Const|ConstV2", "*"]), "*"]),
+        "Const|ConstV2", "*"])
+    for match in list(GraphMatcher(pattern, allow_reorder=False).match_ops(ops)):
+        space_to_batch, conv, batch_to_space = (match.get_op(name) for name in (
+            "space_to_batch", "conv", "batch_to_space"))
+        rate = space_to_batch.inputs[1].get_tensor_value(as_list=True)
+        if (rate != batch_to_space.inputs[1].get_tensor_value(as_list=True)
+                or conv.get_attr_value("strides") != [1, 1, 1, 1]
+                or conv.get_attr_value("data_format") != b"NHWC"):
+            continue
+        pads = [0, 0]
+        for kernel, dilation in zip(g.get_shape(conv.input[1])[:2], rate):
+            total = (kernel - 1) * dilation
+            pads += [total // 2, total - total // 2]
+        g.replace_inputs(conv, [space_to_batch.input[0], conv.input[1]])
+        g.copy_shape(batch_to_space.output[0], conv.output[0])
+        g.replace_all_inputs(batch_to_space.output[0], conv.output[0])
+        conv.set_attr("dilations", [1, *rate, 1])
+        conv.set_attr("padding", "EXPLICIT")
+        conv.set_attr("explicit_paddings", pads + [0, 0])
+    return g.get_nodes()
+
+
+def to_onnx(network, path):
+    """Convert the Keras completion network to an ONNX file at `path` (written whole or not at
+    all), for any batch and any height and width divisible by 4. Returns the metadata it stores: the fingerprint of
+    the weights, the network version, the opset, and the versions of the converters."""
+    import onnx
+    import tf2onnx
+    signature = [tf.TensorSpec((None, None, None, 4), tf.float32, name="masked_image_and_mask")]
+    copy = folded(network)
+    function = tf.function(lambda x: copy(x, training=False), input_signature=signature)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=OPSET,
+                                             custom_rewriter=[dilated_convolutions])
+    check(network, proto.SerializeToString())
+    metadata = {"fingerprint": fingerprint(network), "network_version": str(NETWORK_VERSION),
+                "opset": str(OPSET), "tensorflow": tf.__version__,
+                "tf2onnx": tf2onnx.__version__, "onnx": onnx.__version__}
+    onnx.helper.set_model_props(proto, metadata)
+    write_atomically(path, proto.SerializeToString())
+    return metadata
+
+
+def check(network, model):
+    """Raise if the converted `model` (bytes) does not compute what `network` computes, on a
+    small input with a hole touching the border."""
+    rng = np.random.default_rng(0)
+    inputs = rng.uniform(size=(1, 44, 60, 4)).astype(np.float32)
+    inputs[..., 3] = 0.0
+    inputs[:, :20, 30:, 3] = 1.0
+    expected = np.asarray(network(inputs, training=False))
+    session = inference_session(model)
+    got = session.run(None, {session.get_inputs()[0].name: inputs})[0]
+    difference = float(np.max(np.abs(got - expected)))
+    if not difference <= TOLERANCE:
+        raise RuntimeError(f"the ONNX conversion of the completion network differs from"
+                           f" TensorFlow's by up to {difference:.3g}")
+
+
+def write_atomically(path, data):
+    """Write via a file of this process's own, renamed into place: readers (and other processes
+    converting at the same time) see the old file or a whole new one."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    partial = f"{path}.{os.getpid()}.partial"
+    try:
+        with open(partial, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.remove(partial)
+        raise
+
+
+# ---------------------------------------------------------------------------------------------
+# Running
+
+
+def cores():
+    """The number of cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
+def inference_session(model, threads=None):
+    """An onnxruntime session on the CPU for `model` (a path or the bytes of an ONNX file): one
+    operator at a time, each on `threads` threads (default: every core this process may use)."""
+    import onnxruntime as ort
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.intra_op_num_threads = threads or cores()
+    options.inter_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+class OnnxNetwork:
+    """The completion network converted by to_onnx, run by ONNX Runtime; called as the Keras
+    network is: network(inputs (N, H, W, 4), training=False) -> NumPy float32 (N, H, W, 3)."""
+    engine = "onnx"
+
+    def __init__(self, path, threads=None):
+        self.path = path
+        self.session = inference_session(path, threads)
+        self.input_name = self.session.get_inputs()[0].name
+        self.metadata = self.session.get_modelmeta().custom_metadata_map
+        self.fingerprint = self.metadata.get("fingerprint")
+
+    def __call__(self, inputs, training=False):
+        inputs = np.asarray(inputs, np.float32)
+        return self.session.run(None, {self.input_name: inputs})[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Choosing
+
+
+def for_network(network, cache_path, engine=None):
+    """What to run for the Keras completion `network`: itself (engine "tf"), or (engine "onnx")
+    an OnnxNetwork read from `cache_path`, converted there first when that file is missing or
+    holds other weights. If its folder cannot be written, the file is kept in the temporary
+    folder instead. engine None: "onnx" when onnxruntime and tf2onnx are installed, else "tf"."""
+    ready, reason = available()
+    if engine is None:
+        engine = "onnx" if ready else "tf"
+        if not ready:
+            print(f"TensorFlow runs the completion network: {reason} (for ONNX Runtime:"
+                  f" {INSTALL})")
+    if engine == "tf":
+        return network
+    if not ready:
+        raise utils.UserError(f"--engine onnx: {reason} ({INSTALL})")
+    wanted = fingerprint(network)
+    fallback = os.path.join(tempfile.gettempdir(), "glcic-onnx", f"{wanted}.onnx")
+    for path in (cache_path, fallback):
+        cached = read_cache(path, wanted)
+        if cached:
+            return cached
+        if path == cache_path and not writable(os.path.dirname(os.path.abspath(path))):
+            continue
+        print(f"Converting the completion network to ONNX once: {path}", end=" ", flush=True)
+        start = time.perf_counter()
+        try:
+            to_onnx(network, path)
+        except OSError as error:
+            raise utils.UserError(f"{path}: cannot write the converted network"
+                                  f" ({error.strerror or error}); or use --engine tf")
+        print(f"({time.perf_counter() - start:.1f} s)")
+        return OnnxNetwork(path)
+
+
+def read_cache(path, wanted):
+    """The OnnxNetwork at `path` if it was converted from the weights of fingerprint `wanted`;
+    None if it was not, or if the file is missing or unreadable (then it is converted again)."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        network = OnnxNetwork(path)
+    except Exception:  # onnxruntime's errors have no common base but Exception
+        return None
+    return network if network.fingerprint == wanted else None
+
+
+def writable(folder):
+    """True if a file can be created in `folder` (made if missing)."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False

@@ -162,11 +162,11 @@ def inference_engines(network, engines, folder):
     """{engine: function of an input array}: the Keras network as complete.py calls it, and its
     ONNX conversion (written to `folder`) run by ONNX Runtime; and why ONNX was skipped, if it
     was ("" if not)."""
+    import engine
     functions, skipped = {}, ""
     if "tf" in engines:
-        functions["tf"] = lambda x: network(x, training=False)
+        functions["tf"] = engine.forward(network)
     if "onnx" in engines:
-        import engine
         ready, skipped = engine.available()
         if ready:
             path = os.path.join(folder, "completion_network.onnx")

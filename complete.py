@@ -27,6 +27,7 @@ import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import config as cfg  # noqa: E402
+import engine  # noqa: E402
 import exports  # noqa: E402
 import utils  # noqa: E402
 from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
@@ -71,7 +72,7 @@ def run_network(network, image, hole, mean_pixel):
     x = np.pad(image.astype(np.float32) / 255.0, pad + ((0, 0),), mode="reflect" if min(h, w) > 4 else "edge")
     m = np.pad(hole.astype(np.float32), pad)[..., None]
     inputs = utils.completion_input(x[None], m[None], tf.constant(mean_pixel))
-    output = np.asarray(network(inputs, training=False))[0, :h, :w]
+    output = np.asarray(engine.forward(network)(inputs))[0, :h, :w]
     return np.round(np.clip(output, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 

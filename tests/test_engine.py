@@ -233,3 +233,25 @@ def test_without_onnxruntime_engine_onnx_is_one_line_exit_2(without_onnxruntime,
     assert complete.main([*without_onnxruntime, "--output", "out.png", "--engine", "onnx"]) == 2
     assert capsys.readouterr().err == f"error: --engine onnx: {NO_ONNXRUNTIME}\n"
     assert not os.path.exists("out.png")
+
+
+def test_tensorflow_runs_a_compiled_forward_pass_that_follows_the_weights():
+    """engine.forward: a Keras network's forward pass, compiled once per network for any size,
+    equal to calling the network, and reading the weights as they are when it runs; an
+    OnnxNetwork (or anything else) is returned as it is."""
+    network = tiny_network(1)
+    compiled = engine.forward(network)
+    assert engine.forward(network) is compiled
+    rng = np.random.default_rng(2)
+    for shape in ((1, 24, 32, 4), (2, 40, 28, 4)):
+        x = tf.constant(rng.uniform(size=shape).astype(np.float32))
+        np.testing.assert_allclose(compiled(x).numpy(), network(x, training=False).numpy(),
+                                   atol=1e-6)
+    before = compiled(x).numpy()
+    network.layers[-1].bias.assign(np.ones(3, np.float32))  # the sigmoid's input, +1
+    after = compiled(x).numpy()
+    assert np.abs(after - before).max() > 1e-3
+    np.testing.assert_allclose(after, network(x, training=False).numpy(), atol=1e-6)
+    assert compiled.experimental_get_tracing_count() == 1
+    stand_in = object()
+    assert engine.forward(stand_in) is stand_in

@@ -95,22 +95,24 @@ def fetch(results):
     return tf.nest.map_structure(np.asarray, results)
 
 
+def call(function, times):
+    for _ in range(times):
+        fetch(function())
+
+
 def time_calls(function, warmup, steps):
     """(mean seconds per call, resident memory growth in bytes) over `steps` calls after
     `warmup` untimed ones."""
-    for _ in range(warmup):
-        fetch(function())
+    call(function, warmup)
     before, start = resident_bytes(), time.perf_counter()
-    for _ in range(steps):
-        fetch(function())
+    call(function, steps)
     return (time.perf_counter() - start) / steps, resident_bytes() - before
 
 
 def time_until(function, warmup, min_seconds):
     """Mean seconds per call after `warmup` untimed calls, over timed calls until min_seconds
     have passed, and two calls at least."""
-    for _ in range(warmup):
-        fetch(function())
+    call(function, warmup)
     calls, start = 0, time.perf_counter()
     while calls < 2 or time.perf_counter() - start < min_seconds:
         fetch(function())

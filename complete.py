@@ -260,8 +260,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     if args.export:
-        if args.model or any([args.input, args.mask, args.box, args.output]):
-            parser.error("--export takes only --session")
+        if args.model or args.engine or any([args.input, args.mask, args.box, args.output]):
+            parser.error("--export takes only --session, --iteration and --float16")
         if not args.session:
             parser.error("--export needs --session")
     elif args.float16:

@@ -172,6 +172,7 @@ def load_model(session_name=None, model_dir=None, iteration=None, engine=None):
     if session_name:
         network, mean_pixel, config = session.load_completion_network(session_name, iteration)
         cache = session.onnx_file(session_name, iteration)
+        session.prune_onnx(session_name)
     elif model_dir:
         network, mean_pixel, config = read(model_dir)
         cache = os.path.join(model_dir, ONNX_FILE)

@@ -2,6 +2,7 @@
 is converted once and again only when the weights change, and TensorFlow runs it without
 onnxruntime."""
 import os
+import shutil
 import sys
 
 import keras
@@ -171,7 +172,10 @@ def test_complete_runs_a_session_with_onnx_one_file_per_checkpoint(tmp_path, mak
     assert capsys.readouterr().out == ""
 
     checkpoint(tmp_path, "s", 2, seed=1)
+    stale = os.path.join(session.folder("s"), "onnx", "iteration-9.onnx")  # no checkpoint 9
+    shutil.copy(first, stale)
     assert complete.main(["--session", "s", *job, "--output", "two.png"]) == 0
+    assert not os.path.exists(stale) and os.path.exists(first)
     second = os.path.join(session.folder("s"), "onnx", "iteration-2.onnx")
     assert capsys.readouterr().out.splitlines()[0].startswith(CONVERTING + second)
     assert engine.OnnxNetwork(second).fingerprint != engine.OnnxNetwork(first).fingerprint

@@ -340,6 +340,11 @@ def resume(config, run, checkpoints):
     restored = checkpoints.restore()
     n = int(run.iteration.numpy())
     if restored:
+        # The optimizers' checkpoints hold their learning rate: --learning-rate, which a session
+        # may change when it resumes, wins over it.
+        for optimizer in (run.checkpoint.completion_optimizer,
+                          run.checkpoint.discriminator_optimizer):
+            optimizer.learning_rate = config.learning_rate
         where = cfg.PHASE_NAMES[config.phase(n)] if n < config.total_iters else "done"
         print(f"Resuming session '{config.session}' at iteration {n} ({where}) from {restored}")
     elif config.init_from:

@@ -359,6 +359,18 @@ def test_a_finished_session_says_so_and_can_be_extended(copy_training, capsys):
     assert [r.split(",")[0] for r in rows.splitlines()[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
+def test_a_learning_rate_changed_on_resume_is_the_one_the_optimizers_use(copy_training, capsys):
+    """The optimizers' checkpoints hold their learning rate; --learning-rate on resume wins."""
+    args = tiny_args("photos", total=6) + ["--learning-rate", "0.25"]
+    assert run_main(train, args, copy_training) == 0
+    assert "Changed on resume: --learning-rate 1.0 -> 0.25" in capsys.readouterr().out
+    reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", session.PHASE_ENDS,
+                                                 "ckpt-6"))
+    for optimizer in ("completion_optimizer", "discriminator_optimizer"):
+        key = f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
+        assert reader.get_tensor(key) == np.float32(0.25)
+
+
 def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_training, capsys):
     args = tiny_args("photos")
     args[args.index("--image-size") + 1] = "48"

@@ -109,13 +109,34 @@ def folded(network):
     return copy
 
 
+def same_padding(kernels, rates):
+    """TensorFlow's "same" padding of a stride-1 convolution, in explicit_paddings' order for
+    height and width: (k - 1) * d split as TensorFlow splits it."""
+    pads = []
+    for kernel, dilation in zip(kernels, rates):
+        total = (kernel - 1) * dilation
+        pads += [total // 2, total - total // 2]
+    return pads
+
+
 def dilated_convolutions(g, ops):
-    """A tf2onnx rewriter. TensorFlow computes a dilated convolution as SpaceToBatchND, Conv2D,
-    BatchToSpaceND; tf2onnx turns that back into one dilated Conv only when the height and width
-    are fixed or the padding is "valid". The dilated convolutions of the completion network are
-    "same" (stride 1) and their size is not fixed: give the Conv its dilation and "same"'s
-    padding ((k - 1) * d, split as TensorFlow does), instead of a graph of reshapes around it."""
+    """A tf2onnx rewriter giving each dilated "same" convolution of the completion network (their
+    height and width are not fixed) explicit padding, as one dilated ONNX Conv:
+    - model.DilatedConv2D's Conv2D ops with dilations: tf2onnx would write "same" as
+      auto_pad SAME_UPPER, which ONNX Runtime does not run with dilations;
+    - Keras' own dilated convolutions (TensorFlow's default CPU kernels): SpaceToBatchND,
+      Conv2D, BatchToSpaceND, which tf2onnx turns back into one dilated Conv only when the size
+      is fixed or the padding "valid"."""
     from tf2onnx.graph_matcher import GraphMatcher, OpTypePattern
+    for conv in ops:
+        if (conv.type == "Conv2D" and conv.get_attr_value("padding") == b"SAME"
+                and conv.get_attr_value("strides") == [1, 1, 1, 1]
+                and conv.get_attr_value("data_format") == b"NHWC"
+                and max(conv.get_attr_value("dilations", [1, 1, 1, 1])) > 1):
+            rates = conv.get_attr_value("dilations")[1:3]
+            pads = same_padding(g.get_shape(conv.input[1])[:2], rates)
+            conv.set_attr("padding", "EXPLICIT")
+            conv.set_attr("explicit_paddings", [0, 0, *pads, 0, 0])
     pattern = OpTypePattern("BatchToSpaceND", name="batch_to_space", inputs=[
         OpTypePattern("Conv2D", name="conv", inputs=[
             OpTypePattern("SpaceToBatchND", name="space_to_batch",
@@ -129,10 +150,7 @@ def dilated_convolutions(g, ops):
                 or conv.get_attr_value("strides") != [1, 1, 1, 1]
                 or conv.get_attr_value("data_format") != b"NHWC"):
             continue
-        pads = [0, 0]
-        for kernel, dilation in zip(g.get_shape(conv.input[1])[:2], rate):
-            total = (kernel - 1) * dilation
-            pads += [total // 2, total - total // 2]
+        pads = [0, 0, *same_padding(g.get_shape(conv.input[1])[:2], rate)]
         g.replace_inputs(conv, [space_to_batch.input[0], conv.input[1]])
         g.copy_shape(batch_to_space.output[0], conv.output[0])
         g.replace_all_inputs(batch_to_space.output[0], conv.output[0])

@@ -92,7 +92,8 @@ def discriminator():
 def test_completion_layer_matches_spec_row(generator, row):
     kind, kernel, dilation, stride, channels = SPEC_COMPLETION[row - 1]
     conv = generator.get_layer(f"conv{row}")
-    expected_class = layers.Conv2DTranspose if kind == "deconv" else layers.Conv2D
+    expected_class = (layers.Conv2DTranspose if kind == "deconv" else
+                      model.DilatedConv2D if dilation > 1 else layers.Conv2D)
     assert type(conv) is expected_class, f"conv{row} is {type(conv).__name__}"
     assert tuple(conv.kernel_size) == (kernel, kernel)
     assert tuple(conv.dilation_rate) == (dilation, dilation)
@@ -109,7 +110,7 @@ def test_completion_rows_1_to_16_are_conv_bn_relu(generator, row):
     relu = generator.get_layer(f"relu{row}")
     # The convolution itself is linear: batch norm and then ReLU come after it.
     assert conv.get_config()["activation"] == "linear"
-    assert isinstance(bn, layers.BatchNormalization)
+    assert isinstance(bn, model.FusedBatchNorm)
     assert bn.epsilon == 1e-5  # Torch's (Keras' default is 1e-3)
     assert isinstance(relu, layers.ReLU)
     relu_config = relu.get_config()
@@ -451,3 +452,83 @@ def test_batch_norm_statistics_become_the_mean_of_the_batches_statistics():
     assert all(norm.momentum == 0.9 for norm in norms)  # restored
     for before, after in zip(weights, network.trainable_weights):
         np.testing.assert_array_equal(before, after.numpy())
+
+
+@pytest.mark.parametrize("dtype", [None, "mixed_float16"])
+def test_the_fused_batch_norm_computes_what_keras_batch_norm_computes(dtype):
+    """Outputs, gradients and moving statistics, in training (the fused kernel) and inference,
+    on a batch of 2 x 3 x 5 positions: the unbiased/biased variance factor (30/29) shows."""
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(2.0, 3.0, size=(2, 3, 5, 4)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 3, 5, 4)).astype("float32"))
+    pair = [layers.BatchNormalization(momentum=0.9, epsilon=1e-5, dtype=dtype),
+            model.FusedBatchNorm(momentum=0.9, epsilon=1e-5, dtype=dtype)]
+    for norm in pair:
+        norm.build(x.shape)
+        norm.gamma.assign(rng.uniform(0.5, 2, size=4).astype("float32"))
+        norm.beta.assign([0.1, -0.2, 0.3, 0.0])
+        norm.moving_variance.assign([2.0, 3.0, 4.0, 5.0])
+    pair[1].set_weights(pair[0].get_weights())
+    tolerance = dict(rtol=1e-5, atol=1e-5) if dtype is None else dict(rtol=2e-3, atol=2e-3)
+    results = []
+    for norm in pair:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = norm(x, training=True)
+            loss = tf.reduce_sum(tf.cast(y, "float32") * upstream)
+        grads = tape.gradient(loss, [x, norm.gamma, norm.beta])
+        results.append([y, *grads, norm.moving_mean, norm.moving_variance,
+                        norm(x, training=False)])
+    for keras_value, fused_value in zip(*results):
+        np.testing.assert_allclose(np.asarray(fused_value, "float32"),
+                                   np.asarray(keras_value, "float32"), **tolerance)
+    assert not np.allclose(pair[1].moving_variance.numpy(), [2.0, 3.0, 4.0, 5.0])
+    assert results[1][0].dtype == (tf.float16 if dtype else tf.float32)
+    traced = tf.function(lambda v: pair[1](v, training=True)).get_concrete_function(x).graph
+    assert "FusedBatchNormV3" in {op.type for op in traced.get_operations()}
+
+
+def test_the_fused_batch_norm_is_exported_and_read_back(tmp_path):
+    network = model.build_completion_network(width_divisor=8)
+    path = str(tmp_path / "network.keras")
+    network.save(path)
+    again = keras.models.load_model(path)
+    assert [type(layer) for layer in again.layers] == [type(layer) for layer in network.layers]
+    x = tf.constant(np.random.default_rng(0).uniform(size=(1, 16, 16, 4)).astype("float32"))
+    np.testing.assert_allclose(again(x).numpy(), network(x).numpy(), atol=1e-6)
+
+
+@pytest.mark.parametrize("dilation, onednn", [(2, "1"), (16, "1"), (16, "0")])
+def test_the_dilated_convolution_computes_what_keras_conv2d_computes(dilation, onednn,
+                                                                     monkeypatch):
+    """Outputs and the gradients of input, kernel and bias, on an odd size smaller than the
+    dilation (most taps fall in the padding), as one Conv2D op with dilations; by Keras' own
+    path where TensorFlow's default CPU kernels run it (they have no gradient for it)."""
+    if onednn == "1" and not model.native_dilation():
+        pytest.skip("TensorFlow runs without oneDNN here (TF_ENABLE_ONEDNN_OPTS=0)")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", onednn)
+    native = onednn == "1" or bool(tf.config.list_physical_devices("GPU"))
+    assert model.native_dilation() == native
+    assert model.native_dilation("float16") == bool(tf.config.list_physical_devices("GPU"))
+    rng = np.random.default_rng(4)
+    x = tf.constant(rng.normal(size=(2, 9, 13, 5)).astype("float32"))
+    upstream = tf.constant(rng.normal(size=(2, 9, 13, 6)).astype("float32"))
+    pair = [layers.Conv2D(6, 3, dilation_rate=dilation, padding="same"),
+            model.DilatedConv2D(6, 3, dilation_rate=dilation, padding="same")]
+    pair[0].build(x.shape)
+    pair[1].build(x.shape)
+    pair[0].bias.assign(rng.normal(size=6).astype("float32"))
+    pair[1].set_weights(pair[0].get_weights())
+    results = []
+    for conv in pair:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(conv(x) * upstream)
+        results.append([conv(x), *tape.gradient(loss, [x, conv.kernel, conv.bias])])
+    for keras_value, direct_value in zip(*results):
+        np.testing.assert_allclose(direct_value.numpy(), keras_value.numpy(), rtol=1e-5,
+                                   atol=1e-5)
+    ops_used = {op.type for op in tf.function(pair[1]).get_concrete_function(x).graph
+                .get_operations()}
+    assert ("SpaceToBatchND" not in ops_used) == native
+

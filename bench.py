@@ -21,10 +21,17 @@ timed ones until --min-seconds have passed (two at least).
 glcic's, in NCHW and channels-last layouts, and prints both side by side (the faster layout for
 PyTorch, the faster engine for glcic's inference). --rounds N repeats all of it N times: this
 machine's run-to-run noise is about 15 %, so one round alone does not settle a comparison.
+
+--profile DIR traces --steps more steps of each phase with TensorFlow's profiler into
+DIR/phase1 ... (TensorBoard's profile plugin shows them: pip install tensorboard-plugin-profile)
+and prints, per phase, the op types that took the most time.
 """
 import argparse
+import collections
 import functools
+import glob
 import os
+import re
 import resource
 import sys
 import tempfile
@@ -118,6 +125,42 @@ def time_until(function, warmup, min_seconds):
         fetch(function())
         calls += 1
     return (time.perf_counter() - start) / calls
+
+
+OP_EVENT = re.compile(r"^[^\s:]+:([A-Za-z_][A-Za-z0-9_]*)$")  # "scope/name:OpType"
+CALL_OPS = {"PartitionedCall", "StatefulPartitionedCall", "While", "StatelessWhile", "If",
+            "StatelessIf"}  # their time is their ops' time
+
+
+def profile_ops(function, folder, calls):
+    """Trace `calls` calls of `function` with TensorFlow's profiler into `folder`: (seconds per
+    call, {op type: seconds per call}, largest first), from the op executions on the host's
+    threads. Ops that run at the same time on different threads each count in full, so the op
+    times add up to more than the wall time."""
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    pattern = os.path.join(folder, "**", "*.xplane.pb")
+    earlier = set(glob.glob(pattern, recursive=True))
+    tf.profiler.experimental.start(folder)
+    try:
+        start = time.perf_counter()
+        call(function, calls)
+        seconds = (time.perf_counter() - start) / calls
+    finally:
+        tf.profiler.experimental.stop()
+    times = collections.Counter()
+    for path in set(glob.glob(pattern, recursive=True)) - earlier:
+        space = xplane_pb2.XSpace()
+        with open(path, "rb") as f:
+            space.ParseFromString(f.read())
+        for plane in space.planes:
+            if not plane.name.startswith("/host:"):
+                continue
+            for line in plane.lines:
+                for event in line.events:
+                    match = OP_EVENT.match(plane.event_metadata[event.metadata_id].name)
+                    if match and match.group(1) not in CALL_OPS:
+                        times[match.group(1)] += event.duration_ps * 1e-12 / calls
+    return seconds, dict(times.most_common())
 
 
 def pipeline_images_per_second(files, config, warmup, batches):
@@ -272,7 +315,7 @@ def derive(figures, config, peak, inputs, pytorch):
 
 
 def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), engines=ENGINES,
-        min_seconds=3.0, rounds=1, pytorch=False):
+        min_seconds=3.0, rounds=1, pytorch=False, profile=None):
     """All figures: (settings, figures of the first round and of the machine, figures of each
     round)."""
     jit_compile, policy = devices.device_settings(config)
@@ -300,6 +343,9 @@ def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), eng
                                   min_seconds) for _ in range(rounds)]
     traces = {f"phase{p}": step.experimental_get_tracing_count()
               for p, step in steps_by_phase.items()}
+    profiles = {f"phase{p}": profile_ops(functools.partial(step, batch),
+                                         os.path.join(profile, f"phase{p}"), steps)
+                for p, step in steps_by_phase.items()} if profile else {}
     pipeline = pipeline_images_per_second(files, config, warmup, max(10, 2 * steps))
     large, large_prepared = large_photo_pipelines(config, max(2, steps // 4))
     peak = matmul_gflops()
@@ -318,6 +364,9 @@ def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), eng
         peak_resident_mib=peak_resident_bytes() / 2 ** 20,
         resident_growth_mib=max(measured[0][1].values()) / 2 ** 20,
     )
+    for name, (seconds, ops) in profiles.items():
+        figures[f"{name}_profiled_seconds_per_step"] = seconds
+        figures[f"{name}_op_seconds_per_step"] = ops
     settings = dict(image_size=config.image_size, local_size=config.local_size,
                     batch_size=config.batch_size, steps=steps, warmup=warmup,
                     xla=jit_compile, precision=policy or "float32",
@@ -327,7 +376,7 @@ def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), eng
                     inference_sizes=list(sizes), inference_batches=list(batches),
                     engines=[e for e in engines if e in functions], onnx_skipped=onnx_skipped,
                     min_seconds=min_seconds, rounds=rounds,
-                    pytorch=pytorch_version() if pytorch else None)
+                    pytorch=pytorch_version() if pytorch else None, profile=profile)
     return settings, figures, each_round
 
 
@@ -418,7 +467,20 @@ def report(settings, figures, rounds=()):
     for k, later in enumerate(rounds[1:], 2):
         lines += [f"round {k} of {len(rounds)}:", *phase_lines(later),
                   *round_lines(settings, later)]
-    return "\n".join(lines)
+    return "\n".join(lines + profile_lines(settings, f))
+
+
+def profile_lines(settings, f, top=6):
+    if not settings.get("profile"):
+        return []
+    lines = [f"profile in {settings['profile']}/: seconds per step of the op types that took the"
+             " most (ops that ran at the same time each count in full)"]
+    for phase in ("phase1", "phase2", "phase3"):
+        ops = f[f"{phase}_op_seconds_per_step"]
+        lines.append(f"  {LABELS[phase]}: {f[f'{phase}_profiled_seconds_per_step']:.3f} s per"
+                     f" step, ops {sum(ops.values()):.3f} s")
+        lines += [f"    {name:44s} {seconds:8.3f} s" for name, seconds in list(ops.items())[:top]]
+    return lines
 
 
 def comma_list(check, expected, convert=int):
@@ -468,6 +530,9 @@ def build_parser():
     parser.add_argument("--pytorch", action="store_true",
                         help="also time pytorch_port.py's networks and steps on the same work,"
                              " alternating with glcic's, and print both side by side")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="also trace --steps steps of each phase with TensorFlow's profiler"
+                             " into DIR and print the op types that took the most time")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="repeat every timed figure N times, reporting each round; with"
                              " this machine's noise, comparisons want 2 (default: 1)")
@@ -479,7 +544,8 @@ def main(argv=None):
     steps, warmup, json_path = args.pop("steps"), args.pop("warmup"), args.pop("json")
     options = dict(sizes=args.pop("inference_sizes"), batches=args.pop("inference_batches"),
                    engines=args.pop("engines"), min_seconds=args.pop("min_seconds"),
-                   rounds=args.pop("rounds"), pytorch=args.pop("pytorch"))
+                   rounds=args.pop("rounds"), pytorch=args.pop("pytorch"),
+                   profile=args.pop("profile"))
     try:
         if steps < 1:
             raise cfg.ConfigError(f"--steps: expected at least 1, got {steps}")
@@ -492,6 +558,12 @@ def main(argv=None):
                                   f" {options['min_seconds']}")
         if options["pytorch"]:
             check_pytorch()
+        if options["profile"]:
+            try:
+                os.makedirs(options["profile"], exist_ok=True)
+            except OSError as error:
+                raise cfg.ConfigError(f"--profile {options['profile']}: cannot write there"
+                                      f" ({error.strerror})")
         if "local_size" in args:  # holes as in the presets: 3/4 to all of the local patch
             args.update(hole_min=args["local_size"] * 3 // 4, hole_max=args["local_size"])
         config = cfg.resolve(cfg.preset_config(args["preset"]), args)

@@ -1,4 +1,5 @@
 """bench.py: the FLOPs it counts per phase, and bench.py as a user runs it."""
+import glob
 import json
 import re
 import sys
@@ -34,7 +35,8 @@ TINY = ["--preset", "quick", "--image-size", "32", "--local-size", "16", "--batc
 
 def test_bench_prints_every_figure(tmp_path, make_photos):
     make_photos(tmp_path / "photos", count=4, size=(40, 48))
-    result = run_script("bench.py", [*TINY, "--steps", "2", "--warmup", "1"], cwd=tmp_path)
+    result = run_script("bench.py", [*TINY, "--steps", "2", "--warmup", "1", "--profile", "prof"],
+                        cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].startswith("glcic bench: 32 px, local 16, batch 2, CPU, float32, XLA off")
@@ -60,6 +62,20 @@ def test_bench_prints_every_figure(tmp_path, make_photos):
     assert saved["settings"]["traces"] == {"phase1": 1, "phase2": 1, "phase3": 1}
     assert len(saved["rounds"]) == 1 and saved["rounds"][0].items() <= figures.items()
 
+    # --profile: a trace per phase, and the op types that took the most time in each.
+    assert lines.count("profile in prof/: seconds per step of the op types that took the most"
+                       " (ops that ran at the same time each count in full)") == 1
+    for phase, label in (("phase1", "phase 1"), ("phase2", "phase 2"), ("phase3", "phase 3")):
+        assert glob.glob(str(tmp_path / "prof" / phase / "**" / "*.xplane.pb"), recursive=True)
+        ops = figures[f"{phase}_op_seconds_per_step"]
+        assert list(ops.values()) == sorted(ops.values(), reverse=True) and min(ops.values()) > 0
+        assert any("Conv2DBackprop" in name for name in ops), ops  # every phase trains convs
+        assert figures[f"{phase}_profiled_seconds_per_step"] > 0
+        [at] = [i for i, line in enumerate(lines) if line.startswith(f"  {label} (")]
+        top = next(iter(ops))
+        assert re.fullmatch(rf"    {top} +{ops[top]:.3f} s", lines[at + 1]), lines[at + 1]
+    assert "StatefulPartitionedCall" not in figures["phase1_op_seconds_per_step"]
+
     # Inference by engine: one line each, with ONNX's ratio to TensorFlow.
     import engine
     onnx, reason = engine.available()
@@ -77,7 +93,8 @@ def test_bench_prints_every_figure(tmp_path, make_photos):
         ratio = figures["inference_onnx_32px_batch1_over_tf"]
         assert ratio == pytest.approx(figures["inference_onnx_32px_batch1_images_per_second"]
                                       / figures["inference_tf_32px_batch1_images_per_second"])
-        assert lines[-1].endswith(f"{ratio:8.2f} x tf")
+        [line] = [line for line in lines if line.startswith("inference onnx, 32 px, batch 1 ")]
+        assert line.endswith(f"{ratio:8.2f} x tf")
     else:
         assert f"inference onnx: skipped, {reason}" in lines
     assert not any(line.startswith("side by side") for line in lines)  # without --pytorch
@@ -124,9 +141,12 @@ def test_bench_pytorch_side_by_side_in_rounds(tmp_path, make_photos):
     (["--rounds", "0"], "error: --rounds: expected at least 1, got 0"),
     (["--min-seconds", "-1"], "error: --min-seconds: expected a non-negative number, got -1.0"),
     (["--data-dir", "missing"], "error: --data-dir"),
+    (["--profile", "a_file/traces"],
+     "error: --profile a_file/traces: cannot write there (Not a directory)\n"),
 ])
 def test_bench_rejects_bad_flags_in_one_line(tmp_path, monkeypatch, capsys, args, message):
     monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
     assert bench.main(args) == 2
     err = capsys.readouterr().err
     assert err.startswith(message)

@@ -110,6 +110,16 @@ class Config:
     learning_rate: float = setting(
         1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",
         check=lambda v: v > 0, expected="a positive number")
+    lr_drops: list = setting(
+        list, "iterations after which the learning rate is multiplied by --lr-drop-factor, e.g."
+              " --lr-drops 40000 60000 (default: none, as the paper). Not part of the networks:"
+              " a session may change them when it resumes",
+        nargs="*", metavar="N", type=int,
+        check=lambda v: all(has_type(n, int) and n >= 1 for n in v) and list(v) == sorted(set(v)),
+        expected="increasing positive iteration counts")
+    lr_drop_factor: float = setting(
+        0.25, "what each of --lr-drops multiplies the learning rate by (default: 0.25)",
+        check=lambda v: 0 < v <= 1, expected="a number in (0, 1]")
     checkpoint_every: int = setting(
         1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)
@@ -158,6 +168,12 @@ class Config:
         config = cls(**{k: v for k, v in values.items() if k in names})
         config.validate()
         return config
+
+    def learning_rate_at(self, iteration):
+        """The learning rate of the step after `iteration` iterations: --learning-rate, times
+        --lr-drop-factor for each of --lr-drops that `iteration` has reached."""
+        drops = sum(drop <= iteration for drop in self.lr_drops)
+        return self.learning_rate * self.lr_drop_factor ** drops
 
     def phase(self, iteration):
         """1, 2 or 3: which phase of the schedule an iteration belongs to."""
@@ -239,7 +255,7 @@ def add_flag(parser, name, **overrides):
     if f.type is bool:
         kwargs.update(action=argparse.BooleanOptionalAction)
     elif f.type is list:
-        kwargs.update(nargs=meta["nargs"], metavar=meta["metavar"])
+        kwargs.update(nargs=meta["nargs"], metavar=meta["metavar"], type=meta.get("type", str))
     elif meta["choices"]:
         kwargs.update(choices=meta["choices"])
     elif "metavar" in meta:

@@ -269,15 +269,22 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
                                chief, held_out=held_out(config, val_files, mean_pixel, chief))
     estimate = batch_norm_estimator(config, train_files, mean_pixel, run.G)
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
+    learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
             phase = config.phase(n)
+            if config.learning_rate_at(n) != learning_rate:
+                if learning_rate is not None:
+                    tqdm.write(f"Iteration {n}: learning rate {config.learning_rate_at(n):g}"
+                               " (--lr-drops)")
+                learning_rate = set_learning_rate(run, config.learning_rate_at(n))
             with reporter.graph(phase, n + 1):
                 metrics = {k: float(v) for k, v in run.steps[phase](next(batches)).items()}
             if not all(np.isfinite(list(metrics.values()))):
                 rollbacks += 1
                 n = roll_back(config, run, checkpoints, reporter, n + 1, metrics, rollbacks)
                 batches = stream(config, train_files, strategy, n, run)
+                learning_rate = set_learning_rate(run, config.learning_rate_at(n))
                 continue
             n += 1
             run.iteration.assign(n)
@@ -295,6 +302,14 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
                 return stop_and_save(stop.signal, n, config, checkpoints, reporter)
     finish(config, checkpoints)
     return 0
+
+
+def set_learning_rate(run, value):
+    """Both optimizers' learning rate. Their checkpoints hold it too: what --learning-rate and
+    --lr-drops say wins over what a restored checkpoint says."""
+    for optimizer in (run.checkpoint.completion_optimizer, run.checkpoint.discriminator_optimizer):
+        optimizer.learning_rate = value
+    return value
 
 
 def shown_or_saved(config, n, phase_end):
@@ -340,11 +355,6 @@ def resume(config, run, checkpoints):
     restored = checkpoints.restore()
     n = int(run.iteration.numpy())
     if restored:
-        # The optimizers' checkpoints hold their learning rate: --learning-rate, which a session
-        # may change when it resumes, wins over it.
-        for optimizer in (run.checkpoint.completion_optimizer,
-                          run.checkpoint.discriminator_optimizer):
-            optimizer.learning_rate = config.learning_rate
         where = cfg.PHASE_NAMES[config.phase(n)] if n < config.total_iters else "done"
         print(f"Resuming session '{config.session}' at iteration {n} ({where}) from {restored}")
     elif config.init_from:
@@ -494,7 +504,10 @@ def prepare(config, saved, fresh, chief=True):
     print(f"Preset {config.preset}: {config.image_size} px, local {config.local_size}, {holes},"
           f" {batch}, phases {config.tc} / {config.td} /"
           f" {config.total_iters - config.tc - config.td} iterations, {config.optimizer} lr"
-          f" {config.learning_rate}, alpha {config.alpha}"
+          f" {config.learning_rate}" + (
+              f" (x {config.lr_drop_factor:g} after iteration"
+              f" {', '.join(map(str, config.lr_drops))})" if config.lr_drops else "")
+          + f", alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
           f" mean pixel {np.round(mean_pixel, 4).tolist()}")

@@ -250,3 +250,28 @@ def test_out_of_range_flags_are_one_line_errors(tmp_path, monkeypatch, capsys, m
     assert code == 2
     assert err == f"error: {message}\n"
     assert os.listdir(tmp_path) == ["photos"]  # nothing written
+
+
+def test_lr_drops_multiply_the_learning_rate_from_the_step_after_each():
+    config = cfg.resolve(cfg.preset_config("cpu"), dict(learning_rate=0.4, lr_drops=[10, 20]))
+    assert [config.learning_rate_at(n) for n in (0, 9, 10, 19, 20, 10 ** 6)] == pytest.approx(
+        [0.4, 0.4, 0.1, 0.1, 0.025, 0.025])
+    assert cfg.Config().lr_drops == [] and cfg.Config().learning_rate_at(10 ** 6) == 1.0
+    parsed = cfg.build_parser("t").parse_args(["--lr-drops", "100", "200"])
+    assert parsed.lr_drops == [100, 200]
+    assert cfg.build_parser("t").parse_args(["--lr-drops"]).lr_drops == []
+
+
+@pytest.mark.parametrize("values, message", [
+    (dict(lr_drops=[20, 10]), "--lr-drops: expected increasing positive iteration counts, got"
+                              " [20, 10]"),
+    (dict(lr_drops=[0]), "--lr-drops: expected increasing positive iteration counts, got [0]"),
+    (dict(lr_drops=[5, 5]), "--lr-drops: expected increasing positive iteration counts, got"
+                            " [5, 5]"),
+    (dict(lr_drop_factor=0.0), "--lr-drop-factor: expected a number in (0, 1], got 0.0"),
+    (dict(lr_drop_factor=2), "--lr-drop-factor: expected a number in (0, 1], got 2"),
+])
+def test_bad_lr_drops_are_config_errors(values, message):
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.resolve(cfg.preset_config("cpu"), values)
+    assert str(info.value) == message

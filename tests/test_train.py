@@ -359,16 +359,23 @@ def test_a_finished_session_says_so_and_can_be_extended(copy_training, capsys):
     assert [r.split(",")[0] for r in rows.splitlines()[1:]] == ["1", "2", "3", "4", "5", "6"]
 
 
-def test_a_learning_rate_changed_on_resume_is_the_one_the_optimizers_use(copy_training, capsys):
-    """The optimizers' checkpoints hold their learning rate; --learning-rate on resume wins."""
-    args = tiny_args("photos", total=6) + ["--learning-rate", "0.25"]
+def test_learning_rate_changes_on_resume_and_drops_where_lr_drops_say(copy_training, capsys):
+    """The optimizers' checkpoints hold their learning rate: --learning-rate on resume wins over
+    it, and --lr-drops 6 multiplies it by --lr-drop-factor from the 7th step on."""
+    args = tiny_args("photos", total=7) + ["--learning-rate", "0.5", "--lr-drops", "6",
+                                           "--lr-drop-factor", "0.5"]
     assert run_main(train, args, copy_training) == 0
-    assert "Changed on resume: --learning-rate 1.0 -> 0.25" in capsys.readouterr().out
-    reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", session.PHASE_ENDS,
-                                                 "ckpt-6"))
-    for optimizer in ("completion_optimizer", "discriminator_optimizer"):
-        key = f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
-        assert reader.get_tensor(key) == np.float32(0.25)
+    out = capsys.readouterr().out
+    assert "Changed on resume: --learning-rate 1.0 -> 0.5" in out
+    assert "Changed on resume: --lr-drops [] -> [6]" in out
+    assert "adadelta lr 0.5 (x 0.5 after iteration 6)" in out
+    assert "Iteration 6: learning rate 0.25 (--lr-drops)" in out
+    for folder, iteration, expected in ((session.ROLLING, 6, 0.5), (session.PHASE_ENDS, 7, 0.25)):
+        reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", folder,
+                                                     f"ckpt-{iteration}"))
+        for optimizer in ("completion_optimizer", "discriminator_optimizer"):
+            key = f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
+            assert reader.get_tensor(key) == np.float32(expected), (iteration, optimizer)
 
 
 def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_training, capsys):

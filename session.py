@@ -81,18 +81,15 @@ def onnx_file(name, iteration=None):
 
 def prune_onnx(name):
     """Delete the ONNX conversions of checkpoints that session NAME no longer has (the rolling
-    checkpoints keep only the newest three); the names of the deleted files."""
+    checkpoints keep only the newest three)."""
     kept = {checkpoint_number(path) for path in all_checkpoints(folder(name))}
-    deleted = []
     for path in glob.glob(os.path.join(folder(name), "onnx", "iteration-*.onnx")):
         number = os.path.basename(path)[len("iteration-"):-len(".onnx")]
         if number.isdigit() and int(number) not in kept:
             try:
                 os.remove(path)
-                deleted.append(path)
             except OSError:
                 pass  # read-only or already gone: a stale cache costs only disk space
-    return deleted
 
 
 def checkpoint_number(path):

@@ -272,12 +272,11 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
     learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
-            phase = config.phase(n)
-            if config.learning_rate_at(n) != learning_rate:
+            phase, wanted = config.phase(n), config.learning_rate_at(n)
+            if wanted != learning_rate:
                 if learning_rate is not None:
-                    tqdm.write(f"Iteration {n}: learning rate {config.learning_rate_at(n):g}"
-                               " (--lr-drops)")
-                learning_rate = set_learning_rate(run, config.learning_rate_at(n))
+                    tqdm.write(f"Iteration {n}: learning rate {wanted:g} (--lr-drops)")
+                learning_rate = set_learning_rate(run, wanted)
             with reporter.graph(phase, n + 1):
                 metrics = {k: float(v) for k, v in run.steps[phase](next(batches)).items()}
             if not all(np.isfinite(list(metrics.values()))):

@@ -120,6 +120,12 @@ class Config:
     lr_drop_factor: float = setting(
         0.25, "what each of --lr-drops multiplies the learning rate by (default: 0.25)",
         check=lambda v: 0 < v <= 1, expected="a number in (0, 1]")
+    d_learning_rate: float = setting(
+        0.0, "learning rate of the discriminator; 0 (default): the same as the completion"
+             " network's, --lr-drops included, as in the paper. A positive rate stays constant:"
+             " --lr-drops then anneal the completion network only, and phases 2 and 3 train the"
+             " discriminator at this rate. A session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative number (0: as --learning-rate)")
     checkpoint_every: int = setting(
         1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)
@@ -174,6 +180,10 @@ class Config:
         --lr-drop-factor for each of --lr-drops that `iteration` has reached."""
         drops = sum(drop <= iteration for drop in self.lr_drops)
         return self.learning_rate * self.lr_drop_factor ** drops
+
+    def d_learning_rate_at(self, iteration):
+        """The discriminator's learning rate of the step after `iteration` iterations."""
+        return self.d_learning_rate or self.learning_rate_at(iteration)
 
     def phase(self, iteration):
         """1, 2 or 3: which phase of the schedule an iteration belongs to."""

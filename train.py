@@ -76,11 +76,11 @@ def adversarial_loss(fake_logits, global_batch=None):
 # The networks, their optimizers and one compiled step per phase
 
 
-def make_optimizer(config):
+def make_optimizer(config, learning_rate=None):
+    learning_rate = learning_rate or config.learning_rate
     if config.optimizer == "adadelta":  # rho and epsilon: Torch's defaults, as the authors used
-        return tf.keras.optimizers.Adadelta(learning_rate=config.learning_rate, rho=0.9,
-                                            epsilon=1e-6)
-    return tf.keras.optimizers.Adam(learning_rate=config.learning_rate, beta_1=0.5)
+        return tf.keras.optimizers.Adadelta(learning_rate=learning_rate, rho=0.9, epsilon=1e-6)
+    return tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
 
 
 def scaled(optimizer, loss):
@@ -99,7 +99,7 @@ def build_training(config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5
     G = build_completion_network(policy, synchronized, config.width_divisor, mean_pixel)
     D = build_context_discriminator(config.image_size, config.local_size, policy, synchronized,
                                     config.width_divisor)
-    g_opt, d_opt = make_optimizer(config), make_optimizer(config)
+    g_opt, d_opt = make_optimizer(config), make_optimizer(config, config.d_learning_rate_at(0))
     step_opts = (g_opt, d_opt)
     if policy == "mixed_float16":
         step_opts = tuple(keras.optimizers.LossScaleOptimizer(o) for o in step_opts)
@@ -272,10 +272,10 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
     learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
-            phase, wanted = config.phase(n), config.learning_rate_at(n)
+            phase, wanted = config.phase(n), learning_rates(config, n)
             if wanted != learning_rate:
                 if learning_rate is not None:
-                    tqdm.write(f"Iteration {n}: learning rate {wanted:g} (--lr-drops)")
+                    tqdm.write(f"Iteration {n}: learning rate {wanted[0]:g} (--lr-drops)")
                 learning_rate = set_learning_rate(run, wanted)
             with reporter.graph(phase, n + 1):
                 metrics = {k: float(v) for k, v in run.steps[phase](next(batches)).items()}
@@ -283,7 +283,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
                 rollbacks += 1
                 n = roll_back(config, run, checkpoints, reporter, n + 1, metrics, rollbacks)
                 batches = stream(config, train_files, strategy, n, run)
-                learning_rate = set_learning_rate(run, config.learning_rate_at(n))
+                learning_rate = set_learning_rate(run, learning_rates(config, n))
                 continue
             n += 1
             run.iteration.assign(n)
@@ -303,12 +303,18 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
     return 0
 
 
-def set_learning_rate(run, value):
-    """Both optimizers' learning rate. Their checkpoints hold it too: what --learning-rate and
-    --lr-drops say wins over what a restored checkpoint says."""
-    for optimizer in (run.checkpoint.completion_optimizer, run.checkpoint.discriminator_optimizer):
+def learning_rates(config, n):
+    """The completion network's and the discriminator's learning rates at iteration n."""
+    return config.learning_rate_at(n), config.d_learning_rate_at(n)
+
+
+def set_learning_rate(run, values):
+    """The two optimizers' learning rates. Their checkpoints hold them too: what --learning-rate,
+    --d-learning-rate and --lr-drops say wins over what a restored checkpoint says."""
+    for optimizer, value in zip((run.checkpoint.completion_optimizer,
+                                 run.checkpoint.discriminator_optimizer), values):
         optimizer.learning_rate = value
-    return value
+    return values
 
 
 def shown_or_saved(config, n, phase_end):
@@ -506,6 +512,7 @@ def prepare(config, saved, fresh, chief=True):
           f" {config.learning_rate}" + (
               f" (x {config.lr_drop_factor:g} after iteration"
               f" {', '.join(map(str, config.lr_drops))})" if config.lr_drops else "")
+          + (f", discriminator lr {config.d_learning_rate}" if config.d_learning_rate else "")
           + f", alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"

@@ -257,6 +257,10 @@ def test_lr_drops_multiply_the_learning_rate_from_the_step_after_each():
     assert [config.learning_rate_at(n) for n in (0, 9, 10, 19, 20, 10 ** 6)] == pytest.approx(
         [0.4, 0.4, 0.1, 0.1, 0.025, 0.025])
     assert cfg.Config().lr_drops == [] and cfg.Config().learning_rate_at(10 ** 6) == 1.0
+    assert [config.d_learning_rate_at(n) for n in (0, 10, 20)] == pytest.approx([0.4, 0.1, 0.025])
+    constant = cfg.resolve(config, dict(d_learning_rate=0.3))
+    assert [constant.d_learning_rate_at(n) for n in (0, 10, 20)] == [0.3, 0.3, 0.3]
+    assert constant.learning_rate_at(20) == pytest.approx(0.025)
     parsed = cfg.build_parser("t").parse_args(["--lr-drops", "100", "200"])
     assert parsed.lr_drops == [100, 200]
     assert cfg.build_parser("t").parse_args(["--lr-drops"]).lr_drops == []

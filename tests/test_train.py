@@ -378,6 +378,23 @@ def test_learning_rate_changes_on_resume_and_drops_where_lr_drops_say(copy_train
             assert reader.get_tensor(key) == np.float32(expected), (iteration, optimizer)
 
 
+def test_d_learning_rate_keeps_the_discriminator_at_its_own_constant_rate(copy_training,
+                                                                         capsys):
+    args = tiny_args("photos", total=7) + ["--learning-rate", "0.5", "--lr-drops", "6",
+                                           "--d-learning-rate", "0.3"]
+    assert run_main(train, args, copy_training) == 0
+    out = capsys.readouterr().out
+    assert "Changed on resume: --d-learning-rate 0.0 -> 0.3" in out
+    assert "adadelta lr 0.5 (x 0.25 after iteration 6), discriminator lr 0.3" in out
+    assert "Iteration 6: learning rate 0.125 (--lr-drops)" in out
+    for folder, iteration, expected in ((session.ROLLING, 6, 0.5), (session.PHASE_ENDS, 7, 0.125)):
+        reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", folder,
+                                                     f"ckpt-{iteration}"))
+        rates = [reader.get_tensor(f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+                 for optimizer in ("completion_optimizer", "discriminator_optimizer")]
+        assert rates == [np.float32(expected), np.float32(0.3)], iteration
+
+
 def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_training, capsys):
     args = tiny_args("photos")
     args[args.index("--image-size") + 1] = "48"

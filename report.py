@@ -170,7 +170,7 @@ def evaluation_grid(shown):
 
 def plot_evaluation(rows, config, folder, filename="eval.png"):
     """folder/filename: each held-out metric against iterations, a line per method, Telea's
-    dashed, the phase boundaries marked."""
+    dashed, the phase boundaries and the learning-rate drops marked."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,6 +192,11 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                 y = 1.0 if name == "phase 2" else 0.93  # apart when phase 2 is short
                 ax.text(boundary, y, f" {name}", transform=ax.get_xaxis_transform(),
                         fontsize=7, va="top", color="gray")
+        for drop in config.lr_drops:
+            if drop < config.total_iters:
+                ax.axvline(drop, color="gray", lw=0.6, ls="--", alpha=0.5)
+                ax.text(drop, 0.06, f" lr x{config.lr_drop_factor:g}", fontsize=6, color="gray",
+                        transform=ax.get_xaxis_transform())
         ax.set_title(titles[column], fontsize=9)
         ax.set_xlabel("iteration")
     axes[0].legend(fontsize=8)

@@ -106,7 +106,9 @@ def test_the_onnx_file_has_no_batch_norm_and_takes_any_size(converted):
         inputs[..., 3] = inputs[..., 3] > 0.7
         got = onnx_network(inputs)
         assert got.shape == shape[:3] + (3,)
-        assert np.max(np.abs(got - network(inputs, training=False).numpy())) < 1e-5
+        # float32 sums in another order (batch norm folded into the kernels, other kernels):
+        # within 2e-5 of outputs in [0, 1], with or without oneDNN
+        assert np.max(np.abs(got - network(inputs, training=False).numpy())) < 2e-5
     assert engine.name_of(onnx_network) == "onnx" and engine.name_of(network) == "tf"
 
 

@@ -559,11 +559,7 @@ def main(argv=None):
         if options["pytorch"]:
             check_pytorch()
         if options["profile"]:
-            try:
-                os.makedirs(options["profile"], exist_ok=True)
-            except OSError as error:
-                raise cfg.ConfigError(f"--profile {options['profile']}: cannot write there"
-                                      f" ({error.strerror})")
+            utils.output_folder(options["profile"], "--profile")
         if "local_size" in args:  # holes as in the presets: 3/4 to all of the local patch
             args.update(hole_min=args["local_size"] * 3 // 4, hole_max=args["local_size"])
         config = cfg.resolve(cfg.preset_config(args["preset"]), args)

@@ -262,6 +262,9 @@ def parse_args(argv):
                         help="seed of the holes: the same seed gives the same holes (default: 0)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
+    parser.add_argument("--out", metavar="DIR",
+                        help="folder for the table and figures (default: results/NAME/eval, NAME"
+                             " being the session's or the export folder's name)")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     return args
@@ -283,6 +286,7 @@ def main(argv=None):
         else:
             name, source = args.session, f"session '{args.session}'" + (
                 f" at iteration {args.iteration}" if args.iteration is not None else "")
+        out = utils.output_folder(args.out or session.eval_dir(name), "--out")
         hole_shape = args.hole_shape or config.hole_shape
         photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
                                                hole_shape, args.seed)
@@ -300,7 +304,7 @@ def main(argv=None):
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
-    report(session.eval_dir(name), header, settings, photos, per_photo, examples)
+    report(out, header, settings, photos, per_photo, examples)
     skipped = data_loader.BAD_FILES.sorted()
     if skipped:
         print(f"Skipped {len(skipped)} undecodable file(s): see the warnings above")

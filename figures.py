@@ -138,9 +138,9 @@ def main(argv=None):
                                         " decode" if rows else "no held-out photo decodes")
         items = [items[r] for r in rows] if rows else items
         done = completions(args.session, iterations, items, mean_pixel)
+        utils.output_folder(args.out, "--out")
     except utils.UserError as error:
         return utils.print_error(error)
-    os.makedirs(args.out, exist_ok=True)
     written = [os.path.join(args.out, f"{args.session}_completions.jpg")]
     grid_figure(written[0], items, done, config)
     history = report.read_csv(session.eval_history(args.session))

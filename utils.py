@@ -51,6 +51,18 @@ def sample_grid(images, masks, outputs, mean_pixel):
     return tf.cast(tf.round(tf.clip_by_value(grid, 0.0, 1.0) * 255.0), tf.uint8).numpy()
 
 
+def output_folder(folder, flag):
+    """Make `folder` for a script's outputs, before any long work; a UserError naming `flag` if
+    it cannot be made or written to."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise PermissionError(13, "Permission denied")
+    except OSError as error:
+        raise UserError(f"{flag} {folder}: cannot write there ({error.strerror})") from None
+    return folder
+
+
 def save_png(path, array):
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     Image.fromarray(np.asarray(array)).save(path)

@@ -162,6 +162,23 @@ def test_bad_input_one_line_exit_2_nothing_written(root, capsys, args, message):
     assert not (root / session.results_dir("s")).exists()
 
 
+def test_out_puts_the_table_and_figures_elsewhere_and_refuses_a_file(root, capsys):
+    stdout, _ = run_evaluate(root, capsys, "--count", "1")  # the default folder, for comparison
+    default = json.loads((root / session.eval_dir("s") / "metrics.json").read_text())
+    assert run_main(evaluate, ["--session", "s", "--data-dir", "photos", "--count", "1",
+                               "--out", "scores/first"], root) == 0
+    assert "Wrote scores/first/metrics.csv, scores/first/metrics.json" in capsys.readouterr().out
+    assert sorted(os.listdir(root / "scores" / "first")) == [
+        "examples.png", "metrics.csv", "metrics.json", "metrics.png"]
+    moved = json.loads((root / "scores" / "first" / "metrics.json").read_text())
+    assert moved["mean"] == default["mean"]
+    (root / "a_file").write_text("")
+    assert run_main(evaluate, ["--session", "s", "--data-dir", "photos", "--out", "a_file/x"],
+                    root) == 2
+    assert capsys.readouterr().err == (
+        "error: --out a_file/x: cannot write there (Not a directory)\n")
+
+
 def test_the_command_line_exits_2_without_traceback(root):
     result = run_script("evaluate.py", ["--session", "s", "--data-dir", "photos", "--seed", "-1"],
                         cwd=root)

@@ -76,6 +76,8 @@ def test_defaults_the_end_of_phase_1_the_newest_and_the_validation_photos(copy_t
     (["--rows", "-1"], "error: --rows -1: expected photo numbers such as 0,3,7"),
     (["--rows", "7", "--data-dir", "photos"], "error: --rows 7: only 5 held-out photos decode"),
     (["--session", "nothing"], "error: --session nothing: no readable session"),
+    (["--out", "saved_sessions/tiny/session.json/figures"],
+     "error: --out saved_sessions/tiny/session.json/figures: cannot write there (Not a directory)"),
 ])
 def test_bad_arguments_are_one_line(copy_training, capsys, args, message):
     args = ["--session", "tiny", *args] if args[0] != "--session" else args

@@ -371,11 +371,7 @@ def test_learning_rate_changes_on_resume_and_drops_where_lr_drops_say(copy_train
     assert "adadelta lr 0.5 (x 0.5 after iteration 6)" in out
     assert "Iteration 6: learning rate 0.25 (--lr-drops)" in out
     for folder, iteration, expected in ((session.ROLLING, 6, 0.5), (session.PHASE_ENDS, 7, 0.25)):
-        reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", folder,
-                                                     f"ckpt-{iteration}"))
-        for optimizer in ("completion_optimizer", "discriminator_optimizer"):
-            key = f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE"
-            assert reader.get_tensor(key) == np.float32(expected), (iteration, optimizer)
+        assert saved_learning_rates(copy_training, folder, iteration) == [np.float32(expected)] * 2
 
 
 def test_d_learning_rate_keeps_the_discriminator_at_its_own_constant_rate(copy_training,
@@ -388,11 +384,15 @@ def test_d_learning_rate_keeps_the_discriminator_at_its_own_constant_rate(copy_t
     assert "adadelta lr 0.5 (x 0.25 after iteration 6), discriminator lr 0.3" in out
     assert "Iteration 6: learning rate 0.125 (--lr-drops)" in out
     for folder, iteration, expected in ((session.ROLLING, 6, 0.5), (session.PHASE_ENDS, 7, 0.125)):
-        reader = tf.train.load_checkpoint(in_session(copy_training, "tiny", folder,
-                                                     f"ckpt-{iteration}"))
-        rates = [reader.get_tensor(f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
-                 for optimizer in ("completion_optimizer", "discriminator_optimizer")]
-        assert rates == [np.float32(expected), np.float32(0.3)], iteration
+        assert saved_learning_rates(copy_training, folder, iteration) == [
+            np.float32(expected), np.float32(0.3)], iteration
+
+
+def saved_learning_rates(root, folder, iteration):
+    """[completion network's, discriminator's] learning rate in the tiny session's checkpoint."""
+    reader = tf.train.load_checkpoint(in_session(root, "tiny", folder, f"ckpt-{iteration}"))
+    return [reader.get_tensor(f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
+            for optimizer in ("completion_optimizer", "discriminator_optimizer")]
 
 
 def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_training, capsys):

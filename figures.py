@@ -6,8 +6,8 @@ completions of held-out photos at chosen iterations side by side.
 Writes OUT/NAME_eval.png (the held-out metrics train.py recorded in results/NAME/eval.csv,
 against iterations, with the phase boundaries and Telea's line) and OUT/NAME_completions.jpg: a
 row per held-out photo (the photos and holes train.py --eval-every and evaluate.py score), the
-columns masked input | the network of each iteration | the last one with the paper's blending |
-ground truth.
+columns masked input | the network of each iteration | the last one (or --blend N) with the
+paper's blending | ground truth.
 """
 import os
 import sys
@@ -78,9 +78,10 @@ def completions(name, iterations, items, mean_pixel):
     return done
 
 
-def grid_figure(path, items, done, config):
-    """The grid with a title above each column, pixel for pixel (no resampling)."""
-    last = max(done)
+def grid_figure(path, items, done, config, blended=None):
+    """The grid with a title above each column, pixel for pixel (no resampling); `blended`: the
+    iteration whose completions the blend column shows (default: the last)."""
+    last = blended or max(done)
     columns = [("masked input", [np.where(i["hole"][..., None], np.uint8(255), i["image"])
                                  for i in items])]
     columns += [(f"iteration {n} (phase {phase_of(n, config)})", done[n]) for n in sorted(done)]
@@ -119,6 +120,9 @@ def parse_args(argv):
     parser.add_argument("--data-dir", nargs="+", metavar="DIR",
                         help="other held-out photos (default: the session's --val-dir, else its"
                              " validation photos)")
+    parser.add_argument("--blend", type=int, metavar="N",
+                        help="which of the iterations the blended column shows (default: the"
+                             " last)")
     parser.add_argument("--out", default="figures", metavar="DIR",
                         help="folder for the figures (default: figures)")
     return parser.parse_args(argv)
@@ -130,6 +134,9 @@ def main(argv=None):
         rows = parse_rows(args.rows)
         _, mean_pixel, config = session.load_completion_network(args.session)
         iterations = args.iterations or default_iterations(args.session, config)
+        if args.blend is not None and args.blend not in iterations:
+            raise utils.UserError(f"--blend {args.blend}: expected one of the iterations shown,"
+                                  f" {', '.join(map(str, iterations))}")
         files = held_out_files(config, args.data_dir)
         items = evaluate.held_out(files, config, max(rows or [ROWS - 1]) + 1, config.hole_shape,
                                   evaluate.DEFAULT_SEED, mean_pixel)
@@ -142,7 +149,7 @@ def main(argv=None):
     except utils.UserError as error:
         return utils.print_error(error)
     written = [os.path.join(args.out, f"{args.session}_completions.jpg")]
-    grid_figure(written[0], items, done, config)
+    grid_figure(written[0], items, done, config, args.blend)
     history = report.read_csv(session.eval_history(args.session))
     if history:
         written.append(os.path.join(args.out, f"{args.session}_eval.png"))

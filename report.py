@@ -199,8 +199,9 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                         transform=ax.get_xaxis_transform())
         ax.set_title(titles[column], fontsize=9)
         ax.set_xlabel("iteration")
-    axes[0].legend(fontsize=8)
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.92))
     fig.savefig(os.path.join(folder, filename), dpi=80)
     plt.close(fig)
 

@@ -54,6 +54,12 @@ def test_the_grid_shows_each_iteration_pixel_for_pixel(copy_training, tmp_path, 
         np.testing.assert_array_equal(cell(grid, row, 4), item["image"])
     # Phase 1's network and the last one differ: the columns are not copies.
     assert not np.array_equal(cell(grid, 0, 1), cell(grid, 0, 2))
+    # --blend 2: the blended column shows the end of phase 1 instead.
+    figures.grid_figure(str(tmp_path / "grid2.png"), items, done, config, blended=2)
+    grid = np.asarray(Image.open(tmp_path / "grid2.png").convert("RGB"))
+    for row, item in enumerate(items):
+        np.testing.assert_array_equal(cell(grid, row, 3), complete.poisson_blend(
+            item["masked"], done[2][row], item["hole"]))
 
 
 def test_defaults_the_end_of_phase_1_the_newest_and_the_validation_photos(copy_training):
@@ -76,6 +82,8 @@ def test_defaults_the_end_of_phase_1_the_newest_and_the_validation_photos(copy_t
     (["--rows", "-1"], "error: --rows -1: expected photo numbers such as 0,3,7"),
     (["--rows", "7", "--data-dir", "photos"], "error: --rows 7: only 5 held-out photos decode"),
     (["--session", "nothing"], "error: --session nothing: no readable session"),
+    (["--iterations", "2", "5", "--blend", "4"],
+     "error: --blend 4: expected one of the iterations shown, 2, 5"),
     (["--out", "saved_sessions/tiny/session.json/figures"],
      "error: --out saved_sessions/tiny/session.json/figures: cannot write there (Not a directory)"),
 ])

@@ -276,14 +276,14 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
             if wanted != learning_rate:
                 if learning_rate is not None:
                     tqdm.write(f"Iteration {n}: learning rate {wanted[0]:g} (--lr-drops)")
-                learning_rate = set_learning_rate(run, wanted)
+                learning_rate = set_learning_rates(run, wanted)
             with reporter.graph(phase, n + 1):
                 metrics = {k: float(v) for k, v in run.steps[phase](next(batches)).items()}
             if not all(np.isfinite(list(metrics.values()))):
                 rollbacks += 1
                 n = roll_back(config, run, checkpoints, reporter, n + 1, metrics, rollbacks)
                 batches = stream(config, train_files, strategy, n, run)
-                learning_rate = set_learning_rate(run, learning_rates(config, n))
+                learning_rate = set_learning_rates(run, learning_rates(config, n))
                 continue
             n += 1
             run.iteration.assign(n)
@@ -308,7 +308,7 @@ def learning_rates(config, n):
     return config.learning_rate_at(n), config.d_learning_rate_at(n)
 
 
-def set_learning_rate(run, values):
+def set_learning_rates(run, values):
     """The two optimizers' learning rates. Their checkpoints hold them too: what --learning-rate,
     --d-learning-rate and --lr-drops say wins over what a restored checkpoint says."""
     for optimizer, value in zip((run.checkpoint.completion_optimizer,

@@ -36,6 +36,15 @@ def multiple_of_4(value):
     return value >= 4 and value % 4 == 0
 
 
+def fraction_or_count(text):
+    """--val-split: a whole number such as 20 is a count of photos (int), any other number a
+    fraction of them (float)."""
+    try:
+        return int(text)
+    except ValueError:
+        return float(text)
+
+
 NON_NEGATIVE = dict(check=lambda v: v >= 0, expected="a non-negative iteration count")
 EVERY = dict(check=lambda v: v >= 1, expected="a positive iteration count")
 
@@ -47,8 +56,17 @@ class Config:
               " with the photos that scikit-image, scikit-learn and matplotlib ship)",
         nargs="+", metavar="DIR")
     val_dir: str = setting(
-        "", "folder of validation photos for the sample grids (default: a held-out slice of"
-            " --data-dir)")
+        "", "folder of validation photos for the sample grids and --eval-every (default:"
+            " --val-split of --data-dir)")
+    val_split: float = setting(
+        0.05, "without --val-dir, how many of --data-dir's photos (chosen by --seed) are kept"
+              " aside as validation photos, never trained on: a fraction such as 0.1 (at least"
+              " 1 photo, at most 64) or a number such as 20 (default: 0.05). They choose"
+              " settings and checkpoints; report results on other photos, with evaluate.py. A"
+              " session may change it when it resumes, as --data-dir",
+        metavar="F|N", type=fraction_or_count,
+        check=lambda v: 0 < v <= 0.5 if isinstance(v, float) else v >= 1,
+        expected="a fraction in (0, 0.5] or a whole number of photos (at least 1)")
     session: str = setting(
         "default", "name of the run; its checkpoints, TensorBoard logs and sample grids are"
                    " kept under that name, and the same command resumes it (default: default)",
@@ -132,8 +150,8 @@ class Config:
     sample_every: int = setting(
         1000, "write validation grids (TensorBoard and results) every N iterations", **EVERY)
     eval_every: int = setting(
-        2000, "every N iterations (and at each phase's end) complete the held-out photos"
-              " (--val-dir, or the held-out slice of --data-dir) with evaluate.py's seeded holes"
+        2000, "every N iterations (and at each phase's end) complete the validation photos"
+              " (--val-dir, or --val-split of --data-dir) with evaluate.py's seeded holes"
               " and log its metrics to TensorBoard under eval/; 0: never",
         check=lambda v: v >= 0, expected="a non-negative iteration count")
     bn_batches: int = setting(
@@ -269,7 +287,7 @@ def add_flag(parser, name, **overrides):
     elif meta["choices"]:
         kwargs.update(choices=meta["choices"])
     elif "metavar" in meta:
-        kwargs.update(type=f.type, metavar=meta["metavar"])
+        kwargs.update(type=meta.get("type", f.type), metavar=meta["metavar"])
     else:
         kwargs.update(type=f.type, metavar="N" if f.type is int else None)
     kwargs.update(overrides)
@@ -290,8 +308,13 @@ def resolve(base, overrides):
     values = dataclasses.asdict(base)
     if "preset" in overrides and overrides["preset"] != base.preset:
         values.update(dataclasses.asdict(preset_config(overrides["preset"])))
-        values.update(data_dir=base.data_dir, val_dir=base.val_dir, session=base.session)
+        values.update(data_dir=base.data_dir, val_dir=base.val_dir, val_split=base.val_split,
+                      session=base.session)
     values.update(overrides)
+    if "val_split" in overrides and values["val_dir"]:
+        raise ConfigError(f"--val-split {values['val_split']}: not used with --val-dir"
+                          f" {values['val_dir']}, whose photos are the validation photos; give"
+                          " one of the two (--val-dir '' for none)")
     if "optimizer" in overrides and "learning_rate" not in overrides:
         values["learning_rate"] = DEFAULT_LEARNING_RATE.get(values["optimizer"], 1.0)
     config = Config(**values)

@@ -93,11 +93,19 @@ def photo_files(folders):
     return find_images([DEFAULT_DATA_DIR])
 
 
-def split_validation(files, seed):
-    """Hold out a fixed slice of the photos (5 %, between 1 and 64) for the sample grids."""
-    if len(files) < 2:
-        return files, files
-    count = min(64, max(1, len(files) // 20))
+def split_validation(files, seed, split):
+    """(training photos, validation photos): a fixed, seeded selection of the photos is kept
+    aside, `split` (--val-split) of them: a number of photos (an int), or a fraction (a float:
+    at least 1 photo, at most 64; a lone photo is then both)."""
+    if isinstance(split, float):
+        if len(files) < 2:
+            return files, files
+        count = min(64, max(1, int(len(files) * split + 1e-9)))  # 0.29 * 100 is 28.99...
+    elif split >= len(files):
+        raise DataError(f"--val-split {split}: expected fewer photos than the {len(files)} of"
+                        " --data-dir, so that some are left for training")
+    else:
+        count = split
     held = set(np.random.default_rng(seed).choice(len(files), count, replace=False).tolist())
     return ([f for i, f in enumerate(files) if i not in held],
             [f for i, f in enumerate(files) if i in held])

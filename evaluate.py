@@ -8,10 +8,15 @@ Each photo is centre-cropped to the session's image size and gets one seeded ran
 same holes for every method, and for every run with the same --seed. Methods: the completion
 network ("model"), the network with the paper's post-processing ("model + blend"), the mean
 pixel the network sees in the hole ("mean pixel"), and OpenCV's fast marching (Telea) and
-Navier-Stokes inpainting. Metrics on [0, 1] values, inside the hole and over the whole image:
-mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Writes, in the eval/ folder of
-the session's (or the export's) results: metrics.csv, metrics.json (with the per-photo values),
-metrics.png and examples.png.
+Navier-Stokes inpainting. Distortion, on [0, 1] values, inside the hole and over the whole
+image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Realism of the fills
+(realism.py), measures of the whole set of fills: SWD in the hole (lower is better, 0 for the
+photos themselves; beside it the SWD of two halves of the photos against each other, the scale
+of the distance between two sets of real photos), sharpness and checkerboard (1 is the photos')
+and the checkerboard excess (1 is the photos'; above 1, a two-pixel artefact, which can lower
+SWD: never judge realism by SWD alone). Writes, in the eval/ folder of the session's (or the
+export's) results: metrics.csv, metrics.json (with the per-photo values, SWD per pyramid level
+and the photos' own), metrics.png and examples.png.
 """
 import csv
 import os
@@ -34,6 +39,7 @@ import config as cfg  # noqa: E402
 import data_loader  # noqa: E402
 import engine  # noqa: E402
 import exports  # noqa: E402
+import realism  # noqa: E402
 import session  # noqa: E402
 import utils  # noqa: E402
 
@@ -42,6 +48,7 @@ METRICS = {"l1": "L1", "l2": "L2", "psnr": "PSNR", "ssim": "SSIM"}
 HIGHER_IS_BETTER = ("psnr", "ssim")
 REGIONS = ("hole", "image")
 COLUMNS = [f"{metric}_{region}" for region in REGIONS for metric in METRICS]  # l1_hole, ...
+# Beside them, the realism of each method's set of fills: realism.COLUMNS (swd_hole, ...).
 MAX_PSNR = 100.0  # dB, reported for a perfect match (MSE 0)
 EXAMPLES = 4
 DEFAULT_SEED, DEFAULT_COUNT = 0, 100  # the held-out holes, here and during training
@@ -136,20 +143,25 @@ def held_out(files, config, count, hole_shape, seed, mean_pixel):
     return items
 
 
-def score(network, mean_pixel, items, methods=METHODS, examples=0, progress=False):
-    """Every method on the held-out items: ({method: {column: [value per photo]}}, the first
-    `examples` items with their results)."""
-    per_photo = {method: {column: [] for column in COLUMNS} for method in methods}
-    shown = []
+def fill_items(network, mean_pixel, items, methods=METHODS, progress=False):
+    """Every method on the held-out items: {method: [completed uint8 photo per item]}."""
+    completed = {method: [] for method in methods}
     for item in tqdm(items, desc="evaluating", unit="photo", dynamic_ncols=True, leave=False,
                      disable=not progress):
         results = fill_all(network, item["masked"], item["hole"], mean_pixel, methods)
         for method, result in results.items():
-            for column, value in scores(result, item["image"], item["hole"]).items():
-                per_photo[method][column].append(value)
-        if len(shown) < examples:
-            shown.append((item["path"], item["image"], item["hole"], results))
-    return per_photo, shown
+            completed[method].append(result)
+    return completed
+
+
+def score(items, completed):
+    """The distortion of each method's completions: {method: {column: [value per photo]}}."""
+    per_photo = {}
+    for method, results in completed.items():
+        rows = [scores(result, item["image"], item["hole"])
+                for result, item in zip(results, items)]
+        per_photo[method] = {column: [row[column] for row in rows] for column in COLUMNS}
+    return per_photo
 
 
 def means(per_photo):
@@ -157,14 +169,51 @@ def means(per_photo):
             for method, columns in per_photo.items()}
 
 
+def photos_and_holes(items):
+    return [item["image"] for item in items], [item["hole"] for item in items]
+
+
+def measure(items, completed):
+    """Everything measured of each method's completions, as metrics.json keeps it: "mean"
+    ({method: {column: value}}: COLUMNS averaged over the photos, and realism.COLUMNS, which
+    are measures of the whole set), "per_photo" ({method: {column: [value per photo]}}:
+    COLUMNS, sharpness_hole and checkerboard_hole) and "swd_levels" ({method: [SWD per
+    pyramid level]})."""
+    photos, holes = photos_and_holes(items)
+    reference = realism.photo_reference(photos, holes)  # the same for every method
+    per_photo = score(items, completed)
+    mean, levels = means(per_photo), {}
+    for method, results in completed.items():
+        found = realism.measure(results, photos, holes, reference=reference)
+        mean[method].update({column: found[column] for column in realism.COLUMNS})
+        per_photo[method].update(sharpness_hole=found["sharpness_per_photo"],
+                                 checkerboard_hole=found["checkerboard_per_photo"])
+        levels[method] = found["swd_levels"]
+    return dict(mean=mean, per_photo=per_photo, swd_levels=levels)
+
+
+def swd_floor(items):
+    """The SWD of the photos against themselves, in two disjoint halves: (SWD, [per level])."""
+    return realism.swd_floor(*photos_and_holes(items))
+
+
+def examples(items, completed, count):
+    """The first `count` items with their completions: (path, image, hole, {method: result})."""
+    return [(item["path"], item["image"], item["hole"],
+             {method: results[index] for method, results in completed.items()})
+            for index, item in enumerate(items[:count])]
+
+
 def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
-    """Per-photo scores of every method: (photos, {method: {column: [value per photo]}},
-    examples)."""
+    """Every method on the held-out photos: (photos, measured: measure()'s dict with the photos'
+    own SWD, "swd_floor" and "swd_floor_levels", examples)."""
     items = held_out(files, config, count, hole_shape, seed, mean_pixel)
-    per_photo, examples = score(network, mean_pixel, items, examples=EXAMPLES, progress=True)
+    completed = fill_items(network, mean_pixel, items, progress=True)
+    measured = measure(items, completed)
+    measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
     photos = [dict(path=item["path"], hole=item["box"], hole_pixels=int(item["hole"].sum()))
               for item in items]
-    return photos, per_photo, examples
+    return photos, measured, examples(items, completed, EXAMPLES)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -172,38 +221,66 @@ def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
 
 
 def column_title(column):
+    if column in realism.COLUMNS:
+        return realism.COLUMNS[column]
     metric, region = column.split("_")
     return f"{METRICS[metric]} {region}"
 
 
-def table(header, means):
-    width = max(len(method) for method in METHODS) + 2
-    lines = [header, "method".ljust(width) + "".join(f"{column_title(c):>12}" for c in COLUMNS)]
-    for method in METHODS:
-        lines.append(method.ljust(width) + "".join(
-            f"{means[method][c]:>12.2f}" if c.startswith("psnr") else f"{means[method][c]:>12.4f}"
-            for c in COLUMNS))
-    return "\n".join(lines)
+def value_format(column):
+    if column.startswith(("psnr", "swd")):
+        return ".2f"
+    return ".3f" if column in realism.COLUMNS else ".4f"
+
+
+def floor_line(floor):
+    return "SWD of the photos against themselves (two disjoint halves): " + (
+        "needs 2 photos or more" if np.isnan(floor) else f"{floor:.2f}")
+
+
+def table(header, measured):
+    """Distortion, then realism: two blocks of rows, a row per method; then the photos' own
+    SWD."""
+    width, mean = max(len(method) for method in METHODS) + 2, measured["mean"]
+    lines = [header]
+    for columns, wide in ((COLUMNS, 12), (realism.COLUMNS, 16)):
+        lines.append("method".ljust(width) + "".join(f"{column_title(c):>{wide}}"
+                                                     for c in columns))
+        lines += [method.ljust(width) + "".join(f"{mean[method][c]:>{wide}{value_format(c)}}"
+                                                for c in columns) for method in METHODS]
+    return "\n".join(lines + [floor_line(measured["swd_floor"])])
 
 
 def write_csv(path, means):
+    columns = [*COLUMNS, *realism.COLUMNS]
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["method", *COLUMNS])
+        writer.writerow(["method", *columns])
         for method in METHODS:
-            writer.writerow([method, *(repr(means[method][c]) for c in COLUMNS)])
+            writer.writerow([method, *(repr(means[method][c]) for c in columns)])
 
 
-def plot_metrics(path, header, means):
-    """One bar chart per metric and region, a bar per method."""
+def better(column):
+    if column in realism.COLUMNS:
+        return "lower is better" if column == "swd_hole" else "1 is the photos'"
+    return ("higher" if column.split("_")[0] in HIGHER_IS_BETTER else "lower") + " is better"
+
+
+def plot_metrics(path, header, measured):
+    """One bar chart per metric and region, a bar per method; a row of realism charts below,
+    with the photos' own value as a dotted line (the SWD of their two halves; 1 for the
+    ratios)."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    fig, axes = plt.subplots(len(REGIONS), len(METRICS), figsize=(4 * len(METRICS), 8))
-    for ax, column in zip(axes.flat, COLUMNS):
-        bars = ax.bar(range(len(METHODS)), [means[m][column] for m in METHODS],
+    mean = measured["mean"]
+    fig, axes = plt.subplots(len(REGIONS) + 1, len(METRICS), figsize=(4 * len(METRICS), 12))
+    for ax, column in zip(axes.flat, [*COLUMNS, *realism.COLUMNS]):
+        bars = ax.bar(range(len(METHODS)), [mean[m][column] for m in METHODS],
                       color=colors[:len(METHODS)])
         ax.bar_label(bars, fmt="%.2f" if column.startswith("psnr") else "%.3g", fontsize=8)
-        better = "higher" if column.split("_")[0] in HIGHER_IS_BETTER else "lower"
-        ax.set_title(f"{column_title(column)} ({better} is better)")
+        if column in realism.COLUMNS:
+            ax.axhline(measured["swd_floor"] if column == "swd_hole" else 1.0, color="gray",
+                       ls=":", lw=1)
+        ax.set_title(f"{column_title(column)} ({better(column)})")
         ax.set_xticks(range(len(METHODS)), METHODS, rotation=30, ha="right", fontsize=9)
         ax.margins(y=0.15)
     fig.suptitle(header)
@@ -233,16 +310,24 @@ def plot_examples(path, examples):
     plt.close(fig)
 
 
-def report(folder, header, settings, photos, per_photo, examples):
-    average = means(per_photo)
-    print(table(header, average))
+def without_nan(value):
+    """JSON has no NaN: null instead (a ratio whose photo is flat in its hole)."""
+    if isinstance(value, dict):
+        return {key: without_nan(v) for key, v in value.items()}
+    if isinstance(value, list):
+        return [without_nan(v) for v in value]
+    return None if isinstance(value, float) and np.isnan(value) else value
+
+
+def report(folder, header, settings, photos, measured, examples):
+    print(table(header, measured))
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, name)
              for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png")]
-    write_csv(paths[0], average)
-    utils.write_json(paths[1], dict(settings=settings, photos=photos, methods=list(METHODS),
-                                    mean=average, per_photo=per_photo))
-    plot_metrics(paths[2], header, average)
+    write_csv(paths[0], measured["mean"])
+    utils.write_json(paths[1], without_nan(dict(settings=settings, photos=photos,
+                                                methods=list(METHODS), **measured)))
+    plot_metrics(paths[2], header, measured)
     plot_examples(paths[3], examples)
     print("Wrote " + ", ".join(paths))
 
@@ -288,8 +373,8 @@ def main(argv=None):
                 f" at iteration {args.iteration}" if args.iteration is not None else "")
         out = utils.output_folder(args.out or session.eval_dir(name), "--out")
         hole_shape = args.hole_shape or config.hole_shape
-        photos, per_photo, examples = evaluate(network, mean_pixel, config, files, args.count,
-                                               hole_shape, args.seed)
+        photos, measured, examples = evaluate(network, mean_pixel, config, files, args.count,
+                                              hole_shape, args.seed)
         if not photos:
             raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
                                         f" photo among {len(files)} image files")
@@ -304,7 +389,7 @@ def main(argv=None):
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
-    report(out, header, settings, photos, per_photo, examples)
+    report(out, header, settings, photos, measured, examples)
     skipped = data_loader.BAD_FILES.sorted()
     if skipped:
         print(f"Skipped {len(skipped)} undecodable file(s): see the warnings above")

@@ -56,7 +56,8 @@ def held_out_files(config, data_dir):
         return data_loader.find_images(data_dir)
     if config.val_dir:
         return data_loader.find_images([config.val_dir], "--val-dir")
-    return data_loader.split_validation(data_loader.find_images(config.data_dir), config.seed)[1]
+    return data_loader.split_validation(data_loader.photo_files(config.data_dir), config.seed,
+                                        config.val_split)[1]
 
 
 def default_iterations(name, config):

@@ -10,17 +10,33 @@ import tensorflow as tf
 from tqdm import tqdm
 
 import evaluate
+import realism
 import utils
 from config import PHASE_NAMES
 
-HISTORY_FIELDS = ["iteration", "phase", "reconstruction", "discriminator", "adversarial",
-                  "d_real", "d_completed", "images_per_second"]
+# What a step returns: its losses and the discriminator's mean outputs (checked for NaN, shown
+# in the progress bar), and the gradients' norms (grad_g, grad_d: of the completion network's
+# and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
+# the completion network's output).
+LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed")
+GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
+             "grad_out_reconstruction": "gradients/output_reconstruction",
+             "grad_out_adversarial": "gradients/output_adversarial",
+             "adversarial_share": "gradients/adversarial_share"}
+HISTORY_FIELDS = ["iteration", "phase", *LOSSES, "images_per_second", *GRADIENTS]
 GRID_TAG = "samples/masked_input | output | completed | ground_truth"
 # Held-out evaluation: the methods scored during training (each a TensorBoard run of its own,
-# logs/NAME/SUBFOLDER, so that the same tag draws their curves in one chart), and the metrics.
-EVAL_RUNS = {"model": "", "model + blend": "eval_blend", "OpenCV Telea": "eval_telea"}
+# logs/NAME/SUBFOLDER, so that the same tag draws their curves in one chart), with the SWD of
+# two halves of the photos against each other (FLOOR: the scale of real against real), and the
+# metrics logged (eval/TAG) and drawn.
+FLOOR = "photos, two halves"
+EVAL_RUNS = {"model": "", "model + blend": "eval_blend", "OpenCV Telea": "eval_telea",
+             FLOOR: "eval_floor"}
 EVAL_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image")
-EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS]
+EVAL_TAGS = {**{column: column for column in EVAL_COLUMNS}, "swd_hole": "swd",
+             "sharpness_hole": "sharpness", "checkerboard_hole": "checkerboard",
+             "checkerboard_excess": "checkerboard_excess"}
+EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS, *realism.COLUMNS]
 EVAL_GRID_TAG = "eval/masked_input | model | model + blend | ground_truth"
 
 
@@ -86,7 +102,7 @@ class Reporter:
     def scalars(self, phase, iteration):
         elapsed = time.perf_counter() - self.clock
         self.rate = len(self.pending) * self.config.batch_size / elapsed if elapsed > 0 else 0.0
-        means = {k: float(np.mean([m[k] for m in self.pending])) for k in self.pending[0]}
+        means = gradient_figures(interval_means(self.pending))
         with self.writer.as_default(step=iteration):
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
@@ -96,9 +112,13 @@ class Reporter:
             if "d_real" in means:
                 tf.summary.scalar("discriminator/real", means["d_real"])
                 tf.summary.scalar("discriminator/completed", means["d_completed"])
+            for name, tag in GRADIENTS.items():
+                if name in means:
+                    tf.summary.scalar(tag, means[name])
         self.history.append(dict({k: "" for k in HISTORY_FIELDS}, iteration=iteration,
                                  phase=phase, images_per_second=round(self.rate, 3),
-                                 **{k: round(v, 6) for k, v in means.items()}))
+                                 **{k: round(v, 6) for k, v in means.items()
+                                    if k in HISTORY_FIELDS}))
         self.new_interval()
 
     def samples(self, phase, iteration):
@@ -114,22 +134,29 @@ class Reporter:
         self.save_history()
 
     def evaluate(self, phase, iteration):
-        """Complete the held-out photos (evaluate.py's holes and metrics) and log the scores
-        of the model, of the model with the paper's blending and, once computed, Telea's."""
+        """Complete the held-out photos (evaluate.py's holes, distortion and realism measures)
+        and log the scores of the model, of the model with the paper's blending and, computed
+        once, Telea's and the photos' own SWD (with 2 held-out photos or more)."""
+        mean_pixel = self.mean_pixel.numpy()
         if self.baseline is None:
-            self.baseline = evaluate.means(evaluate.score(None, self.mean_pixel.numpy(),
-                                                          self.held_out, ("OpenCV Telea",))[0])
-        per_photo, shown = evaluate.score(self.G, self.mean_pixel.numpy(), self.held_out,
-                                          ("model", "model + blend"), examples=4)
-        scores = {**evaluate.means(per_photo), **self.baseline}
+            telea = evaluate.fill_items(None, mean_pixel, self.held_out, ("OpenCV Telea",))
+            self.baseline = evaluate.measure(self.held_out, telea)["mean"]
+            floor, _ = evaluate.swd_floor(self.held_out)
+            if not np.isnan(floor):
+                self.baseline[FLOOR] = {"swd_hole": floor}
+        completed = evaluate.fill_items(self.G, mean_pixel, self.held_out,
+                                        ("model", "model + blend"))
+        scores = {**evaluate.measure(self.held_out, completed)["mean"], **self.baseline}
         for method, values in scores.items():
             with self.eval_writers[method].as_default(step=iteration):
-                for column in EVAL_COLUMNS:
-                    tf.summary.scalar(f"eval/{column}", values[column])
+                for column, tag in EVAL_TAGS.items():
+                    if column in values:
+                        tf.summary.scalar(f"eval/{tag}", values[column])
             self.eval_history.append({"iteration": iteration, "phase": phase, "method": method,
                                       **{c: round(v, 6) for c, v in values.items()}})
         with self.writer.as_default(step=iteration):
-            tf.summary.image(EVAL_GRID_TAG, evaluation_grid(shown)[None])
+            tf.summary.image(EVAL_GRID_TAG, evaluation_grid(
+                evaluate.examples(self.held_out, completed, 4))[None])
         for writer in self.eval_writers.values():
             writer.flush()
         self.last_eval = {"hole L1": scores["model"]["l1_hole"]}
@@ -141,6 +168,30 @@ class Reporter:
             return
         write_csv(self.history_path, HISTORY_FIELDS, self.history)
         plot_losses(self.history, self.results)
+
+
+def interval_means(pending):
+    """Each metric's mean over the interval's steps. A float16 step whose scaled gradient
+    overflowed is skipped by its optimizer and has no gradient norm: not counted; a metric
+    with no value left is left out."""
+    means = {}
+    for name in pending[0]:
+        values = [m[name] for m in pending if np.isfinite(m[name])]
+        if values:
+            means[name] = float(np.mean(values))
+    return means
+
+
+def gradient_figures(means):
+    """The interval's means with the output gradient's squared norms turned into norms (root
+    mean square over the interval) and the adversarial term's share of the two."""
+    means = dict(means)
+    if "grad_out_adversarial_sq" in means and "grad_out_reconstruction_sq" in means:
+        adversarial = float(np.sqrt(means.pop("grad_out_adversarial_sq")))
+        reconstruction = float(np.sqrt(means.pop("grad_out_reconstruction_sq")))
+        means.update(grad_out_adversarial=adversarial, grad_out_reconstruction=reconstruction,
+                     adversarial_share=adversarial / max(adversarial + reconstruction, 1e-30))
+    return means
 
 
 def read_csv(path):
@@ -170,22 +221,29 @@ def evaluation_grid(shown):
 
 def plot_evaluation(rows, config, folder, filename="eval.png"):
     """folder/filename: each held-out metric against iterations, a line per method, Telea's
-    dashed, the phase boundaries and the learning-rate drops marked."""
+    dashed, the photos' own SWD dotted and a line at 1 (the photos') for the ratios; the phase
+    boundaries and the learning-rate drops marked. Rows without a metric (the floor's, or of an
+    eval.csv older than the metric) are left out of its chart."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     titles = {"l1_hole": "L1 in the hole (lower is better)",
               "psnr_hole": "PSNR in the hole, dB (higher is better)",
-              "ssim_image": "SSIM of the image (higher is better)"}
-    fig, axes = plt.subplots(1, len(EVAL_COLUMNS), figsize=(4.6 * len(EVAL_COLUMNS), 3.4))
-    for ax, column in zip(axes, EVAL_COLUMNS):
+              "ssim_image": "SSIM of the image (higher is better)",
+              "swd_hole": "SWD in the hole, x1e3 (lower is better)",
+              "sharpness_hole": "sharpness in the hole (1 is the photos')",
+              "checkerboard_excess": "checkerboard excess (1 is the photos')"}
+    fig, axes = plt.subplots(2, 3, figsize=(4.6 * 3, 6.6))
+    for ax, (column, title) in zip(axes.flat, titles.items()):
         for method in EVAL_RUNS:
             points = [(int(r["iteration"]), float(r[column])) for r in rows
-                      if r["method"] == method]
+                      if r["method"] == method and r.get(column)]
             if points:
                 x, y = zip(*points)
-                ax.plot(x, y, "--" if method == "OpenCV Telea" else "-", label=method,
+                ax.plot(x, y, {"OpenCV Telea": "--", FLOOR: ":"}.get(method, "-"), label=method,
                         marker="." if len(points) < 30 else None)
+        if column in ("sharpness_hole", "checkerboard_excess"):
+            ax.axhline(1.0, color="gray", lw=0.8, ls="-.")
         for boundary, name in ((config.tc, "phase 2"), (config.tc + config.td, "phase 3")):
             if 0 < boundary < config.total_iters:
                 ax.axvline(boundary, color="gray", lw=0.8, ls=":")
@@ -197,11 +255,15 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                 ax.axvline(drop, color="gray", lw=0.6, ls="--", alpha=0.5)
                 ax.text(drop, 0.06, f" lr x{config.lr_drop_factor:g}", fontsize=6, color="gray",
                         transform=ax.get_xaxis_transform())
-        ax.set_title(titles[column], fontsize=9)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration")
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="upper center", ncol=len(labels), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.92))
+    legend = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            legend.setdefault(label, handle)
+    fig.legend(legend.values(), legend.keys(), loc="upper center", ncol=len(legend), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(os.path.join(folder, filename), dpi=80)
     plt.close(fig)
 
@@ -211,16 +273,28 @@ def plot_losses(history, folder):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    curves = {1: ["reconstruction"], 2: ["discriminator", "d_real", "d_completed"],
-              3: ["reconstruction", "adversarial", "discriminator", "d_real", "d_completed"]}
+    curves = {1: ["reconstruction", "grad_g"], 2: ["discriminator", "d_real", "d_completed",
+                                                   "grad_d"],
+              3: ["reconstruction", "adversarial", "discriminator", "d_real", "d_completed",
+                  "grad_g", "grad_d", "adversarial_share"]}
+    titles = {"grad_g": "gradient norm, completion network",
+              "grad_d": "gradient norm, discriminator",
+              "adversarial_share": "adversarial share of the output gradient"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
-        for ax, name in zip(axes[0], names):
-            ax.plot([int(r["iteration"]) for r in rows], [float(r[name]) for r in rows])
-            ax.set_title(name.replace("_", " "))
+        columns = min(len(names), 4)
+        fig, axes = plt.subplots(-(-len(names) // columns), columns,
+                                 figsize=(4 * columns, 3.2 * -(-len(names) // columns)),
+                                 squeeze=False)
+        for ax in axes.flat[len(names):]:
+            ax.axis("off")
+        for ax, name in zip(axes.flat, names):
+            points = [(int(r["iteration"]), float(r[name])) for r in rows if r.get(name, "") != ""]
+            if points:  # (a losses.csv written before the gradients were logged has none)
+                ax.plot(*zip(*points))
+            ax.set_title(titles.get(name, name.replace("_", " ")))
             ax.set_xlabel("iteration")
         fig.suptitle(PHASE_NAMES[phase])
         fig.tight_layout()
@@ -264,7 +338,7 @@ class Progress:
         if done != self.next + 1:
             self.open(done - 1)  # resumed from an older checkpoint (--on-nan rollback)
         self.bar.set_postfix({"iter": f"{done}/{self.config.total_iters}",
-                              **{k: f"{v:.4g}" for k, v in metrics.items()},
+                              **{k: f"{v:.4g}" for k, v in metrics.items() if k in LOSSES},
                               "img/s": f"{rate:.2f}",
                               **{k: f"{v:.4g}" for k, v in self.held_out.items()}},
                              refresh=False)

@@ -90,6 +90,13 @@ def scaled(optimizer, loss):
     return loss
 
 
+def loss_scale(optimizer):
+    """What scaled() multiplied the loss by (and so its gradients)."""
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+        return tf.cast(optimizer.dynamic_scale, tf.float32)
+    return 1.0
+
+
 def build_training(config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5, 0.5)):
     """The two networks and their optimizers, built (so checkpoints restore at once).
 
@@ -119,6 +126,7 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     strategy = strategy or tf.distribute.get_strategy()
     mean_pixel = tf.constant(mean_pixel, tf.float32)
     L, B, K = config.local_size, config.batch_size, config.accumulate
+    replicas = strategy.num_replicas_in_sync
 
     def micro_batches(batch):
         """K static slices of the replica's batch; batch norm normalizes each by its own
@@ -126,22 +134,49 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         size = batch["image"].shape[0] // K
         return [{k: v[i * size:(i + 1) * size] for k, v in batch.items()} for i in range(K)]
 
-    def accumulate(optimizer, network, parts, loss_of, tapes=None):
-        """One update of `network`: the gradients of loss_of(i, part) -> (loss, metrics) summed
-        over the micro-batches. Each loss is a share of the mean over the global batch, so
-        their sum is the gradient of that mean. tapes: one per micro-batch that has already
-        recorded part of its loss (else new ones). Returns the metrics, summed."""
+    def accumulate(optimizer, network, parts, loss_of, tapes=None, name="grad_g"):
+        """One update of `network`: the gradients of loss_of(i, part) -> (loss, metrics, split)
+        summed over the micro-batches. Each loss is a share of the mean over the global batch,
+        so their sum is the gradient of that mean. tapes: one per micro-batch that has already
+        recorded part of its loss (else new ones). Returns the metrics, summed, with the
+        norm of the update's gradient under `name`; split (or None): (the network's output,
+        the reconstruction loss's gradient there), to tell the output's gradient into its
+        reconstruction and adversarial parts (split_at_output)."""
         variables, total, metrics = network.trainable_variables, None, []
         for i, part in enumerate(parts):
             tape = tapes[i] if tapes else tf.GradientTape()
             with tape:
-                loss, values = loss_of(i, part)
+                loss, values, split = loss_of(i, part)
                 scaled_loss = scaled(optimizer, loss)
-            gradients = tape.gradient(scaled_loss, variables)
+            sources = variables + ([split[0]] if split else [])
+            gradients = tape.gradient(scaled_loss, sources)
+            if split:
+                at_output = tf.cast(gradients.pop(), tf.float32) / loss_scale(optimizer)
+                values = dict(values, **split_at_output(at_output, split[1]))
             total = gradients if total is None else [t + g for t, g in zip(total, gradients)]
             metrics.append(values)
+        metrics = {key: tf.add_n([m[key] for m in metrics]) for key in metrics[0]}
+        metrics[name] = gradient_norm(total) / loss_scale(optimizer)
         optimizer.apply_gradients(zip(total, variables))
-        return {name: tf.add_n([m[name] for m in metrics]) for name in metrics[0]}
+        return metrics
+
+    def gradient_norm(gradients):
+        """The global norm of the gradient of the global batch (summed over the replicas,
+        which the optimizer does again for the update), shared out so that the metrics' sum
+        over replicas gives it once."""
+        if replicas > 1:
+            gradients = tf.distribute.get_replica_context().all_reduce(
+                tf.distribute.ReduceOp.SUM, gradients)
+        return tf.linalg.global_norm([tf.cast(g, tf.float32) for g in gradients]) / replicas
+
+    def split_at_output(total, reconstruction):
+        """Squared norms of the completion network's output gradient, split into the
+        reconstruction term's and the adversarial term's (alpha * GAN: the rest). Squared, so
+        that micro-batches and replicas add up; report.py takes the roots."""
+        reconstruction = tf.cast(reconstruction, tf.float32)
+        adversarial = total - reconstruction
+        return {"grad_out_reconstruction_sq": tf.reduce_sum(tf.square(reconstruction)),
+                "grad_out_adversarial_sq": tf.reduce_sum(tf.square(adversarial))}
 
     def complete(part, training=True, update_statistics=True):
         """(C(x, M_c), the completed images) of a micro-batch. update_statistics=False: in
@@ -167,7 +202,7 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         fake = discriminate(tf.stop_gradient(completed), part["local_fake"])
         loss = discriminator_loss(real, fake, B)
         return loss, {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
-                      "d_completed": share_of_mean(tf.sigmoid(fake))}
+                      "d_completed": share_of_mean(tf.sigmoid(fake))}, None
 
     def reconstruction(part, outputs):
         return reconstruction_loss(part["image"], outputs, part["mask"], config.recon_loss, B)
@@ -175,12 +210,13 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     def completion_step(batch):
         def loss_of(i, part):
             loss = reconstruction(part, complete(part)[0])
-            return loss, {"reconstruction": loss}
+            return loss, {"reconstruction": loss}, None
         return accumulate(g_opt, G, micro_batches(batch), loss_of)
 
     def discriminator_step(batch):
         return accumulate(d_opt, D, micro_batches(batch),
-                          lambda i, part: discrimination(part, complete(part, training=False)[1]))
+                          lambda i, part: discrimination(part, complete(part, training=False)[1]),
+                          name="grad_d")
 
     def joint_step(batch):
         # The discriminator's update first, then the completion network's against the updated
@@ -196,13 +232,17 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
                 first = [complete(parts[0])]
         else:
             first = [complete(part, update_statistics=False) for part in parts]
-        metrics = accumulate(d_opt, D, parts, lambda i, part: discrimination(part, first[i][1]))
+        metrics = accumulate(d_opt, D, parts, lambda i, part: discrimination(part, first[i][1]),
+                             name="grad_d")
 
         def loss_of(i, part):
             outputs, completed = first[i] if tapes else complete(part)
-            recon = reconstruction(part, outputs)
+            with tf.GradientTape() as at_output:  # the reconstruction term's share: cheap
+                at_output.watch(outputs)
+                recon = reconstruction(part, outputs)
             adv = adversarial_loss(discriminate(completed, part["local_fake"]), B)
-            return recon + config.alpha * adv, {"reconstruction": recon, "adversarial": adv}
+            return (recon + config.alpha * adv, {"reconstruction": recon, "adversarial": adv},
+                    (outputs, at_output.gradient(recon, outputs)))
         return dict(metrics, **accumulate(g_opt, G, parts, loss_of, tapes))
 
     def distributed(step):
@@ -279,7 +319,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None):
                 learning_rate = set_learning_rates(run, wanted)
             with reporter.graph(phase, n + 1):
                 metrics = {k: float(v) for k, v in run.steps[phase](next(batches)).items()}
-            if not all(np.isfinite(list(metrics.values()))):
+            if not all(np.isfinite(v) for k, v in metrics.items() if k in report.LOSSES):
                 rollbacks += 1
                 n = roll_back(config, run, checkpoints, reporter, n + 1, metrics, rollbacks)
                 batches = stream(config, train_files, strategy, n, run)
@@ -406,7 +446,8 @@ def roll_back(config, run, checkpoints, reporter, iteration, metrics, rollbacks)
     """After a non-finite loss at `iteration`: NonFiniteLoss with --on-nan stop (the weights
     are damaged: never saved), else back to the newest checkpoint, skipping the batches since.
     Returns the iteration to go on from."""
-    name, value = next((k, v) for k, v in metrics.items() if not np.isfinite(v))
+    name, value = next((k, v) for k, v in metrics.items()
+                       if k in report.LOSSES and not np.isfinite(v))
     error = f"{name} loss is {value} at iteration {iteration}"
     if config.on_nan == "stop" or rollbacks > MAX_ROLLBACKS:
         raise NonFiniteLoss(f"{error}; stopped without saving, the newest good checkpoint is"
@@ -496,8 +537,12 @@ def prepare(config, saved, fresh, chief=True):
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     if config.val_dir:
         train_files, val_files = files, data_loader.find_images([config.val_dir], "--val-dir")
+        source = f"--val-dir {config.val_dir}"
     else:
-        train_files, val_files = data_loader.split_validation(files, config.seed)
+        train_files, val_files = data_loader.split_validation(files, config.seed,
+                                                              config.val_split)
+        source = (f"--val-split {config.val_split} of --data-dir" if len(files) > 1
+                  else "the only photo of --data-dir, also trained on")
     lock = session.start(config, mean_pixel, fresh, chief)
     holes = f"holes {config.hole_min}-{config.hole_max} ({config.hole_shape})"
     if config.max_holes > 1:
@@ -515,8 +560,8 @@ def prepare(config, saved, fresh, chief=True):
           + (f", discriminator lr {config.d_learning_rate}" if config.d_learning_rate else "")
           + f", alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
-    print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation;"
-          f" mean pixel {np.round(mean_pixel, 4).tolist()}")
+    print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation"
+          f" ({source}); mean pixel {np.round(mean_pixel, 4).tolist()}")
     return train_files, val_files, mean_pixel, lock
 
 

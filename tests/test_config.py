@@ -221,6 +221,7 @@ def test_from_dict_accepts_an_integer_learning_rate():
 # Bad input: one line, exit status 2, no traceback, nothing written
 
 
+SPLIT_EXPECTED = "a fraction in (0, 0.5] or a whole number of photos (at least 1)"
 BAD_FLAGS = [
     (["--hole-max", "20"], "--hole-max: expected at most --local-size (16) so the local patch"
                            " can contain the hole, got 20"),
@@ -237,6 +238,14 @@ BAD_FLAGS = [
     (["--accumulate", "0"], "--accumulate: expected at least 1, got 0"),
     (["--batch-size", "6", "--accumulate", "4"],
      "--accumulate: expected a divisor of --batch-size (6), got 4"),
+    (["--val-split", "0"], f"--val-split: expected {SPLIT_EXPECTED}, got 0"),
+    (["--val-split", "-0.1"], f"--val-split: expected {SPLIT_EXPECTED}, got -0.1"),
+    (["--val-split", "1.0"], f"--val-split: expected {SPLIT_EXPECTED}, got 1.0"),
+    (["--val-split", "2"], "--val-split 2: expected fewer photos than the 2 of --data-dir, so"
+                           " that some are left for training"),
+    (["--val-dir", "photos", "--val-split", "1"],
+     "--val-split 1: not used with --val-dir photos, whose photos are the validation photos;"
+     " give one of the two (--val-dir '' for none)"),
 ]
 
 
@@ -279,3 +288,43 @@ def test_bad_lr_drops_are_config_errors(values, message):
     with pytest.raises(cfg.ConfigError) as info:
         cfg.resolve(cfg.preset_config("cpu"), values)
     assert str(info.value) == message
+
+
+def test_val_split_is_a_fraction_or_a_count_and_survives_json():
+    parser = cfg.build_parser("t")
+    assert parser.parse_args(["--val-split", "20"]).val_split == 20
+    assert isinstance(parser.parse_args(["--val-split", "20"]).val_split, int)
+    assert parser.parse_args(["--val-split", "0.1"]).val_split == 0.1
+    assert "val_split" not in vars(parser.parse_args([]))
+    assert cfg.Config().val_split == 0.05 and cfg.preset_config("cpu").val_split == 0.05
+    for good in (0.05, 0.5, 1, 20):
+        cfg.Config(val_split=good).validate()
+    for bad in (0, -3, 0.0, -0.1, 0.51, 1.0, 20.0, True):
+        with pytest.raises(cfg.ConfigError, match=r"^--val-split: expected "):
+            cfg.Config(val_split=bad).validate()
+    count = cfg.Config.from_dict(dict(cfg.Config(val_split=20).to_dict()))
+    assert count.val_split == 20 and isinstance(count.val_split, int)
+    old = cfg.preset_config("cpu").to_dict()
+    del old["val_split"]  # a session saved before --val-split: today's split
+    assert cfg.Config.from_dict(old).val_split == 0.05
+
+
+def test_val_split_flag_errors_are_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        cfg.build_parser("t").parse_args(["--val-split", "ten"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "argument --val-split" in err and "'ten'" in err
+
+
+def test_val_split_is_kept_on_a_change_of_preset_and_refused_beside_a_val_dir():
+    mine = cfg.resolve(cfg.preset_config("cpu"), {"val_split": 7, "val_dir": ""})
+    assert cfg.resolve(mine, {"preset": "quick"}).val_split == 7
+    # A later --val-dir takes precedence; the split is kept, unused, for a later --val-dir ''.
+    with_dir = cfg.resolve(mine, {"val_dir": "held"})
+    assert (with_dir.val_dir, with_dir.val_split) == ("held", 7)
+    with pytest.raises(cfg.ConfigError) as info:  # the saved --val-dir would make it unused
+        cfg.resolve(with_dir, {"val_split": 3})
+    assert str(info.value) == ("--val-split 3: not used with --val-dir held, whose photos are the"
+                               " validation photos; give one of the two (--val-dir '' for none)")
+    assert cfg.resolve(with_dir, {"val_split": 3, "val_dir": ""}).val_split == 3

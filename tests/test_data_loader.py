@@ -428,29 +428,65 @@ def test_mean_pixel_all_corrupt_raises(tmp_path):
 # Validation split
 
 
+DEFAULT_SPLIT = config_module.Config().val_split
+
+
 def test_split_validation_deterministic_disjoint_complete():
     files = [f"/photos/{i:02d}.jpg" for i in range(8)]
-    train, val = data_loader.split_validation(files, seed=3)
-    assert (train, val) == data_loader.split_validation(files, seed=3)
-    assert len(val) == 1 and len(train) == 7
+    train, val = data_loader.split_validation(files, 3, DEFAULT_SPLIT)
+    assert (train, val) == data_loader.split_validation(files, 3, DEFAULT_SPLIT)
+    assert val == ["/photos/06.jpg"]  # the photo held out before --val-split existed
     assert not set(train) & set(val)
     assert set(train) | set(val) == set(files)
     assert train == [f for f in files if f in set(train)]  # order kept
 
 
+def test_the_default_split_is_5_percent_between_1_and_64_photos():
+    assert DEFAULT_SPLIT == 0.05
+    files = [f"{i:02d}.jpg" for i in range(40)]
+    assert data_loader.split_validation(files, 0, DEFAULT_SPLIT)[1] == ["25.jpg", "33.jpg"]
+    for count, expected in ((2, 1), (39, 1), (40, 2), (100, 5), (1280, 64), (2000, 64)):
+        files = [f"{i:04d}.jpg" for i in range(count)]
+        train, val = data_loader.split_validation(files, 0, DEFAULT_SPLIT)
+        assert (len(train), len(val)) == (count - expected, expected)
+
+
+@pytest.mark.parametrize("split, expected", [
+    (0.1, ["10.jpg", "19.jpg", "24.jpg", "31.jpg"]), (0.5, 20), (0.01, 1), (3, 3), (39, 39)])
+def test_a_fraction_or_a_count_of_the_photos_is_kept_aside(split, expected):
+    files = [f"{i:02d}.jpg" for i in range(40)]
+    train, val = data_loader.split_validation(files, 0, split)
+    if isinstance(expected, list):
+        assert val == expected
+    else:
+        assert len(val) == expected
+    assert sorted(train + val) == files and not set(train) & set(val)
+    assert data_loader.split_validation(files, 0, split) == (train, val)
+
+
 def test_split_validation_seed_matters():
     files = [f"/photos/{i:03d}.jpg" for i in range(100)]
-    splits = {tuple(data_loader.split_validation(files, seed)[1]) for seed in range(5)}
+    splits = {tuple(data_loader.split_validation(files, seed, DEFAULT_SPLIT)[1])
+              for seed in range(5)}
     assert len(splits) > 1
-    train, val = data_loader.split_validation(files, seed=0)
+    train, val = data_loader.split_validation(files, 0, DEFAULT_SPLIT)
     assert len(val) == 5 and len(train) == 95
     assert set(train) | set(val) == set(files) and not set(train) & set(val)
 
 
 def test_split_validation_single_file():
     files = ["/photos/only.jpg"]
-    train, val = data_loader.split_validation(files, seed=0)
+    train, val = data_loader.split_validation(files, 0, DEFAULT_SPLIT)
     assert list(train) == files and list(val) == files
+
+
+@pytest.mark.parametrize("count, photos", [(5, 5), (6, 5), (1, 1)])
+def test_a_count_that_leaves_no_training_photo_is_a_data_error(count, photos):
+    files = [f"{i}.jpg" for i in range(photos)]
+    with pytest.raises(DataError) as info:
+        data_loader.split_validation(files, 0, count)
+    assert str(info.value) == (f"--val-split {count}: expected fewer photos than the {photos} of"
+                               " --data-dir, so that some are left for training")
 
 
 # ------------------------------------------------------------------------------------------

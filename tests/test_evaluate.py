@@ -6,10 +6,12 @@ import os
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import data_loader
 import engine
 import evaluate
+import realism
 import session
 from conftest import run_main, run_script
 
@@ -85,6 +87,7 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
     for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png"):
         assert (folder / name).stat().st_size > 0
         assert os.path.join(session.eval_dir("s"), name) in stdout
+    assert Image.open(folder / "metrics.png").size == (1440, 1080)  # 3 rows of 4 charts
     # The printed table: header line naming the settings, a row per method.
     assert "session 's': 3 photos" in stdout and "rect holes" in stdout
     runs = "onnx" if engine.available()[0] else "tf"
@@ -96,6 +99,12 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
     assert [r["method"] for r in rows] == list(evaluate.METHODS)
     assert all(math.isfinite(float(r[c])) for r in rows for c in evaluate.COLUMNS)
     assert float(rows[0]["l1_hole"]) == pytest.approx(report["mean"]["model"]["l1_hole"])
+    assert list(rows[0])[-4:] == list(realism.COLUMNS)
+    for row in rows:  # a measure that cannot be had (nan) is null in the JSON
+        for column in realism.COLUMNS:
+            saved = report["mean"][row["method"]][column]
+            assert float(row[column]) == pytest.approx(math.nan if saved is None else saved,
+                                                       nan_ok=True)
 
     # The photos in sorted order, with their seeded holes.
     photos = report["photos"]
@@ -103,6 +112,7 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
             == data_loader.find_images([str(root / "photos")])[:3])
     size = report["settings"]["image_size"]
     per_photo = report["per_photo"]
+    images, holes = [], []
     for i, photo in enumerate(photos):
         mask, hole = data_loader.random_mask(np.random.default_rng([0, i]), size,
                                              report["settings"]["hole_min"],
@@ -112,6 +122,8 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
         photo_u8 = np.round(data_loader.center_crop(
             data_loader.load_rgb(str(root / photo["path"]), size), size) * 255).astype(np.uint8)
         image = photo_u8 / 255
+        images.append(photo_u8)
+        holes.append(mask[..., 0] > 0)
         fill = np.round(np.array(MEAN_PIXEL) * 255) / 255
         mse = np.mean((image[mask[..., 0] > 0] - fill) ** 2)
         assert per_photo["mean pixel"]["l2_hole"][i] == pytest.approx(mse, rel=1e-9)
@@ -128,6 +140,32 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
         assert all(len(values) == 3 for values in per_photo[method].values())
         assert report["mean"][method]["psnr_hole"] == pytest.approx(
             np.mean(per_photo[method]["psnr_hole"]))
+        assert len(report["swd_levels"][method]) == 2  # 32 px: levels of 32 and 16
+        assert report["mean"][method]["swd_hole"] == pytest.approx(
+            np.mean(report["swd_levels"][method]))
+    _assert_realism_of_the_mean_fill(stdout, report, images, holes)
+
+
+def _assert_realism_of_the_mean_fill(stdout, report, images, holes):
+    """The realism columns: the mean-pixel fill's measured again from the photos, and the
+    table's second block and the photos' own SWD as printed."""
+    filled = [np.where(hole[..., None], np.round(np.array(MEAN_PIXEL) * 255).astype(np.uint8),
+                       image) for image, hole in zip(images, holes)]
+    flat = report["mean"]["mean pixel"]
+    assert flat["swd_hole"] == pytest.approx(realism.swd(filled, images, holes)[0])
+    # Flat in the hole: no gradient, no checkerboard, and no excess to speak of (null).
+    assert flat["sharpness_hole"] == flat["checkerboard_hole"] == 0.0
+    assert flat["checkerboard_excess"] is None
+    assert report["per_photo"]["mean pixel"]["sharpness_hole"] == [0.0] * 3
+    floor, levels = realism.swd_floor(images, holes)
+    assert report["swd_floor"] == pytest.approx(floor) and len(report["swd_floor_levels"]) == 2
+    assert (f"SWD of the photos against themselves (two disjoint halves): {floor:.2f}"
+            in stdout.splitlines())
+    header = next(line for line in stdout.splitlines() if "SWD hole" in line)
+    assert header.split()[:5] == ["method", "SWD", "hole", "sharpness", "checkerboard"]
+    row = next(line for line in stdout.splitlines()[stdout.splitlines().index(header):]
+               if line.startswith("mean pixel  "))
+    assert row.split()[2:] == [f"{flat['swd_hole']:.2f}", "0.000", "0.000", "nan"]
 
 
 def test_same_seed_same_numbers_other_seed_other_holes(root, capsys):

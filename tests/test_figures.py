@@ -9,6 +9,7 @@ import complete
 import evaluate
 import figures
 import session
+import train
 from conftest import run_main, working_directory
 
 SIZE = 32  # the tiny session's image size
@@ -74,6 +75,19 @@ def test_defaults_the_end_of_phase_1_the_newest_and_the_validation_photos(copy_t
     assert Image.open(copy_training / "figures" / "tiny_completions.jpg").size == (
         5 * (SIZE + 2) - 2, figures.HEADER + SIZE)
     assert not os.path.exists(copy_training / "figures" / "tiny_eval.png")
+
+
+def test_held_out_files_are_the_photos_train_py_validated_on(tmp_path, monkeypatch, make_photos,
+                                                            tiny_config):
+    make_photos(tmp_path / "photos", 8)
+    monkeypatch.chdir(tmp_path)
+    for split in (3, 0.25, 0.05):
+        config = tiny_config(session=f"s{split}", data_dir=["photos"], val_split=split)
+        train_files, val_files, _, handle = train.prepare(config, {}, fresh=False)
+        handle.close()
+        assert figures.held_out_files(config, None) == val_files
+        assert len(val_files) == {3: 3, 0.25: 2, 0.05: 1}[split]
+        assert not set(val_files) & set(train_files)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -10,6 +10,8 @@ from PIL import Image
 
 import config as cfg
 import data_loader
+import evaluate
+import realism
 import report
 import session
 from model import build_completion_network
@@ -77,6 +79,14 @@ def test_tensorboard_event_files_hold_the_expected_tags(tiny_training):
     assert [e.step for e in events.Tensors("loss/adversarial")] == [5]
     assert [e.step for e in events.Tensors(report.GRID_TAG)] == [2, 4, 5]
     assert graph_tags(events) == ["phase1_step", "phase2_step", "phase3_step"]
+    # Gradients: each network's where it is updated, the output's split in phase 3.
+    assert [e.step for e in events.Tensors("gradients/completion_network")] == [1, 2, 5]
+    assert [e.step for e in events.Tensors("gradients/discriminator")] == [3, 4, 5]
+    for tag in ("gradients/output_reconstruction", "gradients/output_adversarial",
+                "gradients/adversarial_share"):
+        assert [e.step for e in events.Tensors(tag)] == [5]
+    share = float(tf.make_ndarray(events.Tensors("gradients/adversarial_share")[0].tensor_proto))
+    assert 0 < share < 1
 
 
 def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
@@ -84,19 +94,25 @@ def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
     logs = root / session.logs_dir("tiny")
     for folder in (logs, logs / "eval_blend", logs / "eval_telea"):
         events = read_events(folder)
-        for column in report.EVAL_COLUMNS:
+        for tag in [*report.EVAL_COLUMNS, "swd", "sharpness", "checkerboard",
+                    "checkerboard_excess"]:
             # The quick preset evaluates every 20 iterations and at each phase's end.
-            assert [e.step for e in events.Tensors(f"eval/{column}")] == [2, 4, 5]
+            assert [e.step for e in events.Tensors(f"eval/{tag}")] == [2, 4, 5]
     model_events = read_events(logs)
     assert [e.step for e in model_events.Tensors(report.EVAL_GRID_TAG)] == [2, 4, 5]
     rows = read_rows(root / session.results_dir("tiny") / "eval.csv")
+    # One held-out photo: no halves to measure the photos' own SWD with, so no row of it.
     assert [(r["iteration"], r["method"]) for r in rows] == [
         (str(i), m) for i in (2, 4, 5) for m in ("model", "model + blend", "OpenCV Telea")]
-    telea = {r["l1_hole"] for r in rows if r["method"] == "OpenCV Telea"}
+    assert list(rows[0]) == report.EVAL_FIELDS
+    telea = {(r["l1_hole"], r["swd_hole"]) for r in rows if r["method"] == "OpenCV Telea"}
     assert len(telea) == 1  # the line to beat does not move
-    logged = [float(tf.make_ndarray(e.tensor_proto)) for e in model_events.Tensors("eval/l1_hole")]
-    np.testing.assert_allclose(logged, [float(r["l1_hole"]) for r in rows
-                                        if r["method"] == "model"], atol=1e-6)
+    for column, tag in (("l1_hole", "l1_hole"), ("swd_hole", "swd"),
+                        ("checkerboard_excess", "checkerboard_excess")):
+        logged = [float(tf.make_ndarray(e.tensor_proto))
+                  for e in model_events.Tensors(f"eval/{tag}")]
+        np.testing.assert_allclose(logged, [float(r[column]) for r in rows
+                                            if r["method"] == "model"], atol=1e-6)
     assert Image.open(root / session.results_dir("tiny") / "eval.png").size[0] > 300
 
 
@@ -107,7 +123,7 @@ def test_held_out_scores_equal_what_evaluate_py_measures(tiny_training, tmp_path
     from conftest import run_main
     root, _ = tiny_training
     files = data_loader.find_images([str(root / "photos")])
-    held_out = data_loader.split_validation(files, 0)[1]
+    held_out = data_loader.split_validation(files, 0, 0.05)[1]  # the default --val-split
     assert len(held_out) == 1
     os.makedirs(tmp_path / "held_out")
     os.symlink(held_out[0], tmp_path / "held_out" / os.path.basename(held_out[0]))
@@ -117,7 +133,7 @@ def test_held_out_scores_equal_what_evaluate_py_measures(tiny_training, tmp_path
     rows = read_rows(root / session.results_dir("tiny") / "eval.csv")
     for row in rows[-3:]:
         assert row["iteration"] == "5"
-        for column in evaluate.COLUMNS:
+        for column in [*evaluate.COLUMNS, *realism.COLUMNS]:
             assert float(row[column]) == pytest.approx(measured[row["method"]][column], abs=2e-6)
 
 
@@ -212,14 +228,16 @@ def tiny_network():
 
 @pytest.fixture
 def reporter_parts(tmp_path, make_photos, tiny_config, tiny_network):
-    """make(**config overrides, start=0, chief=True): a Reporter writing into tmp_path."""
+    """make(**config overrides, start=0, chief=True, held_out=()): a Reporter writing into
+    tmp_path; held_out=N: evaluating the first N of its 3 photos."""
     files = make_photos(tmp_path / "photos", 3)
 
-    def make(start=0, chief=True, **overrides):
+    def make(start=0, chief=True, held_out=0, **overrides):
         config = tiny_config(**overrides)
         val = data_loader.validation_batch(files, config)
+        items = evaluate.held_out(files, config, held_out, config.hole_shape, 0, MEAN_PIXEL)
         return report.Reporter(config, str(tmp_path / "events"), str(tmp_path / "grids"),
-                               tiny_network, val, MEAN_PIXEL, start, chief)
+                               tiny_network, val, MEAN_PIXEL, start, chief, items)
     return make
 
 
@@ -257,6 +275,28 @@ def test_record_writes_scalars_when_due_and_at_phase_ends(reporter_parts, tmp_pa
     assert [e.step for e in events.Tensors("loss/discriminator")] == [4]
     assert [e.step for e in events.Tensors("phase")] == [2, 3, 4]
     assert [e.step for e in events.Tensors(report.GRID_TAG)] == [3, 4]
+
+
+def test_gradient_norms_are_averaged_over_the_steps_that_have_them(reporter_parts, tmp_path):
+    """The output's squared norms become root-mean-square norms and the adversarial share; a
+    float16 step skipped for overflow (its norms not finite) is left out of the means."""
+    reporter = reporter_parts(summary_every=3, sample_every=100, tc=0, td=0, total_iters=6)
+    steps = [(3.0, 16.0, 9.0), (float("nan"), float("inf"), float("nan")), (5.0, 0.0, 7.0)]
+    for iteration, (g, adversarial_sq, reconstruction_sq) in enumerate(steps, start=1):
+        reporter.record(3, iteration, dict(
+            phase_metrics(3, 0.5), grad_g=g, grad_d=2.0 * iteration,
+            grad_out_adversarial_sq=adversarial_sq, grad_out_reconstruction_sq=reconstruction_sq),
+            False)
+    row = reporter.history[-1]
+    assert row["grad_g"] == pytest.approx(4.0)  # (3 + 5) / 2: the skipped step left out
+    assert row["grad_d"] == pytest.approx(4.0)  # (2 + 4 + 6) / 3
+    assert row["grad_out_adversarial"] == pytest.approx(np.sqrt(8.0))
+    assert row["grad_out_reconstruction"] == pytest.approx(np.sqrt(8.0))
+    assert row["adversarial_share"] == pytest.approx(0.5)
+    assert "grad_out_adversarial_sq" not in row
+    reporter.save_history()
+    saved = read_rows(tmp_path / "grids" / "losses.csv")[0]
+    assert float(saved["adversarial_share"]) == pytest.approx(0.5)
 
 
 def test_rewind_drops_the_rows_after_the_iteration(reporter_parts, tmp_path):
@@ -319,3 +359,39 @@ def test_plot_losses_draws_only_the_phases_that_started(tmp_path):
         Image.open(tmp_path / "losses_phase1.png").size[0]
     report.plot_losses([], str(tmp_path / "none"))  # nothing started: nothing drawn
     assert not os.path.exists(tmp_path / "none")
+
+
+# ---------------------------------------------------------------------------------------------
+# The held-out evaluation, directly
+
+
+def test_realism_and_the_photos_own_swd_and_an_older_eval_csv(reporter_parts, tmp_path):
+    """Three held-out photos: the photos' own SWD in a run of its own, logged at every
+    evaluation; a resumed run's eval.csv written before the realism columns keeps its rows,
+    their new cells empty, and its curves still draw."""
+    old_fields = ["iteration", "phase", "method", *evaluate.COLUMNS]
+    old = [{"iteration": 1, "phase": 1, "method": method, **{c: 0.5 for c in evaluate.COLUMNS}}
+           for method in ("model", "model + blend", "OpenCV Telea")]
+    report.write_csv(str(tmp_path / "grids" / "eval.csv"), old_fields, old)
+    reporter = reporter_parts(start=1, held_out=3)
+    reporter.evaluate(1, 2)
+    reporter.evaluate(1, 3)
+    rows = read_rows(tmp_path / "grids" / "eval.csv")
+    assert list(rows[0]) == report.EVAL_FIELDS
+    assert [(r["iteration"], r["method"]) for r in rows] == [
+        (str(i), m) for i in (1, 2, 3) for m in ("model", "model + blend", "OpenCV Telea")
+        + ((report.FLOOR,) if i > 1 else ())]
+    assert all(r[c] == "" for r in rows[:3] for c in realism.COLUMNS)
+    assert float(rows[0]["l1_hole"]) == 0.5
+    items = reporter.held_out
+    floor, _ = realism.swd_floor([i["image"] for i in items], [i["hole"] for i in items])
+    floors = [r for r in rows if r["method"] == report.FLOOR]
+    assert [float(r["swd_hole"]) for r in floors] == [pytest.approx(floor, abs=1e-6)] * 2
+    assert all(r["l1_hole"] == "" for r in floors)
+    events = read_events(tmp_path / "events" / "eval_floor")
+    assert [e.step for e in events.Tensors("eval/swd")] == [2, 3]
+    assert "eval/l1_hole" not in events.Tags()["tensors"]
+    model = [r for r in rows[3:] if r["method"] == "model"]
+    assert all(0 < float(r["swd_hole"]) and 0 < float(r["sharpness_hole"]) for r in model)
+    assert Image.open(tmp_path / "grids" / "eval.png").size[0] > 600
+

@@ -137,6 +137,43 @@ def test_a_damaged_session_file_is_a_session_error(saved):
         session.resolve({"session": "r"}, fresh=False)
 
 
+def test_the_validation_split_is_saved_and_may_change_on_resume_as_the_photos_may(
+        tmp_path, monkeypatch, capsys, tiny_config, make_photos):
+    photos = sorted(make_photos(tmp_path / "photos", 6))
+    (tmp_path / "held").mkdir()
+    os.symlink(photos[0], tmp_path / "held" / "other.jpg")
+    monkeypatch.chdir(tmp_path)
+
+    def prepare(config, saved):
+        train_files, val_files, _, handle = train.prepare(config, saved, fresh=False)
+        handle.close()
+        assert sorted(train_files + val_files) == sorted(set(train_files + val_files))
+        line = next(line for line in capsys.readouterr().out.splitlines()
+                    if line.startswith("Photos:"))
+        return train_files, val_files, line.split(";")[0]
+
+    config = tiny_config(session="v", data_dir=[str(tmp_path / "photos")], val_split=2)
+    train_files, val_files, line = prepare(config, {})
+    assert line == "Photos: 4 for training, 2 for validation (--val-split 2 of --data-dir)"
+    assert sorted(train_files + val_files) == photos
+    assert utils.read_json(session.session_file("v"))["config"]["val_split"] == 2
+    # Resumed without the flag: the same split, nothing changed.
+    resumed, saved = session.resolve({"session": "v"}, fresh=False)
+    assert resumed.val_split == 2 and capsys.readouterr().out == ""
+    assert prepare(resumed, saved)[:2] == (train_files, val_files)
+    # Like --data-dir, it may change on resume (printed); session.json records the new split.
+    resumed, saved = session.resolve({"session": "v", "val_split": 0.5}, fresh=False)
+    assert capsys.readouterr().out == "Changed on resume: --val-split 2 -> 0.5\n"
+    assert prepare(resumed, saved)[2] == (
+        "Photos: 3 for training, 3 for validation (--val-split 0.5 of --data-dir)")
+    assert utils.read_json(session.session_file("v"))["config"]["val_split"] == 0.5
+    # --val-dir takes precedence: every photo of --data-dir is trained on.
+    resumed, saved = session.resolve({"session": "v", "val_dir": "held"}, fresh=False)
+    train_files, val_files, line = prepare(resumed, saved)
+    assert line == "Photos: 6 for training, 1 for validation (--val-dir held)"
+    assert (train_files, val_files) == (photos, ["held/other.jpg"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Starting
 

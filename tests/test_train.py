@@ -1,5 +1,6 @@
 """train.py: the losses, what each phase updates, and whole tiny runs: resume, finish, extend,
 conflicts, --fresh, Ctrl-C, bad photos, non-finite losses, full disks."""
+import dataclasses
 import errno
 import os
 import re
@@ -17,6 +18,7 @@ import config as cfg
 import data_loader
 import devices
 import session
+import report
 import train
 import utils
 import exports
@@ -98,11 +100,38 @@ def test_each_phase_updates_exactly_its_networks(networks, phase, g_changes, d_c
         assert all(c for c, v in zip(d_changed, D.variables) if v.trainable)
     else:
         assert not any(d_changed)
-    expected = {1: {"reconstruction"},
-                2: {"discriminator", "d_real", "d_completed"},
-                3: {"reconstruction", "adversarial", "discriminator", "d_real", "d_completed"}}
+    expected = {1: {"reconstruction", "grad_g"},
+                2: {"discriminator", "d_real", "d_completed", "grad_d"},
+                3: {"reconstruction", "adversarial", "discriminator", "d_real", "d_completed",
+                    "grad_g", "grad_d", "grad_out_reconstruction_sq", "grad_out_adversarial_sq"}}
     assert set(metrics) == expected[phase]
     assert all(np.isfinite(float(v)) for v in metrics.values())
+
+
+def test_gradient_norms_are_those_of_the_updates(tiny_batches):
+    """grad_g is the global norm of the completion network's update, computed here on its own;
+    at the output, the reconstruction term's gradient is 2 M (C - x) / (pixels x batch), and
+    with alpha 0 nothing of the output's gradient is adversarial."""
+    config, batches = tiny_batches
+    G, D, steps = build_steps(dataclasses.replace(config, alpha=0.0))
+    batch = next(batches)
+    inputs = utils.completion_input(batch["image"], batch["mask"], tf.fill([3], 0.5))
+    with tf.GradientTape() as tape:
+        outputs = G(inputs, training=True)
+        loss = train.reconstruction_loss(batch["image"], outputs, batch["mask"], "mse")
+    expected = tf.linalg.global_norm(tape.gradient(loss, G.trainable_variables))
+    metrics = steps[1](batch)
+    assert float(metrics["grad_g"]) == pytest.approx(float(expected), rel=1e-4)
+    assert float(metrics["grad_g"]) > 0
+
+    outputs = G(inputs, training=True)  # as phase 3 sees it: the discriminator goes first
+    metrics = steps[3](batch)
+    at_output = (2 * batch["mask"] * (outputs - batch["image"])
+                 / (np.prod(outputs.shape[1:]) * outputs.shape[0]))
+    assert float(metrics["grad_out_reconstruction_sq"]) == pytest.approx(
+        float(tf.reduce_sum(tf.square(at_output))), rel=1e-4)
+    assert float(metrics["grad_out_adversarial_sq"]) == pytest.approx(0, abs=1e-16)
+    assert float(metrics["grad_d"]) > 0
 
 
 def test_step_functions_are_traced_once_per_phase(networks):
@@ -132,7 +161,10 @@ def test_mixed_precision_steps_keep_float32_losses_and_weights(tiny_batches, pol
         for _ in range(8):
             metrics = steps[phase](next(batches))
         for name, value in metrics.items():
-            assert value.dtype == tf.float32 and np.isfinite(float(value)), (phase, name)
+            # float16's gradient norms are those of the skipped steps while the scale falls
+            finite = name in report.LOSSES or policy != "mixed_float16"
+            assert value.dtype == tf.float32, (phase, name)
+            assert np.isfinite(float(value)) or not finite, (phase, name)
     assert {v.dtype for v in G.weights + D.weights} == {"float32"}
     after = G.trainable_variables + D.trainable_variables
     assert any(not np.array_equal(v.numpy(), b) for v, b in zip(after, before))
@@ -342,7 +374,7 @@ def test_a_run_keeps_a_checkpoint_at_every_phase_end(tiny_training):
     assert (config.image_size, config.total_iters, config.preset, config.width_divisor) == \
         (32, 5, "quick", 8)
     assert len(saved["mean_pixel"]) == 3
-    assert "Photos: 4 for training, 1 for validation" in out
+    assert "Photos: 4 for training, 1 for validation (--val-split 0.05 of --data-dir);" in out
     assert "Finished 5 iterations of session 'tiny'" in out
 
 
@@ -654,7 +686,7 @@ def test_checkpoints_hold_the_batch_norm_statistics_of_bn_batches(copy_training)
         assert config.bn_batches == 4
         saved = [w.numpy() for w in G.non_trainable_weights]
         files = data_loader.split_validation(data_loader.find_images(config.data_dir),
-                                             config.seed)[0]  # the training photos
+                                             config.seed, config.val_split)[0]  # training
         again = train.batch_norm_estimator(config, files, mean_pixel, G)
         again()
         for before, after in zip(saved, G.non_trainable_weights):

@@ -1,0 +1,290 @@
+"""Measures of how photo-like the fills of holes are, needing no downloaded weights.
+
+The distortion measures of evaluate.py (L1, L2, PSNR, SSIM) reward the blurred average of the
+plausible fills; the adversarial phase trades a little of them for realistic texture. These say
+whether it bought any, each comparing the completions with the photos inside the holes only:
+
+- SWD: the sliced Wasserstein distance between the two sets of 7x7 neighbourhoods of their
+  Laplacian pyramids (ProGAN's, Karras et al. 2018), times 1e3; lower is better, 0 for the
+  photos themselves. `swd_floor`, two disjoint halves of the photos against each other, gives
+  the scale of the distance between two sets of real photos.
+- sharpness: the mean gradient magnitude of the completions over the photos'; 1 is as sharp
+  as the photos, below 1 blur, above 1 noise or artefacts.
+- checkerboard: the same ratio for the two-pixel period, where transposed convolutions leave
+  their artefacts; checkerboard excess = checkerboard / sharpness, about 1 for photo-like
+  texture, below 1 for a blur, above 1 for energy in excess at that period. SWD alone is
+  fooled by such a pattern (it can lower SWD), hence the excess beside it.
+
+Images: lists (or stacks) of same-sized (H, W, 3) uint8 arrays or floats in [0, 1]; holes:
+bool (H, W) each.
+"""
+import cv2
+import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
+
+KERNEL = np.array([1, 4, 6, 4, 1]) / 16  # the pyramids' binomial filter (OpenCV's, separable)
+MIN_SIZE = 16  # the smallest level's shorter side: 128 px gives levels of 128, 64, 32, 16
+NHOOD = 7  # the neighbourhoods' side, as ProGAN's
+PER_IMAGE = 128  # neighbourhoods drawn per image and level, at most
+DIRECTIONS = 512  # random directions of the sliced Wasserstein distance
+EPSILON = 1e-8  # a channel's std below this is a flat fill's: its values become zeros
+SCALE = 1e3  # SWD is reported times this, as ProGAN does
+COLUMNS = {"swd_hole": "SWD hole", "sharpness_hole": "sharpness",  # the measures of a set
+           "checkerboard_hole": "checkerboard", "checkerboard_excess": "checker excess"}
+
+
+def as_images(images):
+    """A stack (N, H, W, C) of float64 in [0, 1]."""
+    stack = np.asarray(images)
+    return stack / 255.0 if stack.dtype == np.uint8 else stack.astype(np.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Laplacian pyramid of (..., H, W, C) arrays: OpenCV's pyrDown and pyrUp, which filter with
+# KERNEL along H and W, reflecting at the edges without repeating them (d c b | a b c d | c b a)
+
+
+def each_image(function, x):
+    """function applied to each (H, W, C) image of an (..., H, W, C) array (OpenCV drops a
+    channel axis of 1: restored)."""
+    images = [function(np.ascontiguousarray(image)) for image in x.reshape(-1, *x.shape[-3:])]
+    height, width = images[0].shape[:2]
+    return np.stack(images).reshape(*x.shape[:-3], height, width, x.shape[-1])
+
+
+def pyr_down(x):
+    """Filter, then keep the even pixels: an odd side n becomes (n + 1) / 2."""
+    return each_image(lambda image: cv2.pyrDown(image, borderType=cv2.BORDER_REFLECT_101), x)
+
+
+def pyr_up(x, shape):
+    """Zeros between the pixels, filter, times 4; of side `shape` (H, W): twice x's, less one
+    where `shape` is odd."""
+    return each_image(lambda image: cv2.pyrUp(image, dstsize=(shape[1], shape[0]),
+                                              borderType=cv2.BORDER_REFLECT_101), x)
+
+
+def level_count(shape, min_size=MIN_SIZE):
+    """How many levels until the shorter side, halved (rounding down), would fall below
+    min_size: 4 for 128 px, 3 for 64, 2 for 32, 1 below 32."""
+    side, count = min(shape[:2]), 1
+    while side // 2 >= min_size:
+        side, count = side // 2, count + 1
+    return count
+
+
+def gaussian_pyramid(x, count):
+    levels = [x]
+    for _ in range(count - 1):
+        levels.append(pyr_down(levels[-1]))
+    return levels
+
+
+def laplacian_pyramid(image, min_size=MIN_SIZE):
+    """Levels of an (..., H, W, C) array, finest first: each gaussian level minus the next one
+    brought up, the last the smallest gaussian level; adding them up from the last
+    (collapse) gives the image back."""
+    image = np.asarray(image, np.float64)
+    gauss = gaussian_pyramid(image, level_count(image.shape[-3:-1], min_size))
+    return [fine - pyr_up(coarse, fine.shape[-3:-1]) for fine, coarse in zip(gauss, gauss[1:])
+            ] + [gauss[-1]]
+
+
+def collapse(levels):
+    image = levels[-1]
+    for level in reversed(levels[:-1]):
+        image = level + pyr_up(image, level.shape[-3:-1])
+    return image
+
+
+# ---------------------------------------------------------------------------------------------
+# Sliced Wasserstein distance between the hole neighbourhoods
+
+
+def centres(value, rng):
+    """Up to PER_IMAGE positions (ys, xs) where a downsampled hole mask is above 0.5 (its
+    highest pixel when none is: a hole too small for the level)."""
+    inside = np.flatnonzero(value > 0.5)
+    if not len(inside):
+        inside = np.array([np.argmax(value)])
+    return np.unravel_index(rng.choice(inside, min(PER_IMAGE, len(inside)), replace=False),
+                            value.shape)
+
+
+def hole_descriptors(images, holes, seed=0):
+    """Per pyramid level, the (M, 3, 7, 7) neighbourhoods centred in the holes, the hole of a
+    level being the mask pyramid-downsampled as the image. The centres depend on the holes and
+    the seed only: completions and photos of the same holes give neighbourhoods at the same
+    places."""
+    images, rng = as_images(images), np.random.default_rng(seed)
+    masks = gaussian_pyramid(np.asarray(holes, np.float64)[..., None],
+                             level_count(images.shape[1:3]))
+    pad = NHOOD // 2
+    descriptors = []
+    for level, mask in zip(laplacian_pyramid(images), masks):
+        picked = [centres(m[..., 0], rng) for m in mask]
+        index = np.concatenate([np.full(len(ys), i) for i, (ys, _) in enumerate(picked)])
+        ys, xs = (np.concatenate(axis) for axis in zip(*picked))
+        padded = np.pad(level, [(0, 0), (pad, pad), (pad, pad), (0, 0)], mode="reflect")
+        windows = sliding_window_view(padded, (NHOOD, NHOOD), axis=(1, 2))  # N, H, W, C, 7, 7
+        descriptors.append(windows[index, ys, xs])
+    return descriptors
+
+
+def statistics(descriptors):
+    """Each colour channel's mean and std over a set of (M, 3, 7, 7) neighbourhoods."""
+    return (descriptors.mean(axis=(0, 2, 3), keepdims=True),
+            descriptors.std(axis=(0, 2, 3), keepdims=True))
+
+
+def normalised(descriptors, mean, std):
+    """(M, 3, 7, 7) neighbourhoods, each colour channel less `mean` over `std` (the photos'),
+    flattened; a channel of std 0 becomes zeros.
+
+    ProGAN's finalize_descriptors normalises each set by its own statistics. Here both sets
+    take the photos': by its own, a flat fill's faint residue is blown up to the photos'
+    contrast, and the mean-pixel fill of random black-and-white blocks then scores below two
+    halves of the photos themselves. With the photos' statistics a blur keeps its low
+    contrast, which is what tells it from the photos."""
+    std = np.broadcast_to(std, descriptors.shape)
+    scaled = np.divide(descriptors - mean, std, out=np.zeros(descriptors.shape),
+                       where=std > EPSILON)
+    return scaled.reshape(len(descriptors), -1)
+
+
+def projections(descriptors, directions=DIRECTIONS, seed=0):
+    """The rows of (M, D) descriptors projected on `directions` random unit vectors of the seed,
+    each projection sorted: (directions, M), in float32 (the sort, the costly part, then takes
+    half the time)."""
+    descriptors = np.asarray(descriptors, np.float32)
+    unit = np.random.default_rng(seed).standard_normal((descriptors.shape[1], directions))
+    unit /= np.linalg.norm(unit, axis=0)
+    return np.sort(unit.T.astype(np.float32) @ descriptors.T, axis=1)
+
+
+def at_quantiles(ordered, count):
+    """Sorted rows (D, n) linearly interpolated at the quantiles (k + 0.5) / count."""
+    n = ordered.shape[1]
+    position = np.clip((np.arange(count) + 0.5) / count * n - 0.5, 0, n - 1)
+    low = np.floor(position).astype(int)
+    high, fraction = np.minimum(low + 1, n - 1), position - low
+    return ordered[:, low] * (1 - fraction) + ordered[:, high] * fraction
+
+
+def wasserstein_1d(first, second):
+    """The mean over directions of the 1-D Wasserstein distance between sorted projections:
+    the mean absolute difference of the sorted values, sets of different sizes compared at the
+    smaller one's quantiles (the larger interpolated there)."""
+    small, large = sorted((first, second), key=lambda ordered: ordered.shape[1])
+    if large.shape[1] != small.shape[1]:
+        large = at_quantiles(large, small.shape[1])
+    return float(np.mean(np.abs(small - large), dtype=np.float64))
+
+
+def sliced_wasserstein(a, b, directions=DIRECTIONS, seed=0):
+    """The sliced Wasserstein distance between the rows of a (M, D) and b (N, D)."""
+    return wasserstein_1d(projections(a, directions, seed), projections(b, directions, seed))
+
+
+def photo_reference(photos, holes, seed=0):
+    """Per level, what SWD needs of the photos: their neighbourhoods' statistics (mean, std)
+    and sorted projections; computed once for every method."""
+    levels = []
+    for descriptors in hole_descriptors(photos, holes, seed):
+        mean, std = statistics(descriptors)
+        levels.append((mean, std, projections(normalised(descriptors, mean, std), seed=seed)))
+    return levels
+
+
+def swd_against(images, holes, photos_reference, seed=0):
+    """(mean over levels, [per level]), both times SCALE: the images' hole neighbourhoods,
+    normalised as the photos' were, against the photos' (a photo_reference())."""
+    levels = [SCALE * wasserstein_1d(projections(normalised(d, mean, std), seed=seed), ordered)
+              for d, (mean, std, ordered) in zip(hole_descriptors(images, holes, seed),
+                                                 photos_reference)]
+    return float(np.mean(levels)), levels
+
+
+def swd(completions, photos, holes, seed=0, reference=None):
+    """The completions' hole neighbourhoods against the photos' at the same places:
+    (SWD times 1e3, [per level, times 1e3]). Lower is better. reference: the photos'
+    photo_reference() with this seed, when already computed."""
+    if reference is None:
+        reference = photo_reference(photos, holes, seed)
+    return swd_against(completions, holes, reference, seed)
+
+
+def swd_floor(photos, holes, seed=0):
+    """The even-numbered photos' hole neighbourhoods against the odd-numbered ones': how far
+    apart two sets of real photos are, (SWD, [per level]); (nan, []) for fewer than 2 photos.
+    Not a bound for swd(): a completion keeps its photo's surroundings, which fill most of the
+    coarse levels' neighbourhoods, and its neighbourhoods are placed as the photo's; the halves
+    differ in both, and have half the neighbourhoods each (more sampling noise)."""
+    if len(photos) < 2:
+        return float("nan"), []
+    return swd_against(photos[0::2], holes[0::2],
+                       photo_reference(photos[1::2], holes[1::2], seed), seed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharpness and checkerboard: 2x2 windows lying entirely inside the hole
+
+
+def window_corners(images, holes):
+    """The four pixels of every 2x2 window lying entirely inside the holes: top-left,
+    top-right, bottom-left, bottom-right, each (K, C); and the image of each window (K,)."""
+    holes = np.asarray(holes, bool)
+    n, y, x = np.nonzero(holes[:, :-1, :-1] & holes[:, :-1, 1:] & holes[:, 1:, :-1]
+                         & holes[:, 1:, 1:])
+    images = np.asarray(images)
+    return tuple(as_images(images[n, y + dy, x + dx]) for dy, dx in ((0, 0), (0, 1), (1, 0),
+                                                                      (1, 1))), n
+
+
+def gradient_magnitude(top_left, top_right, bottom_left, bottom_right):
+    """sqrt(dx^2 + dy^2) of the forward differences at the window's top-left pixel."""
+    return np.sqrt((top_right - top_left) ** 2 + (bottom_left - top_left) ** 2)
+
+
+def checker_response(top_left, top_right, bottom_left, bottom_right):
+    """|[[1, -1], [-1, 1]]| on the window: the two-pixel period, where transposed convolutions
+    leave their artefacts."""
+    return np.abs(top_left - top_right - bottom_left + bottom_right)
+
+
+def hole_ratio(response, completions, photos, holes):
+    """The completions' response summed over the windows inside the holes and the channels,
+    over the photos' (the ratio of the means: the windows are the same): (pooled over the set,
+    [per photo]). A photo whose own sum is 0 (flat in its hole, or a hole holding no whole
+    window) has the ratio nan, and still counts in the pooled ratio."""
+    sums = []
+    for images in (completions, photos):
+        corners, image = window_corners(images, holes)
+        sums.append(np.bincount(image, response(*corners).sum(axis=1), minlength=len(holes)))
+    ours, theirs = sums
+    per_photo = np.divide(ours, theirs, out=np.full(len(ours), np.nan), where=theirs > 0)
+    pooled = ours.sum() / theirs.sum() if theirs.sum() > 0 else float("nan")
+    return float(pooled), per_photo.tolist()
+
+
+def sharpness(completions, photos, holes):
+    """Mean gradient magnitude in the holes, completions over photos: (pooled, [per photo])."""
+    return hole_ratio(gradient_magnitude, completions, photos, holes)
+
+
+def checkerboard(completions, photos, holes):
+    """Mean two-pixel-period response in the holes, completions over photos: (pooled,
+    [per photo])."""
+    return hole_ratio(checker_response, completions, photos, holes)
+
+
+def measure(completions, photos, holes, seed=0, reference=None):
+    """Every realism measure of a set of completions: COLUMNS, the SWD per level and the
+    per-photo ratios. reference: as swd's. The excess is nan for a flat fill (sharpness 0)."""
+    swd_hole, swd_levels = swd(completions, photos, holes, seed, reference)
+    sharp, sharp_per_photo = sharpness(completions, photos, holes)
+    checker, checker_per_photo = checkerboard(completions, photos, holes)
+    return dict(swd_hole=swd_hole, sharpness_hole=sharp, checkerboard_hole=checker,
+                checkerboard_excess=checker / sharp if sharp > 0 else float("nan"),
+                swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,
+                checkerboard_per_photo=checker_per_photo)

@@ -1,0 +1,234 @@
+"""realism.py: the pyramid, the sliced Wasserstein distance and the hole ratios against values
+known in advance, and the point of having all three: a blur and a checkerboard each caught."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+import realism
+
+SIZE = 64
+
+
+def textures(rng, count):
+    """White noise: every neighbourhood alike, the sharpest texture there is."""
+    return rng.uniform(size=(count, SIZE, SIZE, 3))
+
+
+def rectangles(rng, count):
+    """One hole of 16-24 px per image."""
+    holes = np.zeros((count, SIZE, SIZE), bool)
+    for hole in holes:
+        (h, w), (y, x) = rng.integers(16, 25, 2), rng.integers(0, SIZE - 24, 2)
+        hole[y:y + h, x:x + w] = True
+    return holes
+
+
+def fill(photos, holes, inside):
+    """The photos with `inside` in their holes: a completion copies the rest."""
+    return np.where(holes[..., None], inside, photos)
+
+
+CHECKER = np.where(np.indices((SIZE, SIZE)).sum(axis=0) % 2 == 0, 0.1, -0.1)[..., None]
+
+
+@pytest.fixture(scope="module")
+def textured():
+    """16 noise photos with their holes, a re-sampled fill (the same noise, drawn again), a
+    blurred one and the blurred one with a two-pixel checkerboard of +-0.1 added."""
+    rng = np.random.default_rng(0)
+    photos = textures(rng, 16)
+    holes = rectangles(rng, 16)
+    blurred = fill(photos, holes, np.stack([cv2.GaussianBlur(p, (0, 0), 1.5) for p in photos]))
+    return dict(photos=photos, holes=holes,
+                resampled=fill(photos, holes, textures(rng, 16)), blurred=blurred,
+                checkered=fill(photos, holes, blurred + CHECKER))
+
+
+# ---------------------------------------------------------------------------------------------
+# The Laplacian pyramid
+
+
+@pytest.mark.parametrize("shape, sides", [
+    ((128, 128), [128, 64, 32, 16]), ((64, 64), [64, 32, 16]), ((32, 32), [32, 16]),
+    ((31, 31), [31]), ((128, 64), [64, 32, 16]), ((47, 65), [47, 24])])
+def test_levels_down_to_16_px_on_the_shorter_side(shape, sides):
+    image = np.random.default_rng(0).uniform(size=(*shape, 3))
+    levels = realism.laplacian_pyramid(image)
+    assert [min(level.shape[:2]) for level in levels] == sides
+    if shape == (47, 65):
+        assert [level.shape for level in levels] == [(47, 65, 3), (24, 33, 3)]  # odd: rounded up
+
+
+@pytest.mark.parametrize("shape", [(128, 128), (47, 65), (2, 64, 64)])
+def test_the_levels_add_up_to_the_image(shape):
+    image = np.random.default_rng(1).uniform(size=(*shape, 3))
+    levels = realism.laplacian_pyramid(image)
+    np.testing.assert_allclose(realism.collapse(levels), image, rtol=0, atol=1e-12)
+    smallest = image
+    for _ in levels[1:]:
+        smallest = realism.pyr_down(smallest)
+    np.testing.assert_array_equal(levels[-1], smallest)
+
+
+def test_the_filter_is_the_binomial_one():
+    kernel = np.array([1, 4, 6, 4, 1]) / 16
+    impulse = np.zeros((9, 9, 1))
+    impulse[4, 4] = 1.0
+    # pyr_down keeps the even pixels of the filtered impulse: (1, 6, 1) / 16 on each axis.
+    expected = np.zeros((5, 5))
+    expected[1:4, 1:4] = np.outer([1, 6, 1], [1, 6, 1]) / 256
+    np.testing.assert_allclose(realism.pyr_down(impulse)[..., 0], expected, atol=1e-15)
+    # pyr_up puts it at (4, 4) with zeros between, filters and multiplies by 4.
+    expected = np.zeros((10, 10))
+    expected[2:7, 2:7] = 4 * np.outer(kernel, kernel)
+    np.testing.assert_allclose(realism.pyr_up(impulse[::2, ::2], (10, 10))[..., 0], expected,
+                               atol=1e-15)
+    # A constant stays the constant, edges and odd sides included.
+    np.testing.assert_allclose(realism.pyr_up(np.full((5, 4, 3), 0.3), (9, 8)), 0.3)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sliced Wasserstein distance
+
+
+def test_sliced_wasserstein_of_1d_sets_is_their_wasserstein_distance():
+    # In one dimension every unit direction is +-1: the sorted values differ by 1 each.
+    assert realism.sliced_wasserstein([[0.0], [1.0]], [[1.0], [2.0]]) == pytest.approx(1.0)
+    assert realism.sliced_wasserstein([[1.0], [0.0]], [[0.0], [1.0]]) == 0.0
+    # Sets of 2 and 3: the larger at the quantiles 1/4 and 3/4, interpolated: 0.125 and 0.875.
+    assert realism.sliced_wasserstein([[0.0], [1.0]], [[0.0], [0.5], [1.0]]) == pytest.approx(
+        0.125)
+
+
+def test_sliced_wasserstein_of_a_shifted_set_is_the_mean_projected_shift():
+    """Shifted by v, each projection moves by |<v, u>|; over unit directions in 2-D its mean is
+    |v| 2 / pi."""
+    points = np.random.default_rng(2).normal(size=(50, 2))
+    distance = realism.sliced_wasserstein(points, points + [3.0, 4.0])
+    assert distance == pytest.approx(5 * 2 / math.pi, rel=0.05)
+
+
+def test_descriptors_are_the_neighbourhoods_at_the_hole():
+    image = np.random.default_rng(3).uniform(size=(1, SIZE, SIZE, 3))
+    hole = np.zeros((1, SIZE, SIZE), bool)
+    hole[0, 20, 30] = True  # one pixel: at the coarser levels, the mask's highest pixel
+    levels = realism.laplacian_pyramid(image)
+    found = realism.hole_descriptors(image, hole)
+    assert [len(d) for d in found] == [1, 1, 1]
+    np.testing.assert_array_equal(found[0][0], levels[0][0, 17:24, 27:34].transpose(2, 0, 1))
+    np.testing.assert_array_equal(found[1][0], levels[1][0, 7:14, 12:19].transpose(2, 0, 1))
+    # Holes everywhere: 128 centres per image and level, placed by the holes and the seed only
+    # (a constant added to the images moves only the last level, by that constant).
+    images, holes = np.random.default_rng(4).uniform(size=(2, SIZE, SIZE, 3)), np.ones(
+        (2, SIZE, SIZE), bool)
+    first = realism.hole_descriptors(images, holes, seed=5)
+    shifted = realism.hole_descriptors(images + 0.25, holes, seed=5)
+    assert [len(d) for d in first] == [256, 256, 256]
+    np.testing.assert_allclose(shifted[0], first[0], atol=1e-12)
+    np.testing.assert_allclose(shifted[-1] - first[-1], 0.25)
+    assert not np.allclose(realism.hole_descriptors(images, holes, seed=6)[0], first[0])
+
+
+def test_both_sets_are_normalised_by_the_photos_statistics():
+    varied = np.random.default_rng(6).uniform(size=(40, 3, 7, 7))
+    mean, std = realism.statistics(varied)
+    scaled = realism.normalised(varied, mean, std).reshape(40, 3, 49)
+    np.testing.assert_allclose(scaled.mean(axis=(0, 2)), 0, atol=1e-12)
+    np.testing.assert_allclose(scaled.std(axis=(0, 2)), 1)
+    # A flat set keeps its flatness (the photos' std does not blow it up), and a channel
+    # of std 0 becomes zeros.
+    flat = np.full((5, 3, 7, 7), 0.5)
+    np.testing.assert_allclose(realism.normalised(flat, mean, std).reshape(5, 3, 49).std(axis=2), 0)
+    np.testing.assert_array_equal(realism.normalised(flat, realism.statistics(flat)[0],
+                                                     realism.statistics(flat)[1]), 0.0)
+
+
+def test_a_flat_fill_scores_far_from_black_and_white_photos():
+    """By its own statistics a grey fill's residue would look like the photos' contrast; by
+    the photos' it stays flat, far from their blocks."""
+    rng = np.random.default_rng(3)
+    photos = np.repeat(np.kron(rng.integers(0, 2, (32, 16, 16)), np.ones((1, 4, 4)))[..., None], 3,
+                       axis=3)
+    holes = rectangles(rng, 32)
+    grey = fill(photos, holes, 0.5)
+    assert realism.swd(grey, photos, holes)[0] > 2 * realism.swd_floor(photos, holes)[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Sharpness and checkerboard, by hand: 4x4 images, one channel repeated, holes of 3x3 top-left
+
+
+def gray(rows):
+    return np.repeat(np.array(rows, np.float64)[..., None] / 10, 3, axis=-1)
+
+
+def test_ratios_by_hand():
+    completion = gray([[0, 2, 4, 9], [0, 1, 0, 9], [2, 2, 2, 9], [9, 9, 9, 9]])
+    ramp = gray([[0, 1, 2, 3]] * 4)
+    checker = gray([[0, 1, 0, 1], [1, 0, 1, 0]] * 2)
+    hole = np.zeros((4, 4), bool)
+    hole[:3, :3] = True  # four 2x2 windows, top-left at (0, 0), (0, 1), (1, 0), (1, 1)
+    completions, photos, holes = [completion, checker], [ramp, checker], [hole, hole]
+    # The completion's gradients: (2, 0), (2, -1), (1, 2), (-1, 1), tenths; the ramp's (1, 0).
+    ours = 2 + 2 * math.sqrt(5) + math.sqrt(2)
+    # Its checker responses |a - b - c + d|: 1, 3, 1, 1; the ramp's 0; the checker's 2 each.
+    sharp, sharp_per_photo = realism.sharpness(completions, photos, holes)
+    assert sharp_per_photo == pytest.approx([ours / 4, 1.0])
+    assert sharp == pytest.approx((ours + 4 * math.sqrt(2)) / (4 + 4 * math.sqrt(2)))
+    checker_ratio, checker_per_photo = realism.checkerboard(completions, photos, holes)
+    assert checker_ratio == pytest.approx((6 + 8) / 8)
+    assert math.isnan(checker_per_photo[0]) and checker_per_photo[1] == 1.0  # 6 / 0: nan
+    measured = realism.measure(completions, photos, holes)
+    assert measured["checkerboard_excess"] == pytest.approx(checker_ratio / sharp)
+    # uint8 photos are read as value / 255: the same ratios.
+    as_uint8 = [np.round(np.asarray(x) * 200).astype(np.uint8) for x in (completions, photos)]
+    assert realism.sharpness(*as_uint8, holes)[0] == pytest.approx(sharp)
+
+
+# ---------------------------------------------------------------------------------------------
+# Sets of completions: what each measure catches
+
+
+def test_a_set_against_itself(textured):
+    measured = realism.measure(textured["photos"], textured["photos"], textured["holes"])
+    assert measured["swd_hole"] == 0.0 and measured["swd_levels"] == [0.0, 0.0, 0.0]
+    assert measured["sharpness_hole"] == measured["checkerboard_hole"] == 1.0
+    assert measured["checkerboard_excess"] == 1.0
+    assert measured["sharpness_per_photo"] == measured["checkerboard_per_photo"] == [1.0] * 16
+
+
+def test_a_blur_is_far_from_the_photos_and_less_sharp(textured):
+    photos, holes = textured["photos"], textured["holes"]
+    resampled = realism.measure(textured["resampled"], photos, holes)
+    blurred = realism.measure(textured["blurred"], photos, holes)
+    assert blurred["swd_hole"] > 1.5 * resampled["swd_hole"] > 0  # 284 against 58
+    assert resampled["sharpness_hole"] == pytest.approx(1, abs=0.02)
+    assert resampled["checkerboard_excess"] == pytest.approx(1, abs=0.02)
+    assert blurred["sharpness_hole"] < 0.1 and blurred["checkerboard_excess"] < 0.5
+    assert max(blurred["sharpness_per_photo"]) < 0.2
+
+
+def test_a_checkerboard_fools_swd_not_the_excess(textured):
+    """Added to the blur, the two-pixel pattern brings back high frequencies, so SWD improves,
+    though no photo looks like it: the checkerboard ratio and its excess say so."""
+    photos, holes = textured["photos"], textured["holes"]
+    blurred = realism.measure(textured["blurred"], photos, holes)
+    checkered = realism.measure(textured["checkered"], photos, holes)
+    assert checkered["swd_hole"] < blurred["swd_hole"]  # 242 against 284
+    assert checkered["swd_levels"][0] < blurred["swd_levels"][0]
+    assert checkered["checkerboard_hole"] > 10 * blurred["checkerboard_hole"]
+    assert checkered["checkerboard_excess"] > 1.4 > 3 * blurred["checkerboard_excess"]
+
+
+def test_the_floor_is_far_below_a_flat_fill():
+    rng = np.random.default_rng(7)
+    photos, holes = textures(rng, 32), rectangles(rng, 32)
+    floor, levels = realism.swd_floor(photos, holes)
+    assert len(levels) == 3 and floor == pytest.approx(np.mean(levels))
+    gray_fill, _ = realism.swd(fill(photos, holes, 0.5), photos, holes)
+    assert floor < 0.5 * gray_fill  # about 70 against 396
+    # Two copies of a photo with the same hole: the halves' neighbourhoods are the same.
+    assert realism.swd_floor(photos[[0, 0]], holes[[0, 0]]) == (0.0, [0.0, 0.0, 0.0])
+    assert math.isnan(realism.swd_floor(photos[:1], holes[:1])[0])

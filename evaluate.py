@@ -16,7 +16,7 @@ of the distance between two sets of real photos), sharpness and checkerboard (1 
 and the checkerboard excess (1 is the photos'; above 1, a two-pixel artefact, which can lower
 SWD: never judge realism by SWD alone). Writes, in the eval/ folder of the session's (or the
 export's) results: metrics.csv, metrics.json (with the per-photo values, SWD per pyramid level
-and the photos' own), metrics.png and examples.png.
+and the photos' own), metrics.png, examples.png and crops.png (the holes up close, 2x).
 """
 import csv
 import os
@@ -310,6 +310,36 @@ def plot_examples(path, examples):
     plt.close(fig)
 
 
+def crop_around(image, hole, side):
+    """The side x side square of `image` centred on the hole's bounding box, moved inside the
+    image."""
+    ys, xs = np.nonzero(hole)
+    top = int(np.clip((ys.min() + ys.max() + 1 - side) // 2, 0, image.shape[0] - side))
+    left = int(np.clip((xs.min() + xs.max() + 1 - side) // 2, 0, image.shape[1] - side))
+    return image[top:top + side, left:left + side]
+
+
+def plot_crops(path, examples, margin=8, zoom=2):
+    """The holes up close: a row per photo, the hole with `margin` pixels around it, enlarged
+    `zoom` times by repeating pixels (no smoothing), pixel for pixel in the file; columns
+    masked input | each method | ground truth. Blur, seams and two-pixel patterns show here."""
+    side = max(max(np.ptp(np.nonzero(hole)[0]), np.ptp(np.nonzero(hole)[1])) + 1
+               for _, _, hole, _ in examples) + 2 * margin
+    side = min(side, *examples[0][1].shape[:2])
+
+    def zoomed(image, hole):
+        return np.repeat(np.repeat(crop_around(image, hole, side), zoom, 0), zoom, 1)
+
+    panels = [("masked input", [np.where(hole[..., None], np.uint8(255), image)
+                                for _, image, hole, _ in examples])]
+    panels += [(method, [results[method] for _, _, _, results in examples])
+               for method in METHODS]
+    panels.append(("ground truth", [image for _, image, _, _ in examples]))
+    columns = [(title, [zoomed(cell, hole) for cell, (_, _, hole, _) in zip(cells, examples)])
+               for title, cells in panels]
+    utils.titled_grid(path, columns)
+
+
 def without_nan(value):
     """JSON has no NaN: null instead (a ratio whose photo is flat in its hole)."""
     if isinstance(value, dict):
@@ -323,12 +353,14 @@ def report(folder, header, settings, photos, measured, examples):
     print(table(header, measured))
     os.makedirs(folder, exist_ok=True)
     paths = [os.path.join(folder, name)
-             for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png")]
+             for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png",
+                          "crops.png")]
     write_csv(paths[0], measured["mean"])
     utils.write_json(paths[1], without_nan(dict(settings=settings, photos=photos,
                                                 methods=list(METHODS), **measured)))
     plot_metrics(paths[2], header, measured)
     plot_examples(paths[3], examples)
+    plot_crops(paths[4], examples)
     print("Wrote " + ", ".join(paths))
 
 

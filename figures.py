@@ -15,10 +15,6 @@ import sys
 import numpy as np
 
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
-import matplotlib  # noqa: E402
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
 import complete  # noqa: E402
 import config as cfg  # noqa: E402
@@ -90,23 +86,7 @@ def grid_figure(path, items, done, config, blended=None):
                  [complete.poisson_blend(i["masked"], c, i["hole"])
                   for i, c in zip(items, done[last])]),
                 ("ground truth", [i["image"] for i in items])]
-    size = config.image_size
-    width, height = len(columns) * (size + GAP) - GAP, len(items) * (size + GAP) - GAP
-    grid = np.full((height, width, 3), 255, np.uint8)
-    for c, (_, cells) in enumerate(columns):
-        for r, cell in enumerate(cells):
-            grid[r * (size + GAP):r * (size + GAP) + size,
-                 c * (size + GAP):c * (size + GAP) + size] = cell
-    dpi = 100
-    fig = plt.figure(figsize=(width / dpi, (height + HEADER) / dpi), dpi=dpi)
-    ax = fig.add_axes([0, 0, 1, height / (height + HEADER)])
-    ax.imshow(grid, interpolation="none")
-    ax.set_axis_off()
-    for c, (title, _) in enumerate(columns):
-        fig.text((c * (size + GAP) + size / 2) / width, 1 - HEADER / 2 / (height + HEADER),
-                 title, ha="center", va="center", fontsize=7 if size < 160 else 9)
-    fig.savefig(path, dpi=dpi, pil_kwargs={"quality": 90})
-    plt.close(fig)
+    utils.titled_grid(path, columns, GAP, HEADER)
 
 
 def parse_args(argv):

@@ -82,3 +82,31 @@ def write_json(path, data):
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def titled_grid(path, columns, gap=2, header=22):
+    """Write `columns`, [(title, [uint8 (H, W, 3) cell per row])], all cells of one size, as a
+    grid with `gap` white pixels between cells and each title above its column: pixel for
+    pixel (no resampling), so that blur and two-pixel patterns show as they are."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    height, width = columns[0][1][0].shape[:2]
+    rows = len(columns[0][1])
+    grid_width, grid_height = len(columns) * (width + gap) - gap, rows * (height + gap) - gap
+    grid = np.full((grid_height, grid_width, 3), 255, np.uint8)
+    for c, (_, cells) in enumerate(columns):
+        for r, cell in enumerate(cells):
+            grid[r * (height + gap):r * (height + gap) + height,
+                 c * (width + gap):c * (width + gap) + width] = cell
+    dpi = 100
+    fig = plt.figure(figsize=(grid_width / dpi, (grid_height + header) / dpi), dpi=dpi)
+    ax = fig.add_axes([0, 0, 1, grid_height / (grid_height + header)])
+    ax.imshow(grid, interpolation="none")
+    ax.set_axis_off()
+    for c, (title, _) in enumerate(columns):
+        fig.text((c * (width + gap) + width / 2) / grid_width,
+                 1 - header / 2 / (grid_height + header), title, ha="center", va="center",
+                 fontsize=7 if width < 160 else 9)
+    fig.savefig(path, dpi=dpi, pil_kwargs={"quality": 90})
+    plt.close(fig)

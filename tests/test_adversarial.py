@@ -17,6 +17,9 @@ tenth), while -log D(completed) can fall by 1-3. The adversarial term wins only 
 times that fall exceeds the reconstruction's rise, and acts within a few hundred iterations
 only well above that bound; at 4e-4 it moves nothing in this budget (the fill stays grey).
 
+With GLCIC_ADVERSARIAL_FIGURE=PATH set, the test also writes a figure of the fills to PATH (the
+README's), and -s prints the measures.
+
 Each of these breaks makes the test fail (checked by breaking the code once each): the
 adversarial term's sign flipped (train.adversarial_loss), alpha 0, and the local
 discriminator's patch for completed images placed away from the hole (data_loader's
@@ -53,12 +56,13 @@ def block_photo(rng):
 
 def measure(name, iteration, items):
     """Hole sharpness, hole SWD (x 1e3), the fill's spread (standard deviation) and distance
-    from grey for the network of a session's checkpoint, on the validation photos' holes."""
+    from grey for the network of a session's checkpoint, on the validation photos' holes; and
+    the fills."""
     network, mean_pixel, _ = session.load_completion_network(name, iteration)
     fills = [evaluate.fill_all(network, item["masked"], item["hole"], mean_pixel, ("model",))
              ["model"] for item in items]
     photos, holes = [item["image"] for item in items], [item["hole"] for item in items]
-    return dict(sharpness=realism.sharpness(fills, photos, holes)[0],
+    return dict(fills=fills, sharpness=realism.sharpness(fills, photos, holes)[0],
                 swd=realism.swd(fills, photos, holes)[0],
                 spread=float(np.mean([fill[hole].std() / 255 for fill, hole in zip(fills, holes)])),
                 grey=float(np.mean([np.abs(fill[hole] / 255 - 0.5).mean()
@@ -84,10 +88,33 @@ def runs(tmp_path_factory):
         _, mean_pixel, config = session.load_completion_network("gan")
         items = evaluate.held_out(files, config, len(files), "rect", 0, mean_pixel)
         photos, holes = [item["image"] for item in items], [item["hole"] for item in items]
-        return dict(phase1=measure("gan", TC, items), gan=measure("gan", total, items),
+        runs = dict(phase1=measure("gan", TC, items), gan=measure("gan", total, items),
                     more=measure("more", total, items),
                     floor=realism.swd_floor(photos, holes)[0],
                     photo_spread=float(np.mean([p[h].std() / 255 for p, h in zip(photos, holes)])))
+    print({name: {k: v for k, v in values.items() if k != "fills"} if isinstance(values, dict)
+           else values for name, values in runs.items()})
+    if os.environ.get("GLCIC_ADVERSARIAL_FIGURE"):
+        figure(os.environ["GLCIC_ADVERSARIAL_FIGURE"], items, runs)
+    return runs
+
+
+def figure(path, items, runs, rows=6, zoom=4):
+    """masked input | after phase 1 | after phases 2 and 3 | after as many more phase-1
+    iterations | ground truth, for the first validation photos, each pixel repeated zoom x zoom."""
+    import utils
+
+    def zoomed(image):
+        return np.repeat(np.repeat(image, zoom, 0), zoom, 1)
+    total = TC + TD + T3
+    red = np.array([220, 40, 40], np.uint8)  # white would not show on these photos
+    columns = [("masked input", [np.where(i["hole"][..., None], red, i["image"])
+                                 for i in items[:rows]]),
+               (f"phase 1, iteration {TC}", runs["phase1"]["fills"][:rows]),
+               (f"+ phases 2 and 3, {total}", runs["gan"]["fills"][:rows]),
+               (f"phase 1 only, {total}", runs["more"]["fills"][:rows]),
+               ("ground truth", [i["image"] for i in items[:rows]])]
+    utils.titled_grid(path, [(title, [zoomed(c) for c in cells]) for title, cells in columns])
 
 
 def test_phase_1_fills_the_unpredictable_hole_with_grey(runs):

@@ -84,7 +84,7 @@ def root(tmp_path, make_photos, make_session):
 def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, capsys):
     stdout, report = run_evaluate(root, capsys, "--count", "3")
     folder = root / session.eval_dir("s")
-    for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png"):
+    for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png", "crops.png"):
         assert (folder / name).stat().st_size > 0
         assert os.path.join(session.eval_dir("s"), name) in stdout
     assert Image.open(folder / "metrics.png").size == (1440, 1080)  # 3 rows of 4 charts
@@ -207,7 +207,7 @@ def test_out_puts_the_table_and_figures_elsewhere_and_refuses_a_file(root, capsy
                                "--out", "scores/first"], root) == 0
     assert "Wrote scores/first/metrics.csv, scores/first/metrics.json" in capsys.readouterr().out
     assert sorted(os.listdir(root / "scores" / "first")) == [
-        "examples.png", "metrics.csv", "metrics.json", "metrics.png"]
+        "crops.png", "examples.png", "metrics.csv", "metrics.json", "metrics.png"]
     moved = json.loads((root / "scores" / "first" / "metrics.json").read_text())
     assert moved["mean"] == default["mean"]
     (root / "a_file").write_text("")
@@ -241,3 +241,23 @@ def test_an_older_checkpoint_of_a_session(copy_training, capsys):
                     copy_training) == 2
     assert capsys.readouterr().err == (
         "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5\n")
+
+
+def test_crops_show_the_holes_enlarged_pixel_for_pixel(tmp_path):
+    """Each cell: the square around the hole (its larger side plus 8 px each way, moved inside
+    the photo), each pixel repeated 2 x 2; the columns under a title strip of 22 px."""
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)
+    hole = np.zeros((32, 40), bool)
+    hole[2:8, 30:40] = True  # 6 x 10 at the top-right corner: the square is moved inside
+    results = {method: np.full_like(image, 10 * i) for i, method in enumerate(evaluate.METHODS)}
+    example = ("photo.png", image, hole, results)
+    evaluate.plot_crops(str(tmp_path / "crops.png"), [example, example])
+    side = 10 + 2 * 8
+    np.testing.assert_array_equal(evaluate.crop_around(image, hole, side), image[0:26, 14:40])
+    grid = np.asarray(Image.open(tmp_path / "crops.png").convert("RGB"))
+    cell, columns = 2 * side, len(evaluate.METHODS) + 2
+    assert grid.shape == (22 + 2 * cell + 2, columns * (cell + 2) - 2, 3)
+    truth = grid[22:22 + cell, (columns - 1) * (cell + 2):]
+    np.testing.assert_array_equal(truth, np.repeat(np.repeat(image[0:26, 14:40], 2, 0), 2, 1))
+    np.testing.assert_array_equal(grid[22:22 + cell, cell + 2:2 * cell + 2], 0)  # "model"

@@ -1,6 +1,7 @@
 """train.py as separate processes: signals from outside, two runs side by side, kill -9 at
 random moments, two logical devices, two workers. All slow (CI runs them: -m "not soak");
 the longest variants are soak runs (-m soak)."""
+import csv
 import glob
 import json
 import os
@@ -78,10 +79,11 @@ def test_deterministic_runs_are_bit_identical(tmp_path, make_photos):
         assert run.returncode == 0, err[-2000:]
 
     def losses(name):
-        rows = open(results_of(tmp_path / name, "det", "losses.csv")).read().splitlines()
-        return [row.rsplit(",", 1)[0] for row in rows]  # all but images/s
-    assert losses("a") == losses("b")
-    assert len(losses("a")) == 5
+        with open(results_of(tmp_path / name, "det", "losses.csv"), newline="") as f:
+            rows = list(csv.DictReader(f))
+        return [{k: v for k, v in row.items() if k != "images_per_second"} for row in rows]
+    assert losses("a") == losses("b")  # the losses and the gradient norms
+    assert len(losses("a")) == 4 and losses("a")[-1]["grad_g"] != ""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -173,14 +173,16 @@ def photos_and_holes(items):
     return [item["image"] for item in items], [item["hole"] for item in items]
 
 
-def measure(items, completed):
+def measure(items, completed, reference=None):
     """Everything measured of each method's completions, as metrics.json keeps it: "mean"
     ({method: {column: value}}: COLUMNS averaged over the photos, and realism.COLUMNS, which
     are measures of the whole set), "per_photo" ({method: {column: [value per photo]}}:
     COLUMNS, sharpness_hole and checkerboard_hole) and "swd_levels" ({method: [SWD per
-    pyramid level]})."""
+    pyramid level]}). reference: realism.photo_reference of the items, when already at
+    hand (the same for every method and every evaluation of the same items)."""
     photos, holes = photos_and_holes(items)
-    reference = realism.photo_reference(photos, holes)  # the same for every method
+    if reference is None:
+        reference = realism.photo_reference(photos, holes)
     per_photo = score(items, completed)
     mean, levels = means(per_photo), {}
     for method, results in completed.items():

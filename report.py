@@ -63,7 +63,7 @@ class Reporter:
         self.eval_writers = {method: tf.summary.create_file_writer(os.path.join(logs, folder))
                              for method, folder in EVAL_RUNS.items() if folder and self.held_out}
         self.eval_writers["model"] = self.writer
-        self.baseline, self.last_eval = None, {}
+        self.baseline, self.reference, self.last_eval = None, None, {}
         self.rewind(start)
 
     def rewind(self, iteration):
@@ -139,14 +139,16 @@ class Reporter:
         once, Telea's and the photos' own SWD (with 2 held-out photos or more)."""
         mean_pixel = self.mean_pixel.numpy()
         if self.baseline is None:
+            self.reference = realism.photo_reference(*evaluate.photos_and_holes(self.held_out))
             telea = evaluate.fill_items(None, mean_pixel, self.held_out, ("OpenCV Telea",))
-            self.baseline = evaluate.measure(self.held_out, telea)["mean"]
+            self.baseline = evaluate.measure(self.held_out, telea, self.reference)["mean"]
             floor, _ = evaluate.swd_floor(self.held_out)
             if not np.isnan(floor):
                 self.baseline[FLOOR] = {"swd_hole": floor}
         completed = evaluate.fill_items(self.G, mean_pixel, self.held_out,
                                         ("model", "model + blend"))
-        scores = {**evaluate.measure(self.held_out, completed)["mean"], **self.baseline}
+        scores = {**evaluate.measure(self.held_out, completed, self.reference)["mean"],
+                  **self.baseline}
         for method, values in scores.items():
             with self.eval_writers[method].as_default(step=iteration):
                 for column, tag in EVAL_TAGS.items():

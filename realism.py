@@ -22,7 +22,6 @@ import cv2
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-KERNEL = np.array([1, 4, 6, 4, 1]) / 16  # the pyramids' binomial filter (OpenCV's, separable)
 MIN_SIZE = 16  # the smallest level's shorter side: 128 px gives levels of 128, 64, 32, 16
 NHOOD = 7  # the neighbourhoods' side, as ProGAN's
 PER_IMAGE = 128  # neighbourhoods drawn per image and level, at most
@@ -41,7 +40,8 @@ def as_images(images):
 
 # ---------------------------------------------------------------------------------------------
 # Laplacian pyramid of (..., H, W, C) arrays: OpenCV's pyrDown and pyrUp, which filter with
-# KERNEL along H and W, reflecting at the edges without repeating them (d c b | a b c d | c b a)
+# the binomial [1, 4, 6, 4, 1] / 16 along H and W, reflecting at the edges without repeating
+# them (d c b | a b c d | c b a)
 
 
 def each_image(function, x):

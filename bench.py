@@ -1,26 +1,31 @@
 """Measure training and inference speed against this machine's compute ceiling.
 
     python bench.py                                   # cpu preset: 128 px, local 64, batch 8
-    python bench.py --preset paper --batch-size 16 --xla on --mixed-precision     # on a GPU
+    python bench.py --preset paper --batch-size 16 --xla on     # on a GPU: float32 and float16
     python bench.py --steps 2 --warmup 1 --json bench.json
     python bench.py --steps 5 --pytorch --rounds 2    # side by side with pytorch_port.py
 
-One line per figure: images/s of each training phase and of inference, the GFLOP/s each
+Every figure in float32 and, beside it, in --precision (auto: bfloat16 on a CPU that computes it
+natively, float16 on a GPU; on other CPUs float32 alone), from the same weights. One line per
+figure and precision: images/s of each training phase and of inference, the GFLOP/s each
 achieves (from the analytic FLOP count in model.py; a backward pass counts as two forward
-passes) and its fraction of the machine's measured float32 matmul GFLOP/s, the images/s the
-input pipeline delivers on its own (on the photos, and on large photos as they are and after
-prepare.py), and the peak resident memory. Every compiled function is traced and run --warmup
-times before the clock starts.
+passes) and its fraction of the machine's measured matmul GFLOP/s in that precision, the
+images/s the input pipeline delivers on its own (on the photos, and on large photos as they are
+and after prepare.py), the matmul peak of each precision, and the peak resident memory. Every
+compiled function is traced and run --warmup times before the clock starts.
 
-Then inference by engine: images/s and milliseconds per call of the float32 completion network
-as complete.py runs it, by TensorFlow (tf) and by ONNX Runtime (onnx, the same weights converted
-by engine.py), at each --inference-sizes and --inference-batches: --warmup untimed calls, then
-timed ones until --min-seconds have passed (two at least).
+Then inference by engine: images/s and milliseconds per call of the completion network as
+complete.py runs it, by TensorFlow in float32 (tf) and in the reduced precision (tf bfloat16:
+batch norms folded, float32 weights), and by ONNX Runtime in float32 (onnx, the same weights
+converted by engine.py), at each --inference-sizes and --inference-batches: --warmup untimed
+calls, then timed ones until --min-seconds have passed (two at least). The engine complete.py
+chooses by default is marked.
 
 --pytorch times pytorch_port.py's networks and steps on the same work, each figure right after
-glcic's, in NCHW and channels-last layouts, and prints both side by side (the faster layout for
-PyTorch, the faster engine for glcic's inference). --rounds N repeats all of it N times: this
-machine's run-to-run noise is about 15 %, so one round alone does not settle a comparison.
+glcic's, in NCHW and channels-last layouts, in float32 and under PyTorch's own CPU autocast to
+the reduced precision, and prints them side by side (PyTorch's faster layout; glcic as train.py
+and complete.py run by default). --rounds N repeats all of it N times: this machine's
+run-to-run noise is about 15 %, so one round alone does not settle a comparison.
 
 --profile DIR traces --steps more steps of each phase with TensorFlow's profiler into
 DIR/phase1 ... (TensorBoard's profile plugin shows them: pip install tensorboard-plugin-profile)
@@ -72,12 +77,12 @@ def phase_flops(config):
             "inference": g}
 
 
-def matmul_gflops(sizes=MATMUL_SIZES, repeats=4):
-    """Best float32 GFLOP/s of TensorFlow's matmul over large square matrices."""
+def matmul_gflops(sizes=MATMUL_SIZES, repeats=4, dtype=tf.float32):
+    """Best GFLOP/s of TensorFlow's matmul over large square matrices of `dtype`."""
     best = 0.0
     for n in sizes:
-        a = tf.random.uniform((n, n))
-        b = tf.random.uniform((n, n))
+        a = tf.cast(tf.random.uniform((n, n)), dtype)
+        b = tf.cast(tf.random.uniform((n, n)), dtype)
         matmul = tf.function(tf.matmul)
         matmul(a, b).numpy()
         for _ in range(repeats):
@@ -203,14 +208,18 @@ def inference_input(size, batch, mean_pixel):
     return utils.completion_input(images, masks, tf.constant(mean_pixel, tf.float32)).numpy()
 
 
-def inference_engines(network, engines, folder):
-    """{engine: function of an input array}: the Keras network as complete.py calls it, and its
-    ONNX conversion (written to `folder`) run by ONNX Runtime; and why ONNX was skipped, if it
-    was ("" if not)."""
+def inference_engines(network, engines, folder, reduced):
+    """{engine: function of an input array}: the Keras network as complete.py calls it in
+    float32 ("tf") and, unless `reduced` is float32, its copy in that precision as complete.py
+    runs it ("tf_bfloat16"); and its ONNX conversion (written to `folder`) run by ONNX Runtime.
+    Also why ONNX was skipped, if it was ("" if not)."""
     import engine
     functions, skipped = {}, ""
     if "tf" in engines:
         functions["tf"] = engine.forward(network)
+        if reduced != "float32":
+            copy = engine.folded(network, f"mixed_{reduced}")  # kept alive by the function
+            functions[f"tf_{reduced}"] = lambda x, copy=copy: engine.forward(copy)(x)
     if "onnx" in engines:
         ready, skipped = engine.available()
         if ready:
@@ -220,27 +229,33 @@ def inference_engines(network, engines, folder):
     return functions, skipped
 
 
-def pytorch_training(config, G, D, batch, mean_pixel):
-    """{"phase1": {layout: step}, ...}: pytorch_port.py's three steps in each layout, from the
-    weights of G and D, on `batch`."""
+def pytorch_training(config, G, D, batch, mean_pixel, reduced):
+    """{"pytorch_phase1_<layout>[_<reduced>]": step, ...}: pytorch_port.py's three steps in each
+    layout, from the weights of G and D, on `batch`, in float32 and (unless `reduced` is
+    float32) with PyTorch's CPU autocast to `reduced`."""
     import pytorch_port
-    functions = {f"phase{p}": {} for p in (1, 2, 3)}
+    functions = {}
     for layout in LAYOUTS:
         channels_last = layout == "channels_last"
-        port_G, port_D, g_opt, d_opt = pytorch_port.build_training(config, mean_pixel,
-                                                                   channels_last)
-        pytorch_port.copy_from_keras(port_G, G)
-        pytorch_port.copy_from_keras(port_D, D)
-        steps = pytorch_port.make_steps(port_G, port_D, g_opt, d_opt, config)
-        port_batch = pytorch_port.from_keras_batch(batch, channels_last)
-        for p, step in steps.items():
-            functions[f"phase{p}"][layout] = functools.partial(step, port_batch)
+        for precision in dict.fromkeys(("float32", reduced)):
+            port_G, port_D, g_opt, d_opt = pytorch_port.build_training(config, mean_pixel,
+                                                                       channels_last)
+            pytorch_port.copy_from_keras(port_G, G)
+            pytorch_port.copy_from_keras(port_D, D)
+            steps = pytorch_port.make_steps(port_G, port_D, g_opt, d_opt, config,
+                                            autocast_to=None if precision == "float32"
+                                            else precision)
+            port_batch = pytorch_port.from_keras_batch(batch, channels_last)
+            for p, step in steps.items():
+                functions[f"pytorch_phase{p}_{layout}{suffix(precision)}"] = functools.partial(
+                    step, port_batch)
     return functions
 
 
-def pytorch_inference(network, config, mean_pixel):
-    """{"pytorch_<layout>": function of an input array}: pytorch_port.py's completion network
-    with the weights of `network`, NHWC arrays in and out as the other engines."""
+def pytorch_inference(network, config, mean_pixel, reduced):
+    """{"pytorch_<layout>[_<reduced>]": function of an input array}: pytorch_port.py's
+    completion network with the weights of `network`, NHWC arrays in and out as the other
+    engines, in float32 and (unless `reduced` is float32) with autocast to `reduced`."""
     import torch
     import pytorch_port
     functions = {}
@@ -251,26 +266,31 @@ def pytorch_inference(network, config, mean_pixel):
         port.eval()
         if channels_last:
             port = port.to(memory_format=torch.channels_last)
-
-        @torch.inference_mode()
-        def complete(x, port=port, channels_last=channels_last):
-            return pytorch_port.to_nhwc(port(pytorch_port.to_nchw(x, channels_last)))
-        functions[f"pytorch_{layout}"] = complete
+        for precision in dict.fromkeys(("float32", reduced)):
+            @torch.inference_mode()
+            def complete(x, port=port, channels_last=channels_last, precision=precision):
+                with pytorch_port.autocast(None if precision == "float32" else precision):
+                    y = port(pytorch_port.to_nchw(x, channels_last))
+                return pytorch_port.to_nhwc(y.float())
+            functions[f"pytorch_{layout}{suffix(precision)}"] = complete
     return functions
 
 
+def suffix(precision):
+    """What figure names add for a precision: "" for float32, "_bfloat16" for bfloat16."""
+    return "" if precision == "float32" else f"_{precision}"
+
+
 def measure_round(config, training, engines, inputs, steps, warmup, min_seconds):
-    """One round: each training function in turn (glcic's, then PyTorch's in each layout, phase
-    by phase), then each engine in turn at each size and batch. Returns (figures, resident
-    memory growth of each of glcic's functions)."""
+    """One round: each training function in turn (glcic's in each precision, then PyTorch's in
+    each layout and precision, phase by phase), then each engine in turn at each size and
+    batch. Returns (figures, resident memory growth of each of glcic's functions)."""
     figures, growth = {}, {}
-    for name, functions in training.items():
-        seconds, growth[name] = time_calls(functions["glcic"], warmup, steps)
+    for name, function in training.items():
+        seconds, grew = time_calls(function, warmup, steps)
         figures[f"{name}_images_per_second"] = config.batch_size / seconds
-        for layout in LAYOUTS:
-            if layout in functions:
-                seconds, _ = time_calls(functions[layout], warmup, steps)
-                figures[f"pytorch_{name}_{layout}_images_per_second"] = config.batch_size / seconds
+        if not name.startswith("pytorch"):
+            growth[name] = grew
     for (size, batch), x in inputs.items():
         for engine, function in engines.items():
             seconds = time_until(functools.partial(function, x), warmup, min_seconds)
@@ -286,73 +306,110 @@ def faster_layout(figures, key):
                key=lambda pair: pair[1])
 
 
-def derive(figures, config, peak, inputs, pytorch):
-    """Add a round's GFLOP/s, fractions of the matmul peak and ratios to its figures."""
+def derive(figures, config, peaks, inputs, pytorch, default):
+    """Add a round's GFLOP/s, fractions of the matmul peak (of each precision), and glcic's
+    default (`default`: the precision and engine complete.py and train.py choose) over
+    PyTorch's faster layout, in float32 and in each reduced precision measured."""
     for name, flops in phase_flops(config).items():
-        gflops = figures[f"{name}_images_per_second"] * flops / 1e9
-        figures[f"{name}_gflops"] = gflops
-        figures[f"{name}_fraction_of_matmul_peak"] = gflops / peak
+        for precision, peak in peaks.items():
+            key = name + suffix(precision)
+            gflops = figures[f"{key}_images_per_second"] * flops / 1e9
+            figures[f"{key}_gflops"] = gflops
+            figures[f"{key}_fraction_of_matmul_peak"] = gflops / peak
     for size, batch in inputs:
         at = f"{size}px_batch{batch}"
-        glcic = {engine: figures[f"inference_{engine}_{at}_images_per_second"]
-                 for engine in ENGINES if f"inference_{engine}_{at}_images_per_second" in figures}
-        if len(glcic) == 2:
-            figures[f"inference_onnx_{at}_over_tf"] = glcic["onnx"] / glcic["tf"]
-        if pytorch:
-            layout, rate = faster_layout(figures, f"inference_pytorch_{{}}_{at}_images_per_second")
-            figures.update({f"inference_pytorch_{at}_images_per_second": rate,
-                            f"inference_pytorch_{at}_layout": layout})
-        if pytorch and glcic:
-            engine = max(glcic, key=glcic.get)
-            figures.update({f"inference_{at}_glcic_engine": engine,
-                            f"inference_{at}_glcic_over_pytorch": glcic[engine] / rate})
-    for phase in ("phase1", "phase2", "phase3") if pytorch else ():
-        layout, rate = faster_layout(figures, f"pytorch_{phase}_{{}}_images_per_second")
-        figures.update({f"pytorch_{phase}_images_per_second": rate,
-                        f"pytorch_{phase}_layout": layout,
-                        f"{phase}_over_pytorch": figures[f"{phase}_images_per_second"] / rate})
+        if "tf" in default["engines"] and "onnx" in default["engines"]:
+            figures[f"inference_onnx_{at}_over_tf"] = (
+                figures[f"inference_onnx_{at}_images_per_second"]
+                / figures[f"inference_tf_{at}_images_per_second"])
+        if default["engine"] in default["engines"]:
+            figures[f"inference_{at}_glcic_images_per_second"] = figures[
+                f"inference_{default['engine']}_{at}_images_per_second"]
+    for precision in peaks if pytorch else ():
+        for name in ("phase1", "phase2", "phase3"):
+            layout, rate = faster_layout(figures, f"pytorch_{name}_{{}}{suffix(precision)}"
+                                                  "_images_per_second")
+            key = f"pytorch_{name}{suffix(precision)}"
+            glcic = figures[f"{name}{suffix(default['precision'])}_images_per_second"]
+            figures.update({f"{key}_images_per_second": rate, f"{key}_layout": layout,
+                            f"{name}_over_{key}": glcic / rate})
+        for size, batch in inputs:
+            at = f"{size}px_batch{batch}"
+            layout, rate = faster_layout(figures, f"inference_pytorch_{{}}{suffix(precision)}"
+                                                  f"_{at}_images_per_second")
+            key = f"inference_pytorch{suffix(precision)}_{at}"
+            figures.update({f"{key}_images_per_second": rate, f"{key}_layout": layout})
+            if f"inference_{at}_glcic_images_per_second" in figures:
+                figures[f"inference_{at}_glcic_over_pytorch{suffix(precision)}"] = (
+                    figures[f"inference_{at}_glcic_images_per_second"] / rate)
     return figures
 
 
-def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), engines=ENGINES,
-        min_seconds=3.0, rounds=1, pytorch=False, profile=None):
+def run(config, files, steps, warmup, precision="auto", sizes=(128, 256, 512), batches=(1, 8),
+        engines=ENGINES, min_seconds=3.0, rounds=1, pytorch=False, profile=None):
     """All figures: (settings, figures of the first round and of the machine, figures of each
-    round)."""
-    jit_compile, policy = devices.device_settings(config)
+    round). Every figure is measured in float32 and, when `precision` resolves to another
+    (auto: bfloat16 on a CPU that computes it natively), in that one too, from the same
+    weights."""
+    import engine
+    # Each precision traces its own steps: TensorFlow's warning about many traces of the same
+    # step function is expected here.
+    tf.get_logger().setLevel("ERROR")
+    jit_compile, _ = devices.device_settings(config)
+    reduced, why = devices.resolve_precision(precision)
+    precisions = list(dict.fromkeys(("float32", reduced)))
+    default_engine, default_precision, _ = engine.choose(None, precision)
     mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     batch = next(iter(data_loader.training_dataset(files, config)))
-    G, D, _, _, step_opts = train.build_training(config, policy, mean_pixel=mean_pixel)
-    steps_by_phase = train.make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
     inputs = utils.completion_input(batch["image"], batch["mask"], tf.constant(mean_pixel))
-    infer = tf.function(lambda x: G(x, training=False), jit_compile=jit_compile)
-    # complete.py's network: float32 whatever the training precision
+    training, traced, networks = {}, {}, {}
+    for p in precisions:
+        G, D, _, _, step_opts = train.build_training(config, devices.POLICIES[p],
+                                                     mean_pixel=mean_pixel)
+        if networks:  # the same weights as float32's
+            G.set_weights(networks["G"].get_weights())
+            D.set_weights(networks["D"].get_weights())
+        networks = networks or {"G": G, "D": D}
+        traced[p] = train.make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
+        infer = tf.function(lambda x, G=G: G(x, training=False), jit_compile=jit_compile)
+        for name, step in [*((f"phase{k}", functools.partial(s, batch))
+                             for k, s in traced[p].items()),
+                           ("inference", functools.partial(infer, inputs))]:
+            training[name + suffix(p)] = step
+    G, D = networks["G"], networks["D"]
+    # complete.py's network: float32 weights whatever the training precision
     network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
     network.set_weights(G.get_weights())
-
-    training = {f"phase{p}": {"glcic": functools.partial(step, batch)}
-                for p, step in steps_by_phase.items()}
-    training["inference"] = {"glcic": functools.partial(infer, inputs)}
     examples = {(size, n): inference_input(size, n, mean_pixel) for size in sizes for n in batches}
     with tempfile.TemporaryDirectory() as folder:
-        functions, onnx_skipped = inference_engines(network, engines, folder)
+        functions, onnx_skipped = inference_engines(network, engines, folder, reduced)
         if pytorch:
-            for name, by_layout in pytorch_training(config, G, D, batch, mean_pixel).items():
-                training[name].update(by_layout)
-            functions.update(pytorch_inference(network, config, mean_pixel))
+            training.update(pytorch_training(config, G, D, batch, mean_pixel, reduced))
+            functions.update(pytorch_inference(network, config, mean_pixel, reduced))
+        # phase by phase: glcic's and PyTorch's figures of a phase one right after the other
+        order = [name for phase in ("phase1", "phase2", "phase3", "inference")
+                 for name in training if name == phase or name.startswith(phase + "_")
+                 or name.startswith(f"pytorch_{phase}_")]
+        training = {name: training[name] for name in order}
         measured = [measure_round(config, training, functions, examples, steps, warmup,
                                   min_seconds) for _ in range(rounds)]
-    traces = {f"phase{p}": step.experimental_get_tracing_count()
-              for p, step in steps_by_phase.items()}
-    profiles = {f"phase{p}": profile_ops(functools.partial(step, batch),
-                                         os.path.join(profile, f"phase{p}"), steps)
-                for p, step in steps_by_phase.items()} if profile else {}
+    traces = {f"phase{k}{suffix(p)}": step.experimental_get_tracing_count()
+              for p, steps_by_phase in traced.items() for k, step in steps_by_phase.items()}
+    profiles = {f"phase{k}{suffix(p)}": profile_ops(
+        functools.partial(step, batch), os.path.join(profile, f"phase{k}{suffix(p)}"), steps)
+        for p, steps_by_phase in traced.items()
+        for k, step in steps_by_phase.items()} if profile else {}
     pipeline = pipeline_images_per_second(files, config, warmup, max(10, 2 * steps))
     large, large_prepared = large_photo_pipelines(config, max(2, steps // 4))
-    peak = matmul_gflops()
+    peaks = {p: matmul_gflops(dtype=p) for p in precisions}
 
-    each_round = [derive(figures, config, peak, examples, pytorch) for figures, _ in measured]
+    default = dict(precision=reduced, engine=f"{default_engine}{suffix(default_precision)}",
+                   engines=list(functions))
+    each_round = [derive(figures, config, peaks, examples, pytorch, default)
+                  for figures, _ in measured]
     figures = dict(each_round[0])
-    fastest = max(figures[f"phase{p}_images_per_second"] for p in (1, 2, 3))
+    fastest = max(figures[f"phase{k}{suffix(p)}_images_per_second"]
+                  for k in (1, 2, 3) for p in precisions)
     figures.update(
         pipeline_images_per_second=pipeline,
         pipeline_over_fastest_phase=pipeline / fastest,
@@ -360,24 +417,39 @@ def run(config, files, steps, warmup, sizes=(128, 256, 512), batches=(1, 8), eng
         pipeline_large_photos_over_fastest_phase=large / fastest,
         pipeline_large_prepared_images_per_second=large_prepared,
         pipeline_large_prepared_over_fastest_phase=large_prepared / fastest,
-        matmul_peak_gflops=peak,
         peak_resident_mib=peak_resident_bytes() / 2 ** 20,
         resident_growth_mib=max(measured[0][1].values()) / 2 ** 20,
+        **{f"matmul_peak{suffix(p)}_gflops": peak for p, peak in peaks.items()},
     )
     for name, (seconds, ops) in profiles.items():
         figures[f"{name}_profiled_seconds_per_step"] = seconds
         figures[f"{name}_op_seconds_per_step"] = ops
     settings = dict(image_size=config.image_size, local_size=config.local_size,
                     batch_size=config.batch_size, steps=steps, warmup=warmup,
-                    xla=jit_compile, precision=policy or "float32",
+                    xla=jit_compile, precision=reduced, precision_why=why,
+                    precisions=precisions, default_engine=default["engine"],
                     device="GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+                    cpu=cpu_name(), bfloat16_flags=devices.bfloat16_flags(),
                     onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
                     tensorflow=tf.__version__, traces=traces,
                     inference_sizes=list(sizes), inference_batches=list(batches),
-                    engines=[e for e in engines if e in functions], onnx_skipped=onnx_skipped,
-                    min_seconds=min_seconds, rounds=rounds,
+                    engines=[e for e in functions if not e.startswith("pytorch")],
+                    onnx_skipped=onnx_skipped, min_seconds=min_seconds, rounds=rounds,
                     pytorch=pytorch_version() if pytorch else None, profile=profile)
     return settings, figures, each_round
+
+
+def cpu_name():
+    """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
+    try:
+        with open(devices.cpuinfo_path()) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    return value.strip()
+    except OSError:
+        pass
+    return ""
 
 
 def pytorch_version():
@@ -385,15 +457,31 @@ def pytorch_version():
     return torch.__version__
 
 
-def phase_lines(f):
-    return [f"{label:32s} {f[key + '_images_per_second']:8.2f} images/s"
-            f" {f[key + '_gflops']:8.1f} GFLOP/s"
-            f" {100 * f[key + '_fraction_of_matmul_peak']:5.0f} % of matmul peak"
-            for key, label in LABELS.items()]
+def phase_lines(settings, f):
+    """One line per phase and precision: images/s, GFLOP/s and the fraction of that precision's
+    matmul peak, and a reduced precision's speed over float32's."""
+    lines = []
+    for key, label in LABELS.items():
+        for precision in settings["precisions"]:
+            name = key + suffix(precision)
+            line = (f"{label:32s} {precision:9s}{f[name + '_images_per_second']:8.2f} images/s"
+                    f" {f[name + '_gflops']:8.1f} GFLOP/s"
+                    f" {100 * f[name + '_fraction_of_matmul_peak']:5.0f} % of matmul peak")
+            if precision != "float32":
+                line += (f" {f[name + '_images_per_second'] / f[key + '_images_per_second']:6.2f}"
+                         " x float32")
+            lines.append(line)
+    return lines
+
+
+def engine_label(name):
+    """"tf_bfloat16" -> "tf bfloat16"."""
+    return name.replace("_", " ")
 
 
 def inference_lines(settings, f):
-    """One line per engine, size and batch; ONNX's with its ratio to TensorFlow."""
+    """One line per engine, size and batch; ONNX's with its ratio to TensorFlow's float32, and
+    the engine complete.py runs marked."""
     lines = []
     if settings["onnx_skipped"]:
         lines.append(f"inference onnx: skipped, {settings['onnx_skipped']}")
@@ -402,37 +490,55 @@ def inference_lines(settings, f):
             at = f"{size}px_batch{batch}"
             for engine in settings["engines"]:
                 key = f"inference_{engine}_{at}"
-                line = (f"{f'inference {engine}, {size} px, batch {batch}':32s}"
+                line = (f"{f'inference {engine_label(engine)}, {size} px, batch {batch}':41s}"
                         f" {f[key + '_images_per_second']:8.2f} images/s"
                         f" {f[key + '_ms_per_call']:8.1f} ms per call")
-                if f"{key}_over_tf" in f:
-                    line += f" {f[key + '_over_tf']:8.2f} x tf"
+                if engine != "tf" and "inference_tf_" + at + "_images_per_second" in f:
+                    line += (f" {f[key + '_images_per_second'] / f[f'inference_tf_{at}_images_per_second']:6.2f}"  # noqa: E501
+                             " x tf")
+                if engine == settings["default_engine"]:
+                    line += "  (complete.py's)"
                 lines.append(line)
     return lines
 
 
 def side_by_side(settings, f):
-    """glcic's figures against PyTorch's: images/s of each, and their ratio."""
-    def cell(key, width=10):
+    """glcic's figures against PyTorch's, in float32 and the reduced precision: images/s of
+    each, and glcic's default (train.py's precision, complete.py's engine) over each of
+    PyTorch's."""
+    reduced = settings["precision"]
+
+    def cell(key, width=9):
         return f"{f[key]:{width}.2f}" if key in f else f"{'-':>{width}s}"
 
-    lines = [f"side by side with PyTorch {settings['pytorch']} (float32), images/s; the ratio takes"
-             " glcic's faster engine:",
-             f"{'figure':32s} {'glcic TF':>10s} {'glcic ONNX':>10s} {'PyTorch':>10s}"
-             f" {'layout':14s} {'glcic/PyTorch':>13s}"]
-    rows = [(LABELS[p], f"{p}_images_per_second", "-", f"pytorch_{p}", f"{p}_over_pytorch")
-            for p in ("phase1", "phase2", "phase3")]
+    low = reduced if reduced != "float32" else "bfloat16"
+    short = {"bfloat16": "bf16", "float16": "f16"}[low]
+    lines = [f"side by side with PyTorch {settings['pytorch']}, images/s (PyTorch's faster"
+             f" layout; PyTorch {low} is its CPU autocast); glcic = {reduced} training and"
+             f" complete.py's engine ({engine_label(settings['default_engine'])}):",
+             f"{'figure':32s} {'glcic f32':>9s} {'glcic ' + short:>9s} {'PT f32':>9s}"
+             f" {'PT ' + short:>9s} {'glcic/PT f32':>12s} {'glcic/PT ' + short:>13s}"]
+    rows = [(LABELS[p], f"{p}_images_per_second", f"{p}_{low}_images_per_second",
+             f"pytorch_{p}_images_per_second", f"pytorch_{p}_{low}_images_per_second",
+             f"{p}_over_pytorch_{p}", f"{p}_over_pytorch_{p}_{low}") for p in
+            ("phase1", "phase2", "phase3")]
     for size in settings["inference_sizes"]:
         for batch in settings["inference_batches"]:
             at = f"{size}px_batch{batch}"
+            best32 = max((f[f"inference_{e}_{at}_images_per_second"] for e in ("tf", "onnx")
+                          if f"inference_{e}_{at}_images_per_second" in f), default=None)
+            if best32 is not None:
+                f[f"inference_float32_{at}_images_per_second"] = best32
             rows.append((f"inference {size} px, batch {batch}",
-                         f"inference_tf_{at}_images_per_second",
-                         f"inference_onnx_{at}_images_per_second", f"inference_pytorch_{at}",
-                         f"inference_{at}_glcic_over_pytorch"))
-    for label, tf_key, onnx_key, pytorch_key, ratio in rows:
-        lines.append(f"{label:32s} {cell(tf_key)} {cell(onnx_key)}"
-                     f" {cell(pytorch_key + '_images_per_second')}"
-                     f" {LAYOUT_NAMES[f[pytorch_key + '_layout']]:14s} {cell(ratio, 13)}")
+                         f"inference_float32_{at}_images_per_second",
+                         f"inference_tf_{low}_{at}_images_per_second",
+                         f"inference_pytorch_{at}_images_per_second",
+                         f"inference_pytorch_{low}_{at}_images_per_second",
+                         f"inference_{at}_glcic_over_pytorch",
+                         f"inference_{at}_glcic_over_pytorch_{low}"))
+    for label, *keys, over32, overlow in rows:
+        lines.append(f"{label:32s} " + " ".join(cell(key) for key in keys)
+                     + f" {cell(over32, 12)} {cell(overlow, 13)}")
     return lines
 
 
@@ -445,12 +551,16 @@ def round_lines(settings, f):
 def report(settings, figures, rounds=()):
     f = figures
     lines = [f"glcic bench: {settings['image_size']} px, local {settings['local_size']}, batch"
-             f" {settings['batch_size']}, {settings['device']}, {settings['precision']}, XLA"
+             f" {settings['batch_size']}, {settings['device']}"
+             + (f" ({settings['cpu']})" if settings.get("cpu") else "")
+             + f", {' and '.join(settings['precisions'])}, XLA"
              f" {'on' if settings['xla'] else 'off'}, {settings['steps']} timed steps after"
-             f" {settings['warmup']} warm-up"]
+             f" {settings['warmup']} warm-up",
+             f"precision {settings['precision']} ({settings['precision_why']}); complete.py's"
+             f" engine: {engine_label(settings['default_engine'])}"]
     if len(rounds) > 1:
         lines.append(f"round 1 of {len(rounds)}:")
-    lines += phase_lines(f)
+    lines += phase_lines(settings, f)
     lines += [
         f"{'input pipeline alone':32s} {f['pipeline_images_per_second']:8.2f} images/s"
         f" {f['pipeline_over_fastest_phase']:8.1f} x the fastest phase",
@@ -459,13 +569,18 @@ def report(settings, figures, rounds=()):
         f"{'  the same after prepare.py':32s}"
         f" {f['pipeline_large_prepared_images_per_second']:8.2f} images/s"
         f" {f['pipeline_large_prepared_over_fastest_phase']:8.1f} x the fastest phase",
-        f"{'float32 matmul peak':32s} {f['matmul_peak_gflops']:8.1f} GFLOP/s",
-        f"{'peak resident memory':32s} {f['peak_resident_mib']:8.0f} MiB"
-        f" {f['resident_growth_mib']:+8.1f} MiB at most over one function's timed calls",
     ]
+    for precision in settings["precisions"]:
+        peak = f[f"matmul_peak{suffix(precision)}_gflops"]
+        line = f"{precision + ' matmul peak':32s} {peak:8.1f} GFLOP/s"
+        if precision != "float32":
+            line += f" {peak / f['matmul_peak_gflops']:8.2f} x float32"
+        lines.append(line)
+    lines.append(f"{'peak resident memory':32s} {f['peak_resident_mib']:8.0f} MiB"
+                 f" {f['resident_growth_mib']:+8.1f} MiB at most over one function's timed calls")
     lines += round_lines(settings, f)
     for k, later in enumerate(rounds[1:], 2):
-        lines += [f"round {k} of {len(rounds)}:", *phase_lines(later),
+        lines += [f"round {k} of {len(rounds)}:", *phase_lines(settings, later),
                   *round_lines(settings, later)]
     return "\n".join(lines + profile_lines(settings, f))
 
@@ -476,10 +591,13 @@ def profile_lines(settings, f, top=6):
     lines = [f"profile in {settings['profile']}/: seconds per step of the op types that took the"
              " most (ops that ran at the same time each count in full)"]
     for phase in ("phase1", "phase2", "phase3"):
-        ops = f[f"{phase}_op_seconds_per_step"]
-        lines.append(f"  {LABELS[phase]}: {f[f'{phase}_profiled_seconds_per_step']:.3f} s per"
-                     f" step, ops {sum(ops.values()):.3f} s")
-        lines += [f"    {name:44s} {seconds:8.3f} s" for name, seconds in list(ops.items())[:top]]
+        for precision in settings["precisions"]:
+            name = phase + suffix(precision)
+            ops = f[f"{name}_op_seconds_per_step"]
+            lines.append(f"  {LABELS[phase]}, {precision}:"
+                         f" {f[f'{name}_profiled_seconds_per_step']:.3f} s per step, ops"
+                         f" {sum(ops.values()):.3f} s")
+            lines += [f"    {op:44s} {seconds:8.3f} s" for op, seconds in list(ops.items())[:top]]
     return lines
 
 
@@ -507,7 +625,11 @@ def build_parser():
     parser.add_argument("--warmup", type=int, default=3, metavar="N",
                         help="untimed calls first, including the tracing one (default: 3)")
     cfg.add_flag(parser, "xla")
-    cfg.add_flag(parser, "mixed_precision")
+    cfg.add_flag(parser, "precision",
+                 help="the precision measured beside float32: auto (bfloat16 on a CPU that"
+                      " computes it natively, float16 on a GPU; nothing more on other CPUs),"
+                      " bfloat16 or float16 (default: auto)")
+    cfg.add_mixed_precision(parser)
     cfg.add_flag(parser, "data_dir",
                  help="photos for the batch and the input pipeline (default: data/)")
     parser.add_argument("--json", metavar="PATH", help="also write the figures to PATH")
@@ -542,7 +664,7 @@ def build_parser():
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     steps, warmup, json_path = args.pop("steps"), args.pop("warmup"), args.pop("json")
-    options = dict(sizes=args.pop("inference_sizes"), batches=args.pop("inference_batches"),
+    options = dict(precision=args.pop("precision", "auto"), sizes=args.pop("inference_sizes"), batches=args.pop("inference_batches"),
                    engines=args.pop("engines"), min_seconds=args.pop("min_seconds"),
                    rounds=args.pop("rounds"), pytorch=args.pop("pytorch"),
                    profile=args.pop("profile"))
@@ -566,7 +688,7 @@ def main(argv=None):
         files = data_loader.photo_files(config.data_dir)
     except utils.UserError as error:
         return utils.print_error(error)
-    warning = devices.precision_warning(devices.device_settings(config)[1])
+    warning = devices.precision_warning(devices.resolve_precision(options["precision"])[0])
     if warning:
         print(warning, file=sys.stderr)
     settings, figures, rounds = run(config, files, steps, warmup, **options)

@@ -260,7 +260,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     if args.export:
-        if args.model or args.engine or any([args.input, args.mask, args.box, args.output]):
+        if args.model or args.engine or args.precision or any([args.input, args.mask, args.box,
+                                                                args.output]):
             parser.error("--export takes only --session, --iteration and --float16")
         if not args.session:
             parser.error("--export needs --session")
@@ -278,13 +279,15 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         network, mean_pixel, config = exports.load_model(
-            args.session, args.model, args.iteration, "tf" if args.export else args.engine)
+            args.session, args.model, args.iteration, "tf" if args.export else args.engine,
+            "float32" if args.export else args.precision)
         if args.export:
             exports.write(network, mean_pixel, config, args.export, float16=args.float16,
                           training=exports.training(args.session, args.iteration))
             print(f"Exported the completion network of session '{args.session}' to"
                   f" {os.path.normpath(args.export)}/" + (" (float16)" if args.float16 else ""))
             return 0
+        print(f"Completion network: {engine.describe(network)}")
         for job in jobs(args):
             process(network, mean_pixel, job, args)
         return 0

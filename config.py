@@ -13,6 +13,8 @@ PRESETS = ("paper", "cpu", "quick")
 HOLE_SHAPES = ("rect", "free")
 XLA_CHOICES = ("auto", "on", "off")
 STRATEGIES = ("auto", "default", "mirrored", "multiworker")
+PRECISIONS = ("auto", "float32", "bfloat16", "float16")
+MIXED = "mixed"  # what --mixed-precision sets: float16 on a GPU, bfloat16 on a CPU
 DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 PHASE_NAMES = {1: "phase 1 completion", 2: "phase 2 discriminator", 3: "phase 3 joint"}
 
@@ -171,9 +173,14 @@ class Config:
     xla: str = setting(
         "auto", "compile each training step with XLA: auto (on with a GPU, off on a CPU, where"
                 " it is slower), on or off", choices=XLA_CHOICES)
-    mixed_precision: bool = setting(
-        False, "compute in float16 on a GPU or bfloat16 on a CPU, keeping weights and losses in"
-               " float32 (fast only on hardware with those instructions)")
+    precision: str = setting(
+        "auto", "what the networks compute in: auto (float16 on a GPU, bfloat16 on a CPU that"
+                " computes it natively, such as AVX-512 BF16 or AMX; float32 on other CPUs),"
+                " float32, bfloat16 or float16. Weights, batch-norm statistics, losses, the"
+                " discriminator's logit and the optimizers stay float32, and so do checkpoints. A"
+                " session keeps the precision it started with unless given; --mixed-precision is"
+                " float16 on a GPU, bfloat16 on a CPU", choices=PRECISIONS + (MIXED,),
+        flag_choices=PRECISIONS)
     strategy: str = setting(
         "auto", "tf.distribute strategy: auto (mirrored with several GPUs, multiworker when"
                 " TF_CONFIG names several workers, else default), default (one device),"
@@ -189,6 +196,8 @@ class Config:
         versions), missing ones take the paper's values (settings added since), and the
         values are checked as the flags are."""
         names = {f.name for f in dataclasses.fields(cls)}
+        if "precision" not in values:  # saved before --precision: --mixed-precision or float32
+            values = dict(values, precision=MIXED if values.get("mixed_precision") else "float32")
         config = cls(**{k: v for k, v in values.items() if k in names})
         config.validate()
         return config
@@ -285,7 +294,7 @@ def add_flag(parser, name, **overrides):
     elif f.type is list:
         kwargs.update(nargs=meta["nargs"], metavar=meta["metavar"], type=meta.get("type", str))
     elif meta["choices"]:
-        kwargs.update(choices=meta["choices"])
+        kwargs.update(choices=meta.get("flag_choices", meta["choices"]))
     elif "metavar" in meta:
         kwargs.update(type=meta.get("type", f.type), metavar=meta["metavar"])
     else:
@@ -294,10 +303,21 @@ def add_flag(parser, name, **overrides):
     parser.add_argument(flag(f.name), **kwargs)
 
 
+def add_mixed_precision(parser):
+    """--mixed-precision: the earlier name of --precision float16 on a GPU, bfloat16 on a CPU."""
+    parser.add_argument("--mixed-precision", dest="precision", action="store_const", const=MIXED,
+                        default=argparse.SUPPRESS,
+                        help="the same as --precision float16 on a GPU, bfloat16 on a CPU")
+    parser.add_argument("--no-mixed-precision", dest="precision", action="store_const",
+                        const="float32", default=argparse.SUPPRESS,
+                        help="the same as --precision float32")
+
+
 def build_parser(description):
     parser = ArgumentParser(description=description)
     for f in dataclasses.fields(Config):
         add_flag(parser, f.name)
+    add_mixed_precision(parser)
     parser.add_argument("--fresh", action="store_true",
                         help="start the session over; the old one is moved aside, not deleted")
     return parser

@@ -1,4 +1,4 @@
-"""Where training runs: the tf.distribute strategy, XLA, mixed precision and the CPU's features.
+"""Where training runs: the tf.distribute strategy, XLA, the precision and the CPU's features.
 
 Nothing here is about the method; every function answers what this machine (or cluster) can do
 with a configuration, or sets TensorFlow up to do it.
@@ -9,37 +9,77 @@ import os
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
 import tensorflow as tf
 
-from config import ConfigError
+from config import MIXED, ConfigError
 
 
 def has_gpu():
     return bool(tf.config.list_physical_devices("GPU"))
 
 
+POLICIES = {"float32": None, "bfloat16": "mixed_bfloat16", "float16": "mixed_float16"}
+# x86's AVX-512 BF16 and AMX, ARM's BF16 ("Features" in an ARM /proc/cpuinfo)
+BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpuinfo_path():
+    """Where the CPU's flags are read: /proc/cpuinfo, or the file GLCIC_CPUINFO names."""
+    return os.environ.get("GLCIC_CPUINFO") or "/proc/cpuinfo"
+
+
+def bfloat16_flags(path=None):
+    """The flags of BFLOAT16_FLAGS that the CPU has (in /proc/cpuinfo's "flags" or "Features"
+    lines): empty when it computes bfloat16 only by emulation."""
+    flags = set()
+    try:
+        with open(path or cpuinfo_path()) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip().lower() in ("flags", "features"):
+                    flags.update(value.split())
+    except OSError:
+        return []
+    return [flag for flag in BFLOAT16_FLAGS if flag in flags]
+
+
+def cpu_has_bfloat16(path=None):
+    """True when the CPU computes bfloat16 natively (AVX-512 BF16, AMX or ARM BF16)."""
+    return bool(bfloat16_flags(path))
+
+
+def resolve_precision(requested, gpu=None, path=None):
+    """(float32, bfloat16 or float16; why) for --precision `requested`. auto: float16 on a GPU,
+    bfloat16 on a CPU that computes it natively, float32 on other CPUs."""
+    gpu = has_gpu() if gpu is None else gpu
+    if requested == MIXED:
+        return ("float16", "--mixed-precision on a GPU") if gpu else (
+            "bfloat16", "--mixed-precision on a CPU")
+    if requested != "auto":
+        return requested, f"--precision {requested}"
+    if gpu:
+        return "float16", "auto: a GPU computes float16 natively"
+    flags = bfloat16_flags(path)
+    if flags:
+        return "bfloat16", f"auto: this CPU computes bfloat16 natively ({', '.join(flags)})"
+    return "float32", "auto: this CPU has no native bfloat16"
+
+
 def device_settings(config):
-    """(jit_compile, Keras dtype policy) for this machine: XLA and mixed precision as asked."""
+    """(jit_compile, Keras dtype policy) for this machine: XLA and precision as asked."""
     gpu = has_gpu()
     jit_compile = config.xla == "on" or (config.xla == "auto" and gpu)
-    policy = None
-    if config.mixed_precision:
-        policy = "mixed_float16" if gpu else "mixed_bfloat16"
-    return jit_compile, policy
+    return jit_compile, POLICIES[resolve_precision(config.precision, gpu)[0]]
 
 
-def cpu_has_bfloat16():
-    """True when the CPU computes bfloat16 natively (AVX-512 BF16, AMX or ARM BF16)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(f.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
-
-
-def precision_warning(policy):
-    if policy == "mixed_bfloat16" and not cpu_has_bfloat16():
-        return ("warning: --mixed-precision: this CPU has no bfloat16 instructions (avx512_bf16"
-                " or amx_bf16), so bfloat16 is emulated and much slower than float32 here")
+def precision_warning(precision, gpu=None, flag="--precision"):
+    """A warning when `precision` is emulated on this machine (much slower than float32)."""
+    gpu = has_gpu() if gpu is None else gpu
+    if precision == "bfloat16" and not gpu and not cpu_has_bfloat16():
+        return (f"warning: {flag} bfloat16: this CPU has no bfloat16 instructions"
+                f" ({', '.join(BFLOAT16_FLAGS)}), so bfloat16 is emulated and much slower than"
+                " float32 here")
+    if precision == "float16" and not gpu:
+        return (f"warning: {flag} float16: a CPU computes float16 by emulation, much slower than"
+                " float32")
     return None
 
 
@@ -118,12 +158,14 @@ def check_strategy(config, strategy):
                           f" (XLA is slower on a CPU anyway)")
 
 
-def describe(config, strategy):
-    """One line: the device, precision, XLA and how the batch is split (printed at start)."""
+def describe(config, strategy, why=""):
+    """One line: the device, precision (and `why`), XLA and how the batch is split (printed at
+    start)."""
     jit_compile, policy = device_settings(config)
     replicas = strategy.num_replicas_in_sync
     task = worker(strategy)[0]
-    return (f"Compute: {'GPU' if has_gpu() else 'CPU'}, {policy or 'float32'}, XLA"
+    precision = resolve_precision(config.precision)[0] + (f" ({why})" if why else "")
+    return (f"Compute: {'GPU' if has_gpu() else 'CPU'}, {precision}, XLA"
             f" {'on' if jit_compile else 'off'} (--xla {config.xla}); strategy"
             f" {strategy_name(strategy)}, {replicas} replica(s), {config.batch_size // replicas}"
             f" images each" + (f"; this is {task}" if task else ""))

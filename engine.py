@@ -1,9 +1,12 @@
-"""What runs the completion network for complete.py, evaluate.py and serve.py: ONNX Runtime, or
-TensorFlow when onnxruntime (or tf2onnx) is not installed. Training keeps the Keras network.
+"""What runs the completion network for complete.py, evaluate.py and serve.py, and in which
+precision: TensorFlow in bfloat16 on a CPU that computes it natively (float16 on a GPU);
+elsewhere ONNX Runtime in float32, or TensorFlow when onnxruntime (or tf2onnx) is not installed
+(choose). Training keeps the Keras network.
 
     for_network(network, cache_path)   the network to run: an OnnxNetwork read from cache_path,
                                        converted there first if the file is missing or was
-                                       converted from other weights; or the Keras network itself
+                                       converted from other weights; the Keras network itself;
+                                       or its copy computing in bfloat16 (or float16)
     forward(network)                   what to call on a batch: an OnnxNetwork itself, or the Keras
                                        network's forward pass compiled once for any size
 
@@ -84,14 +87,22 @@ def fingerprint(network):
 # Converting
 
 
-def folded(network):
+def folded(network, policy=None):
     """A copy of the completion network without its batch norms, each folded into the
     convolution before it: gamma (conv(x) + b - mean) / sqrt(var + eps) + beta is a convolution
-    with its kernel scaled per output channel and a new bias. The same outputs at inference."""
+    with its kernel scaled per output channel and a new bias. The same outputs at inference.
+    policy: a Keras dtype policy ("mixed_bfloat16") for every layer but the output layer, which
+    stays float32 as in training; the weights stay float32 either way."""
     def skip_batch_norm(layer, *args, **kwargs):
         return args[0] if isinstance(layer, layers.BatchNormalization) else layer(*args, **kwargs)
 
-    copy = keras.models.clone_model(network, call_function=skip_batch_norm)
+    def with_policy(layer):
+        if policy is None or layer is network.layers[-1]:
+            return layer.__class__.from_config(layer.get_config())
+        return layer.__class__.from_config({**layer.get_config(), "dtype": policy})
+
+    copy = keras.models.clone_model(network, clone_function=with_policy,
+                                    call_function=skip_batch_norm)
     producer = {id(layer.output): layer for layer in network.layers}
     for layer in network.layers:
         if not isinstance(layer, layers.BatchNormalization):
@@ -255,21 +266,71 @@ class OnnxNetwork:
 # Choosing
 
 
-def for_network(network, cache_path, engine=None):
-    """What to run for the Keras completion `network`: itself (engine "tf"), or (engine "onnx")
-    an OnnxNetwork read from `cache_path`, converted there first when that file is missing or
-    holds other weights. If its folder cannot be written, the file is kept in the temporary
-    folder instead. engine None: "onnx" when onnxruntime and tf2onnx are installed, else "tf"."""
+def choose(engine=None, precision="auto", gpu=None, path=None):
+    """(engine, precision, why) that complete.py, evaluate.py and serve.py run the network with,
+    for --engine `engine` (None: not given) and --precision `precision`.
+
+    auto is a rule on the machine, from bench.py's figures (README, "Performance"): on a CPU
+    that computes bfloat16 natively (avx512_bf16, amx_bf16 or ARM's bf16 in /proc/cpuinfo),
+    TensorFlow in bfloat16, 1.9x TensorFlow's and ONNX Runtime's float32 there; on a GPU,
+    TensorFlow in float16; elsewhere float32 by ONNX Runtime, as fast as TensorFlow's float32
+    on an AVX2 CPU, where bfloat16 is emulated and many times slower. ONNX Runtime runs
+    float32 only. Nothing is timed at start-up."""
+    import devices
+    if precision == "auto" and engine == "onnx":
+        return "onnx", "float32", "--engine onnx: ONNX Runtime runs the network in float32"
+    resolved, why = devices.resolve_precision(precision, gpu, path)
+    if resolved != "float32":
+        if engine == "onnx":
+            raise utils.UserError(f"--engine onnx: ONNX Runtime runs the network in float32"
+                                  f" only, not {resolved}; use --precision float32, or --engine"
+                                  " tf")
+        return "tf", resolved, why
+    return engine or ("onnx" if available()[0] else "tf"), "float32", why
+
+
+def for_network(network, cache_path, engine=None, precision="auto"):
+    """What to run for the float32 Keras completion `network`, with the engine and precision
+    of choose(engine, precision):
+    - TensorFlow in float32: the network itself;
+    - TensorFlow in bfloat16 or float16: a copy with its batch norms folded (folded), computing
+      in that precision with float32 weights and output layer;
+    - ONNX Runtime: an OnnxNetwork read from `cache_path`, converted there first when that file
+      is missing or holds other weights. If its folder cannot be written, the file is kept in
+      the temporary folder instead.
+    The result's `precision` and `precision_why` attributes say which precision and why."""
+    asked = engine
+    engine, precision, why = choose(engine, precision)
     ready, reason = available()
-    if engine is None:
-        engine = "onnx" if ready else "tf"
-        if not ready:
-            print(f"TensorFlow runs the completion network: {reason} (for ONNX Runtime:"
-                  f" {INSTALL})")
+    if engine == "tf" and precision == "float32" and not ready and asked is None:
+        print(f"TensorFlow runs the completion network: {reason} (for ONNX Runtime:"
+              f" {INSTALL})")
     if engine == "tf":
-        return network
-    if not ready:
+        chosen = network if precision == "float32" else folded(
+            network, f"mixed_{precision}")
+    elif not ready:
         raise utils.UserError(f"--engine onnx: {reason} ({INSTALL})")
+    else:
+        chosen = onnx_network(network, cache_path)
+    chosen.precision, chosen.precision_why = precision, why
+    return chosen
+
+
+def precision_of(network):
+    """The precision `network` computes in: "float32" unless for_network chose another."""
+    return getattr(network, "precision", "float32")
+
+
+def describe(network):
+    """E.g. "TensorFlow, bfloat16 (auto: this CPU computes bfloat16 natively (avx512_bf16))"."""
+    name = {"onnx": "ONNX Runtime", "tf": "TensorFlow"}[name_of(network)]
+    why = getattr(network, "precision_why", "")
+    return f"{name}, {precision_of(network)}" + (f" ({why})" if why else "")
+
+
+def onnx_network(network, cache_path):
+    """The OnnxNetwork of `network`'s weights, from `cache_path` or converted there (or, if
+    its folder cannot be written, in the temporary folder)."""
     wanted = fingerprint(network)
     fallback = os.path.join(tempfile.gettempdir(), "glcic-onnx", f"{wanted}.onnx")
     for path in (cache_path, fallback):

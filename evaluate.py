@@ -398,7 +398,8 @@ def main(argv=None):
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         files = data_loader.find_images(args.data_dir)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
-                                                         args.iteration, args.engine)
+                                                         args.iteration, args.engine,
+                                                         args.precision)
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         if model:
             name, source = os.path.basename(os.path.normpath(model)), f"model {model}"
@@ -416,9 +417,9 @@ def main(argv=None):
         return utils.print_error(error)
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
               f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
-              f" {args.seed}, engine {engine.name_of(network)}")
+              f" {args.seed}, engine {engine.describe(network)}")
     settings = dict(session=args.session, iteration=args.iteration, model=model,
-                    engine=engine.name_of(network),
+                    engine=engine.name_of(network), precision=engine.precision_of(network),
                     data_dir=args.data_dir,
                     hole_shape=hole_shape, seed=args.seed, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,

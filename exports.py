@@ -156,7 +156,13 @@ def add_model_flags(parser):
     parser.add_argument("--engine", choices=engines.ENGINES,
                         help="what runs the completion network: onnx (ONNX Runtime, converted"
                              " once and kept beside the checkpoint or export) or tf (TensorFlow)"
-                             " (default: onnx when onnxruntime and tf2onnx are installed, else tf)")
+                             " (default: tf when it runs bfloat16 or float16, see --precision;"
+                             " else onnx when onnxruntime and tf2onnx are installed, else tf)")
+    parser.add_argument("--precision", choices=cfg.PRECISIONS,
+                        help="what the completion network computes in: auto (bfloat16 on a CPU"
+                             " that computes it natively, float16 on a GPU, else float32),"
+                             " float32, bfloat16 or float16 (TensorFlow only); weights stay"
+                             " float32 (default: auto)")
 
 
 def check_model_flags(parser, args):
@@ -164,11 +170,13 @@ def check_model_flags(parser, args):
         parser.error("--iteration applies only to --session NAME")
 
 
-def load_model(session_name=None, model_dir=None, iteration=None, engine=None):
+def load_model(session_name=None, model_dir=None, iteration=None, engine=None,
+               precision="auto"):
     """(completion network, mean pixel, config) of --session NAME (its checkpoint of
     `iteration`, by default the newest) or --model DIR; with neither, of the pretrained model.
-    The network is the one to run with `engine` (see engine.for_network): the Keras network
-    ("tf"), or its ONNX conversion ("onnx"), kept in the session's folder or the export's."""
+    The network is the one to run with `engine` and `precision` (see engine.for_network): the
+    Keras network or its bfloat16 copy ("tf"), or its ONNX conversion ("onnx"), kept in the
+    session's folder or the export's."""
     if session_name:
         network, mean_pixel, config = session.load_completion_network(session_name, iteration)
         cache = session.onnx_file(session_name, iteration)
@@ -184,4 +192,5 @@ def load_model(session_name=None, model_dir=None, iteration=None, engine=None):
               " given)")
         network, mean_pixel, config = read(PRETRAINED, name=PRETRAINED_NAME)
         cache = os.path.join(PRETRAINED, ONNX_FILE)
-    return engines.for_network(network, cache, engine), mean_pixel, config
+    return (engines.for_network(network, cache, engine, precision or "auto"), mean_pixel,
+            config)

@@ -15,6 +15,7 @@ One difference remains in training mode: PyTorch's batch norm updates its runnin
 with the unbiased batch variance (n / (n - 1) times Keras' biased one); the normalisation
 itself, and so every output and gradient, is the same.
 """
+import contextlib
 import os
 from collections import OrderedDict
 
@@ -227,17 +228,30 @@ def build_training(config, mean_pixel=(0.5, 0.5, 0.5), channels_last=False):
     return G, D, *optimizers
 
 
-def make_steps(G, D, g_opt, d_opt, config):
+def autocast(precision=None):
+    """PyTorch's CPU autocast to `precision` ("bfloat16" or "float16"); None: off."""
+    if precision is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cpu", dtype=getattr(torch, precision))
+
+
+def make_steps(G, D, g_opt, d_opt, config, autocast_to=None):
     """train.make_steps in PyTorch (without --accumulate): {phase: step}, each step taking a
-    batch of from_keras_batch and returning its losses as tensors."""
+    batch of from_keras_batch and returning its losses as tensors. autocast_to: "bfloat16" (or
+    "float16") runs the networks' forward passes under PyTorch's CPU autocast, its own mixed
+    precision (weights, optimizers and losses float32); the backward passes follow."""
     L = config.local_size
 
     def complete(batch):
-        outputs = G(completion_input(batch["image"], batch["mask"], G.mean_pixel))
+        with autocast(autocast_to):
+            outputs = G(completion_input(batch["image"], batch["mask"], G.mean_pixel))
+        outputs = outputs.float()
         return outputs, batch["image"] * (1.0 - batch["mask"]) + outputs * batch["mask"]
 
     def discriminate(images, patches_at):
-        return D(images, crop_patches(images, patches_at, L))
+        with autocast(autocast_to):
+            logits = D(images, crop_patches(images, patches_at, L))
+        return logits.float()
 
     def update(optimizer, network, loss):
         optimizer.zero_grad(set_to_none=True)

@@ -200,6 +200,8 @@ def create_app(network, mean_pixel, config, args):
         return {"model_loaded": True, "model": model_name(args), "session": args.session,
                 "export": args.model or (None if args.session else exports.PRETRAINED_NAME),
                 "image_size": config.image_size, "engine": engine.name_of(network),
+                "precision": engine.precision_of(network),
+                "precision_why": getattr(network, "precision_why", ""),
                 "mean_pixel": [float(v) for v in np.asarray(mean_pixel).reshape(3)],
                 "busy": busy[0], "queue": args.queue, "max_upload_mb": args.max_upload_mb,
                 "max_pixels": args.max_pixels, "window_pixels": args.window_pixels}
@@ -314,11 +316,13 @@ def main(argv=None):
     try:
         sock = listen(args.host, args.port)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
-                                                         args.iteration, args.engine)
+                                                         args.iteration, args.engine,
+                                                         args.precision)
     except UserError as error:
         return utils.print_error(error)
     app = create_app(network, mean_pixel, config, args)
-    print(f"Serving {model_name(args)} (trained at {config.image_size} px). Open {address(sock)}"
+    print(f"Serving {model_name(args)} (trained at {config.image_size} px) on"
+          f" {engine.describe(network)}. Open {address(sock)}"
           f" in a browser (the API: {address(sock)}docs). Ctrl-C stops.", flush=True)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     try:

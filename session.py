@@ -13,6 +13,7 @@
 
 All paths are relative to the current folder, where the user runs the scripts.
 """
+import dataclasses
 import fcntl
 import glob
 import os
@@ -25,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 import config as cfg
+import devices
 import utils
 from model import NETWORK_VERSION, build_completion_network
 
@@ -117,22 +119,29 @@ def all_checkpoints(directory):
 
 def resolve(overrides, fresh, gpu=False):
     """The configuration: the saved session's with the flags applied, or a new one; and the
-    saved session file's contents ({} for a new session)."""
+    saved session file's contents ({} for a new session). Its precision is float32, bfloat16
+    or float16, never auto: a session keeps what it started with, on any machine."""
     path = session_file(overrides.get("session", "default"))
     if os.path.exists(path) and not fresh:
-        return resume(path, overrides)
-    return new_config(overrides, gpu), {}
+        return resume(path, overrides, gpu)
+    return concrete(new_config(overrides, gpu), gpu), {}
 
 
-def resume(path, overrides):
+def concrete(config, gpu):
+    """`config` with --precision auto (or --mixed-precision) resolved for this machine."""
+    return dataclasses.replace(config,
+                               precision=devices.resolve_precision(config.precision, gpu)[0])
+
+
+def resume(path, overrides, gpu=False):
     """The saved configuration with this command's flags applied; conflicts are errors."""
     try:
         saved = utils.read_json(path)
-        stored = cfg.Config.from_dict(saved["config"])
+        stored = concrete(cfg.Config.from_dict(saved["config"]), gpu)
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise SessionError(f"{path}: unreadable session file ({error}); use --fresh to start over")
     check_network_version(saved, stored.session, "use --fresh or another --session")
-    config = cfg.resolve(stored, overrides)
+    config = concrete(cfg.resolve(stored, overrides), gpu)
     changes = cfg.differences(stored, config)
     for name, old, new in changes:
         if name in cfg.ARCHITECTURE_SETTINGS:

@@ -288,14 +288,14 @@ def build(config, mean_pixel, strategy):
 # The loop: the paper's Algorithm 1, resumable
 
 
-def train(config, train_files, val_files, mean_pixel, strategy=None):
+def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
     """The paper's Algorithm 1, from where session `config.session` stopped: each iteration runs
     its phase's step (1: completion network, reconstruction loss; 2: discriminator,
     cross-entropy; 3: both, reconstruction + alpha * GAN), then its report and checkpoint.
     Returns the exit status."""
     strategy = strategy or tf.distribute.get_strategy()
     task, chief = devices.worker(strategy)
-    run = start(config, mean_pixel, strategy)
+    run = start(config, mean_pixel, strategy, why)
     checkpoints = session.Checkpoints(run.checkpoint, session.folder(config.session),
                                       None if chief else task)
     n = resume(config, run, checkpoints)
@@ -382,15 +382,16 @@ def batch_norm_estimator(config, files, mean_pixel, G):
     return estimate
 
 
-def start(config, mean_pixel, strategy):
-    """Seeds and determinism, the compute line, then the networks, optimizers and steps."""
+def start(config, mean_pixel, strategy, why=""):
+    """Seeds and determinism, the compute line (the precision with `why`), then the networks,
+    optimizers and steps."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    warning = devices.precision_warning(devices.device_settings(config)[1])
+    warning = devices.precision_warning(config.precision)
     if warning:
         print(warning, file=sys.stderr)
-    print(devices.describe(config, strategy))
+    print(devices.describe(config, strategy, why))
     return build(config, mean_pixel, strategy)
 
 
@@ -574,12 +575,15 @@ def main(argv=None):
     fresh, cpu_devices = args.pop("fresh"), args.pop("cpu_devices")
     try:
         devices.split_cpu(cpu_devices)
+        requested = args.get("precision")
         config, saved = session.resolve(args, fresh, devices.has_gpu())
+        why = ("the session's own; --precision changes it" if saved and requested is None
+               else devices.resolve_precision(requested or "auto")[1])
         strategy = devices.make_strategy(config.strategy)
         devices.check_strategy(config, strategy)
         train_files, val_files, mean_pixel, _lock = prepare(
             config, saved, fresh, devices.worker(strategy)[1])
-        return train(config, train_files, val_files, mean_pixel, strategy)
+        return train(config, train_files, val_files, mean_pixel, strategy, why)
     except utils.UserError as error:
         return utils.print_error(error)
     except OSError as error:

@@ -20,6 +20,11 @@ from PIL import Image
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# --precision auto follows the CPU's flags (devices.py). The suite reads them from a CPU without
+# bfloat16, in this process and the scripts it runs, so that its figures are float32's on every
+# machine; the tests of bfloat16 ask for it, or give a CPU that has it.
+CPUINFO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpuinfo")
+os.environ["GLCIC_CPUINFO"] = os.path.join(CPUINFO, "avx2.txt")
 import runtime  # noqa: E402,F401  (the scripts' TensorFlow settings, before anything imports it)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from photos import smooth_photo  # noqa: E402,F401

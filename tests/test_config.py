@@ -63,11 +63,17 @@ def test_help_names_every_flag_with_its_paper_value():
         assert value in text
 
 
-def test_mixed_precision_and_xla_flags_parse_and_turn_off_again():
+def test_precision_and_xla_flags_parse_and_mixed_precision_stays_an_alias(capsys):
     parser = cfg.build_parser("test")
     assert vars(parser.parse_args(["--mixed-precision", "--xla", "on"])) == {
-        "mixed_precision": True, "xla": "on", "fresh": False}
-    assert vars(parser.parse_args(["--no-mixed-precision"]))["mixed_precision"] is False
+        "precision": "mixed", "xla": "on", "fresh": False}
+    assert vars(parser.parse_args(["--no-mixed-precision"]))["precision"] == "float32"
+    for value in cfg.PRECISIONS:
+        assert vars(parser.parse_args(["--precision", value]))["precision"] == value
+    assert cfg.Config().precision == "auto"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--precision", "mixed"])  # only through --mixed-precision
+    assert "argument --precision: invalid choice: 'mixed'" in capsys.readouterr().err
     with pytest.raises(cfg.ConfigError, match="^--xla: expected one of auto, on, off, got 'yes'$"):
         cfg.Config(xla="yes").validate()
 
@@ -130,7 +136,7 @@ def test_config_errors_are_user_errors():
 
 def test_fields_with_choices_are_the_expected_ones():
     assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
-                                 "xla", "strategy"}
+                                 "xla", "strategy", "precision"}
 
 
 @pytest.mark.parametrize("name", WITH_CHOICES)
@@ -172,6 +178,16 @@ def test_width_divisor_must_divide_32():
 # Saved configurations (session.json, exports)
 
 
+@pytest.mark.parametrize("mixed, precision", [(False, "float32"), (True, "mixed"), (None, "float32")])
+def test_sessions_saved_before_precision_keep_what_they_trained_in(mixed, precision):
+    old = cfg.Config().to_dict()
+    del old["precision"]
+    if mixed is not None:
+        old["mixed_precision"] = mixed
+    assert cfg.Config.from_dict(old).precision == precision
+    assert cfg.Config.from_dict(dict(old, precision="bfloat16")).precision == "bfloat16"
+
+
 def test_from_dict_with_an_unknown_optimizer_is_a_config_error():
     saved = cfg.preset_config("quick").to_dict()
     saved["optimizer"] = "adamw"
@@ -208,7 +224,9 @@ def test_from_dict_drops_unknown_keys_and_fills_missing_ones_with_the_papers_val
     assert loaded.recon_loss == cfg.Config().recon_loss == "mse"
     assert (loaded.image_size, loaded.preset) == (64, "quick")
     assert not hasattr(loaded, "a_setting_of_a_newer_version")
-    assert cfg.Config.from_dict({}) == cfg.preset_config("paper")
+    # Saved before --precision: float32, as those sessions trained without --mixed-precision.
+    assert cfg.Config.from_dict({}) == dataclasses.replace(cfg.preset_config("paper"),
+                                                           precision="float32")
     assert cfg.Config.from_dict(loaded.to_dict()) == loaded
 
 

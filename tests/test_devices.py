@@ -12,7 +12,7 @@ import tensorflow as tf
 import config as cfg
 import devices
 import session
-from conftest import REPO, TINY, run_script
+from conftest import CPUINFO, REPO, TINY, run_script
 
 cpu_only = pytest.mark.skipif(devices.has_gpu(), reason="what a machine without a GPU does")
 
@@ -22,28 +22,62 @@ cpu_only = pytest.mark.skipif(devices.has_gpu(), reason="what a machine without 
 
 
 @cpu_only
-def test_device_settings_follow_the_flags_on_a_cpu():
+def test_device_settings_follow_the_flags_on_a_cpu(monkeypatch):
     settings = lambda **kw: devices.device_settings(cfg.Config(**kw))  # noqa: E731
-    assert settings() == (False, None)  # auto: no XLA on a CPU, float32
-    assert settings(xla="on", mixed_precision=True) == (True, "mixed_bfloat16")
-    assert settings(xla="off") == (False, None)
-    assert settings(xla="auto", mixed_precision=True) == (False, "mixed_bfloat16")
+    assert settings() == (False, None)  # auto: no XLA on a CPU; float32 without bfloat16
+    assert settings(xla="on", precision="mixed") == (True, "mixed_bfloat16")
+    assert settings(xla="off", precision="bfloat16") == (False, "mixed_bfloat16")
+    assert settings(xla="auto", precision="float16") == (False, "mixed_float16")
+    monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, "avx512_bf16.txt"))
+    assert settings() == (False, "mixed_bfloat16")
+    assert settings(precision="float32") == (False, None)
+
+
+@pytest.mark.parametrize("cpuinfo, flags", [
+    ("avx2.txt", []), ("avx512_bf16.txt", ["avx512_bf16"]), ("arm_bf16.txt", ["bf16"]),
+    ("missing.txt", [])])
+def test_bfloat16_flags_are_read_from_cpuinfo(cpuinfo, flags):
+    assert devices.bfloat16_flags(os.path.join(CPUINFO, cpuinfo)) == flags
+
+
+def test_auto_precision_follows_the_device_and_the_cpu_flags():
+    avx2, bf16 = (os.path.join(CPUINFO, name) for name in ("avx2.txt", "avx512_bf16.txt"))
+    resolve = devices.resolve_precision
+    assert resolve("auto", gpu=True, path=avx2) == (
+        "float16", "auto: a GPU computes float16 natively")
+    assert resolve("auto", gpu=False, path=bf16) == (
+        "bfloat16", "auto: this CPU computes bfloat16 natively (avx512_bf16)")
+    assert resolve("auto", gpu=False, path=avx2) == (
+        "float32", "auto: this CPU has no native bfloat16")
+    assert resolve("mixed", gpu=True, path=avx2) == ("float16", "--mixed-precision on a GPU")
+    assert resolve("mixed", gpu=False, path=avx2) == ("bfloat16", "--mixed-precision on a CPU")
+    for asked in ("float32", "bfloat16", "float16"):
+        for path in (avx2, bf16):
+            assert resolve(asked, gpu=False, path=path) == (asked, f"--precision {asked}")
+
+
+def test_the_cpuinfo_file_can_be_named_in_the_environment(monkeypatch):
+    monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, "avx512_bf16.txt"))
+    assert devices.cpu_has_bfloat16() and devices.resolve_precision("auto", gpu=False)[0] == (
+        "bfloat16")
+    monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, "avx2.txt"))
+    assert not devices.cpu_has_bfloat16()
 
 
 def test_bfloat16_is_worth_a_warning_only_on_cpus_without_it(monkeypatch):
-    warning = ("warning: --mixed-precision: this CPU has no bfloat16 instructions (avx512_bf16"
-               " or amx_bf16), so bfloat16 is emulated and much slower than float32 here")
-    for has_bfloat16 in (False, True):
-        monkeypatch.setattr(devices, "cpu_has_bfloat16", lambda: has_bfloat16)
-        assert devices.precision_warning(None) is None
-        assert devices.precision_warning("mixed_float16") is None
-        assert devices.precision_warning("mixed_bfloat16") == (None if has_bfloat16 else warning)
-
-
-def test_cpu_has_bfloat16_reads_the_cpu_flags():
-    with open("/proc/cpuinfo") as f:
-        flags = set(f.read().split())
-    assert devices.cpu_has_bfloat16() is bool(flags & {"avx512_bf16", "amx_bf16", "bf16"})
+    warning = ("warning: --precision bfloat16: this CPU has no bfloat16 instructions"
+               " (avx512_bf16, amx_bf16, bf16), so bfloat16 is emulated and much slower than"
+               " float32 here")
+    for cpuinfo, has_bfloat16 in (("avx2.txt", False), ("avx512_bf16.txt", True)):
+        monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, cpuinfo))
+        assert devices.precision_warning("float32", gpu=False) is None
+        assert devices.precision_warning("bfloat16", gpu=False) == (
+            None if has_bfloat16 else warning)
+        assert devices.precision_warning("bfloat16", gpu=True) is None
+        assert devices.precision_warning("float16", gpu=True) is None
+        assert devices.precision_warning("float16", gpu=False) == (
+            "warning: --precision float16: a CPU computes float16 by emulation, much slower than"
+            " float32")
 
 
 # ---------------------------------------------------------------------------------------------

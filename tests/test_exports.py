@@ -127,7 +127,8 @@ def test_without_session_or_model_the_pretrained_model_completes(pretrained, cap
     capsys.readouterr()
     assert complete.main(["--input", "photo.png", "--box", "10,8,20,14", "--output", "out.png"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0] == USING_PRETRAINED and out[2].startswith("photo.png: filled 280 pixels")
+    assert out[0] == USING_PRETRAINED and out[3].startswith("photo.png: filled 280 pixels")
+    assert out[2].startswith("Completion network: ")
     assert out[1].startswith(("Converting the completion network to ONNX once: ",
                               "TensorFlow runs the completion network: "))
     result = np.asarray(Image.open("out.png"))

@@ -22,7 +22,7 @@ import complete
 import engine
 import exports
 import serve
-from conftest import REPO, run_main, smooth_photo, working_directory
+from conftest import CPUINFO, REPO, run_main, smooth_photo, working_directory
 
 HEIGHT, WIDTH = 45, 61
 
@@ -145,7 +145,20 @@ def test_health_names_the_model_and_its_training(client, tiny_model):
     assert health == {"model_loaded": True, "model": "session tiny", "session": "tiny",
                       "export": None, "image_size": 32, "busy": 0, "queue": 4,
                       "engine": "onnx" if engine.available()[0] else "tf",
+                      "precision": "float32", "precision_why": health["precision_why"],
                       "max_upload_mb": 50, "max_pixels": 25_000_000, "window_pixels": 4_000_000}
+    assert health["precision_why"] == "auto: this CPU has no native bfloat16"
+
+
+def test_health_says_bfloat16_and_why_on_a_cpu_that_has_it(tiny_training, monkeypatch):
+    root, _ = tiny_training
+    monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, "avx512_bf16.txt"))
+    with working_directory(root):
+        model = exports.load_model("tiny")
+    with TestClient(serve.create_app(*model, serve.parse_args(["--session", "tiny"]))) as client:
+        health = client.get("/api/health").json()
+    assert (health["engine"], health["precision"], health["precision_why"]) == (
+        "tf", "bfloat16", "auto: this CPU computes bfloat16 natively (avx512_bf16)")
 
 
 def test_an_export_is_served_under_its_folder_name(tiny_training, tmp_path, photo):

@@ -493,9 +493,9 @@ def inference_lines(settings, f):
                 line = (f"{f'inference {engine_label(engine)}, {size} px, batch {batch}':41s}"
                         f" {f[key + '_images_per_second']:8.2f} images/s"
                         f" {f[key + '_ms_per_call']:8.1f} ms per call")
-                if engine != "tf" and "inference_tf_" + at + "_images_per_second" in f:
-                    line += (f" {f[key + '_images_per_second'] / f[f'inference_tf_{at}_images_per_second']:6.2f}"  # noqa: E501
-                             " x tf")
+                tf_rate = f.get(f"inference_tf_{at}_images_per_second")
+                if engine != "tf" and tf_rate:
+                    line += f" {f[key + '_images_per_second'] / tf_rate:6.2f} x tf"
                 if engine == settings["default_engine"]:
                     line += "  (complete.py's)"
                 lines.append(line)
@@ -664,7 +664,8 @@ def build_parser():
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     steps, warmup, json_path = args.pop("steps"), args.pop("warmup"), args.pop("json")
-    options = dict(precision=args.pop("precision", "auto"), sizes=args.pop("inference_sizes"), batches=args.pop("inference_batches"),
+    options = dict(precision=args.pop("precision", "auto"), sizes=args.pop("inference_sizes"),
+                   batches=args.pop("inference_batches"),
                    engines=args.pop("engines"), min_seconds=args.pop("min_seconds"),
                    rounds=args.pop("rounds"), pytorch=args.pop("pytorch"),
                    profile=args.pop("profile"))

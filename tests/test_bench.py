@@ -40,7 +40,8 @@ def test_bench_prints_every_figure_in_float32_and_bfloat16(tmp_path, make_photos
     lines = result.stdout.splitlines()
     assert lines[0].startswith("glcic bench: 32 px, local 16, batch 2, CPU (AMD EPYC 7B13 (an"
                                " AVX2 CPU without AVX-512)), float32 and bfloat16, XLA off")
-    assert lines[1] == "precision bfloat16 (--precision bfloat16); complete.py's engine: tf bfloat16"
+    assert lines[1] == ("precision bfloat16 (--precision bfloat16); complete.py's engine: tf"
+                        " bfloat16")
     for label in FIGURE_LINES:
         [line] = [line for line in lines if line.startswith(label)]
         first_number = float(re.findall(r"\d+\.?\d*", line[len(label):])[0])

@@ -178,7 +178,8 @@ def test_width_divisor_must_divide_32():
 # Saved configurations (session.json, exports)
 
 
-@pytest.mark.parametrize("mixed, precision", [(False, "float32"), (True, "mixed"), (None, "float32")])
+@pytest.mark.parametrize("mixed, precision", [(False, "float32"), (True, "mixed"),
+                                              (None, "float32")])
 def test_sessions_saved_before_precision_keep_what_they_trained_in(mixed, precision):
     old = cfg.Config().to_dict()
     del old["precision"]

@@ -417,7 +417,8 @@ def main(argv=None):
         return utils.print_error(error)
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
               f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
-              f" {args.seed}, engine {engine.describe(network)}")
+              f" {args.seed}, engine {engine.name_of(network)}, {engine.precision_of(network)}"
+              f" ({network.precision_why})")
     settings = dict(session=args.session, iteration=args.iteration, model=model,
                     engine=engine.name_of(network), precision=engine.precision_of(network),
                     data_dir=args.data_dir,

@@ -114,7 +114,10 @@ class FusedBatchNorm(layers.BatchNormalization):
                 or self.axis not in (-1, 3) or self.variable_dtype != "float32"
                 or tf.as_dtype(inputs.dtype) not in (tf.float32, tf.float16, tf.bfloat16)):
             return super().call(inputs, training=training, mask=mask)
-        x = ops.cast(inputs, "float32")  # as Keras: statistics in float32 whatever the policy
+        # Statistics in float32 whatever the policy, as Keras: the kernel computes them in
+        # float32 (its scale, offset, mean and variance type) from bfloat16 activations too, so
+        # these stay bfloat16, without a cast to float32 and back around every batch norm.
+        x = inputs if tf.as_dtype(inputs.dtype) == tf.bfloat16 else ops.cast(inputs, "float32")
         empty = tf.constant([], tf.float32)
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
             x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),

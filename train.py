@@ -566,6 +566,19 @@ def prepare(config, saved, fresh, chief=True):
     return train_files, val_files, mean_pixel, lock
 
 
+def precision_reason(requested, saved):
+    """Why training computes in its precision, for the Compute line: --precision as given (or
+    what auto found), the session's own, or the default."""
+    if requested is not None:
+        return devices.resolve_precision(requested)[1]
+    if saved:
+        return "the session's own; --precision changes it"
+    if devices.cpu_has_bfloat16() and not devices.has_gpu():
+        return ("the default; --precision bfloat16 trains faster on this CPU, see README,"
+                " \"Precision\"")
+    return "the default"
+
+
 def main(argv=None):
     parser = cfg.build_parser(__doc__.split("\n")[0])
     parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
@@ -577,8 +590,7 @@ def main(argv=None):
         devices.split_cpu(cpu_devices)
         requested = args.get("precision")
         config, saved = session.resolve(args, fresh, devices.has_gpu())
-        why = ("the session's own; --precision changes it" if saved and requested is None
-               else devices.resolve_precision(requested or "auto")[1])
+        why = precision_reason(requested, saved)
         strategy = devices.make_strategy(config.strategy)
         devices.check_strategy(config, strategy)
         train_files, val_files, mean_pixel, _lock = prepare(

@@ -59,12 +59,24 @@ def photos(tmp_path):
 
 
 @cpu_only
+def test_training_is_float32_by_default_even_where_bfloat16_is_native(photos, monkeypatch):
+    monkeypatch.setenv("GLCIC_CPUINFO", BF16_CPU)
+    code, printed = run_train(photos, tiny_args("photos", session="d", tc=1, td=1, total=2))
+    assert code == 0, printed
+    assert compute_line(printed).startswith(
+        "Compute: CPU, float32 (the default; --precision bfloat16 trains faster on this CPU, see"
+        " README, \"Precision\"), XLA")
+    saved = utils.read_json(os.path.join(photos, session.session_file("d")))
+    assert saved["config"]["precision"] == "float32"
+
+
+@cpu_only
 def test_auto_trains_in_bfloat16_where_native_and_a_session_moves_between_precisions(
         photos, monkeypatch, capsys):
     root = photos
     monkeypatch.setenv("GLCIC_CPUINFO", BF16_CPU)
     args = tiny_args("photos", session="p", tc=2, td=1, total=3, every=1)
-    code, printed = run_train(root, args)
+    code, printed = run_train(root, [*args, "--precision", "auto"])
     assert code == 0, printed
     assert compute_line(printed).startswith(
         "Compute: CPU, bfloat16 (auto: this CPU computes bfloat16 natively (avx512_bf16)), XLA")
@@ -115,12 +127,12 @@ def test_auto_trains_in_bfloat16_where_native_and_a_session_moves_between_precis
 
 @cpu_only
 def test_float32_is_todays_path_to_the_bit(photos, monkeypatch):
-    """auto on a CPU without bfloat16 and --precision float32 on one with it both train
-    exactly as float32 did before --precision existed (deterministic kernels)."""
+    """auto on a CPU without bfloat16 and the default on one with it both train exactly as
+    float32 did before --precision existed (deterministic kernels)."""
     root = photos
     rows = {}
-    for name, cpuinfo, extra in (("auto", "avx2.txt", []),
-                                 ("float32", "avx512_bf16.txt", ["--precision", "float32"])):
+    for name, cpuinfo, extra in (("auto", "avx2.txt", ["--precision", "auto"]),
+                                 ("float32", "avx512_bf16.txt", [])):
         monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, cpuinfo))
         code, printed = run_train(root, [*tiny_args("photos", session=name, tc=2, td=1, total=4),
                                          "--deterministic", *extra])

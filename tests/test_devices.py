@@ -24,13 +24,14 @@ cpu_only = pytest.mark.skipif(devices.has_gpu(), reason="what a machine without 
 @cpu_only
 def test_device_settings_follow_the_flags_on_a_cpu(monkeypatch):
     settings = lambda **kw: devices.device_settings(cfg.Config(**kw))  # noqa: E731
-    assert settings() == (False, None)  # auto: no XLA on a CPU; float32 without bfloat16
+    assert settings() == (False, None)  # no XLA on a CPU; float32 by default
+    assert settings(precision="auto") == (False, None)  # float32 without bfloat16
     assert settings(xla="on", precision="mixed") == (True, "mixed_bfloat16")
     assert settings(xla="off", precision="bfloat16") == (False, "mixed_bfloat16")
     assert settings(xla="auto", precision="float16") == (False, "mixed_float16")
     monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, "avx512_bf16.txt"))
-    assert settings() == (False, "mixed_bfloat16")
-    assert settings(precision="float32") == (False, None)
+    assert settings(precision="auto") == (False, "mixed_bfloat16")
+    assert settings() == settings(precision="float32") == (False, None)  # training's default
 
 
 @pytest.mark.parametrize("cpuinfo, flags", [

@@ -70,15 +70,15 @@ def device_settings(config):
     return jit_compile, POLICIES[resolve_precision(config.precision, gpu)[0]]
 
 
-def precision_warning(precision, gpu=None, flag="--precision"):
+def precision_warning(precision, gpu=None):
     """A warning when `precision` is emulated on this machine (much slower than float32)."""
     gpu = has_gpu() if gpu is None else gpu
     if precision == "bfloat16" and not gpu and not cpu_has_bfloat16():
-        return (f"warning: {flag} bfloat16: this CPU has no bfloat16 instructions"
+        return (f"warning: --precision bfloat16: this CPU has no bfloat16 instructions"
                 f" ({', '.join(BFLOAT16_FLAGS)}), so bfloat16 is emulated and much slower than"
                 " float32 here")
     if precision == "float16" and not gpu:
-        return (f"warning: {flag} float16: a CPU computes float16 by emulation, much slower than"
+        return ("warning: --precision float16: a CPU computes float16 by emulation, much slower than"
                 " float32")
     return None
 

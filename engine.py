@@ -28,6 +28,7 @@ import keras
 import tensorflow as tf
 from keras import layers
 
+import devices
 import utils
 from model import NETWORK_VERSION
 
@@ -276,7 +277,6 @@ def choose(engine=None, precision="auto", gpu=None, path=None):
     TensorFlow in float16; elsewhere float32 by ONNX Runtime, as fast as TensorFlow's float32
     on an AVX2 CPU, where bfloat16 is emulated and many times slower. ONNX Runtime runs
     float32 only. Nothing is timed at start-up."""
-    import devices
     if precision == "auto" and engine == "onnx":
         return "onnx", "float32", "--engine onnx: ONNX Runtime runs the network in float32"
     resolved, why = devices.resolve_precision(precision, gpu, path)

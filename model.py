@@ -100,16 +100,18 @@ class DilatedConv2D(layers.Conv2D):
 
 @keras.saving.register_keras_serializable(package="glcic")
 class FusedBatchNorm(layers.BatchNormalization):
-    """Keras' batch normalization, computing the same outputs, gradients and moving statistics,
-    whose training pass is TensorFlow's fused kernel (FusedBatchNormV3, oneDNN's on a CPU):
-    one pass over the activations forward and one backward, instead of Keras' separate mean,
-    variance, normalisation and their gradients (9 % faster completion-network steps on a
-    2-core CPU, measured in one process against Keras' layer). Inference, and what the kernel
-    does not cover (statistics synchronized across devices, masks, renorm, float64, inputs
-    other than NHWC images), take Keras' own path."""
+    """Keras' batch normalization, computing the same outputs, gradients and moving statistics
+    with TensorFlow's fused kernel (FusedBatchNormV3, oneDNN's on a CPU): one pass over the
+    activations forward and one backward, instead of Keras' separate mean, variance,
+    normalisation and their gradients (9 % faster completion-network steps on a 2-core CPU,
+    measured in one process against Keras' layer), and one pass in inference too (the
+    completion network's forward pass in the discriminator's updates). What the kernel does
+    not cover (statistics synchronized across devices in training, masks, renorm, float64,
+    inputs other than NHWC images) takes Keras' own path."""
 
     def call(self, inputs, training=None, mask=None):
-        if (not (training and self.trainable) or self.synchronized or mask is not None
+        training = bool(training and self.trainable)
+        if ((training and self.synchronized) or mask is not None
                 or self.renorm or not (self.scale and self.center) or len(inputs.shape) != 4
                 or self.axis not in (-1, 3) or self.variable_dtype != "float32"
                 or tf.as_dtype(inputs.dtype) not in (tf.float32, tf.float16, tf.bfloat16)):
@@ -118,11 +120,17 @@ class FusedBatchNorm(layers.BatchNormalization):
         # float32 (its scale, offset, mean and variance type) from bfloat16 activations too, so
         # these stay bfloat16, without a cast to float32 and back around every batch norm.
         x = inputs if tf.as_dtype(inputs.dtype) == tf.bfloat16 else ops.cast(inputs, "float32")
+        scale, offset = ops.cast(self.gamma, "float32"), ops.cast(self.beta, "float32")
+        if not training:
+            y = tf.raw_ops.FusedBatchNormV3(
+                x=x, scale=scale, offset=offset, mean=ops.cast(self.moving_mean, "float32"),
+                variance=ops.cast(self.moving_variance, "float32"), epsilon=self.epsilon,
+                data_format="NHWC", is_training=False)[0]
+            return ops.cast(y, self.compute_dtype)
         empty = tf.constant([], tf.float32)
         y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-            x=x, scale=ops.cast(self.gamma, "float32"), offset=ops.cast(self.beta, "float32"),
-            mean=empty, variance=empty, epsilon=self.epsilon, data_format="NHWC",
-            is_training=True, exponential_avg_factor=1.0)
+            x=x, scale=scale, offset=offset, mean=empty, variance=empty, epsilon=self.epsilon,
+            data_format="NHWC", is_training=True, exponential_avg_factor=1.0)
         # The kernel returns the unbiased batch variance; Keras averages the biased one.
         count = ops.cast(ops.size(x) // ops.shape(x)[-1], "float32")
         variance = variance * (count - 1.0) / ops.maximum(count, 1.0)

@@ -26,6 +26,7 @@ import data_loader
 import devices
 import evaluate
 import exports
+import optimizers
 import report
 import session
 import utils
@@ -79,8 +80,8 @@ def adversarial_loss(fake_logits, global_batch=None):
 def make_optimizer(config, learning_rate=None):
     learning_rate = learning_rate or config.learning_rate
     if config.optimizer == "adadelta":  # rho and epsilon: Torch's defaults, as the authors used
-        return tf.keras.optimizers.Adadelta(learning_rate=learning_rate, rho=0.9, epsilon=1e-6)
-    return tf.keras.optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
+        return optimizers.Adadelta(learning_rate=learning_rate, rho=0.9, epsilon=1e-6)
+    return optimizers.Adam(learning_rate=learning_rate, beta_1=0.5)
 
 
 def scaled(optimizer, loss):

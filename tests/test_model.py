@@ -457,7 +457,8 @@ def test_batch_norm_statistics_become_the_mean_of_the_batches_statistics():
 @pytest.mark.parametrize("dtype", [None, "mixed_float16", "mixed_bfloat16"])
 def test_the_fused_batch_norm_computes_what_keras_batch_norm_computes(dtype):
     """Outputs, gradients and moving statistics, in training and inference (both the fused
-    kernel), on a batch of 2 x 3 x 5 positions: the unbiased/biased variance factor (30/29) shows."""
+    kernel), on a batch of 2 x 3 x 5 positions: the unbiased/biased variance factor (30/29)
+    shows."""
     rng = np.random.default_rng(3)
     x = tf.constant(rng.normal(2.0, 3.0, size=(2, 3, 5, 4)).astype("float32"))
     upstream = tf.constant(rng.normal(size=(2, 3, 5, 4)).astype("float32"))

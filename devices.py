@@ -78,8 +78,8 @@ def precision_warning(precision, gpu=None):
                 f" ({', '.join(BFLOAT16_FLAGS)}), so bfloat16 is emulated and much slower than"
                 " float32 here")
     if precision == "float16" and not gpu:
-        return ("warning: --precision float16: a CPU computes float16 by emulation, much slower than"
-                " float32")
+        return ("warning: --precision float16: a CPU computes float16 by emulation, much slower"
+                " than float32")
     return None
 
 

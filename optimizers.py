@@ -12,15 +12,10 @@ import tensorflow as tf
 
 
 def fusable(gradient, *variables):
-    """True when TensorFlow's fused kernel can update these variables with this gradient."""
+    """True when TensorFlow's fused kernel can update these variables with this gradient. (A
+    variable's .handle, inside a distribution strategy's update, is its current device's copy.)"""
     return not isinstance(gradient, tf.IndexedSlices) and all(
         v.dtype == tf.float32 and hasattr(v, "handle") for v in variables)
-
-
-def handle(variable):
-    """The resource handle of a tf.Variable or a Keras variable (inside a distribution
-    strategy's update, that of the current device's copy)."""
-    return variable.handle
 
 
 class Adadelta(keras.optimizers.Adadelta):
@@ -36,8 +31,8 @@ class Adadelta(keras.optimizers.Adadelta):
             return super().update_step(grad, variable, learning_rate)
         dtype = variable.dtype
         tf.raw_ops.ResourceApplyAdadelta(
-            var=handle(variable), accum=handle(accumulated_grad),
-            accum_update=handle(accumulated_delta), lr=tf.cast(learning_rate, dtype),
+            var=variable.handle, accum=accumulated_grad.handle,
+            accum_update=accumulated_delta.handle, lr=tf.cast(learning_rate, dtype),
             rho=tf.cast(self.rho, dtype), epsilon=tf.cast(self.epsilon, dtype),
             grad=tf.cast(grad, dtype))
 
@@ -55,7 +50,7 @@ class Adam(keras.optimizers.Adam):
         step = tf.cast(self.iterations + 1, dtype)
         beta_1, beta_2 = tf.cast(self.beta_1, dtype), tf.cast(self.beta_2, dtype)
         tf.raw_ops.ResourceApplyAdam(
-            var=handle(variable), m=handle(m), v=handle(v),
+            var=variable.handle, m=m.handle, v=v.handle,
             beta1_power=tf.pow(beta_1, step), beta2_power=tf.pow(beta_2, step),
             lr=tf.cast(learning_rate, dtype), beta1=beta_1, beta2=beta_2,
             epsilon=tf.cast(self.epsilon, dtype), grad=tf.cast(gradient, dtype))

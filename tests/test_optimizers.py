@@ -1,5 +1,7 @@
 """optimizers.py: the fused Adadelta and Adam update as Keras's do, and read Keras's checkpoints."""
+import json
 import os
+import subprocess
 import sys
 
 import keras
@@ -9,6 +11,8 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import optimizers  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 KINDS = {
     "adadelta": (lambda: optimizers.Adadelta(learning_rate=1.0, rho=0.9, epsilon=1e-6),
@@ -95,3 +99,17 @@ def test_sparse_gradients_take_keras_update():
     np.testing.assert_allclose(ours[2].numpy(), theirs[2].numpy(), rtol=1e-6)
     moved = np.any(ours[2].numpy() != variables()[2].numpy(), axis=1)
     assert moved.tolist() == [i in (1, 3) for i in range(16)]
+
+
+def test_under_a_mirrored_strategy_each_replica_updates_as_keras_does():
+    """Two logical CPU devices (in a fresh process): every copy of every weight and slot within
+    float32 rounding of Keras's optimizer, both replicas' copies identical."""
+    result = subprocess.run([sys.executable, "-m", "tests.mirrored_optimizers"], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    for kind in KINDS:
+        assert out[kind]["replicas"] == 2
+        assert out[kind]["replicas_agree"]
+        assert out[kind]["moved"] > 1e-4
+        assert out[kind]["largest_difference"] < 1e-5, (kind, out[kind])

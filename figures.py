@@ -2,12 +2,15 @@
 completions of held-out photos at chosen iterations side by side.
 
     python figures.py --session wallpapers --iterations 3000 10000 --out figures/
+    python figures.py --model pretrained/wallpapers --data-dir prepared/heldout --rows 0,3,7
 
 Writes OUT/NAME_eval.png (the held-out metrics train.py recorded in results/NAME/eval.csv,
 against iterations, with the phase boundaries and Telea's line) and OUT/NAME_completions.jpg: a
 row per held-out photo (the photos and holes train.py --eval-every and evaluate.py score), the
 columns masked input | the network of each iteration | the last one (or --blend N) with the
-paper's blending | ground truth.
+paper's blending | ground truth. With --model DIR (an export, such as the pretrained model), it
+writes OUT/DIRNAME_model.jpg instead: masked input | the export's network | with the paper's
+blending | ground truth, for the photos of --data-dir.
 """
 import os
 import sys
@@ -20,6 +23,7 @@ import complete  # noqa: E402
 import config as cfg  # noqa: E402
 import data_loader  # noqa: E402
 import evaluate  # noqa: E402
+import exports  # noqa: E402
 import report  # noqa: E402
 import session  # noqa: E402
 import utils  # noqa: E402
@@ -75,14 +79,16 @@ def completions(name, iterations, items, mean_pixel):
     return done
 
 
-def grid_figure(path, items, done, config, blended=None):
+def grid_figure(path, items, done, config, blended=None, titles=None):
     """The grid with a title above each column, pixel for pixel (no resampling); `blended`: the
-    iteration whose completions the blend column shows (default: the last)."""
+    iteration whose completions the blend column shows (default: the last); `titles`: the
+    columns' titles by key of `done` (default: "iteration N (phase P)")."""
     last = blended or max(done)
+    titles = titles or {n: f"iteration {n} (phase {phase_of(n, config)})" for n in done}
     columns = [("masked input", [np.where(i["hole"][..., None], np.uint8(255), i["image"])
                                  for i in items])]
-    columns += [(f"iteration {n} (phase {phase_of(n, config)})", done[n]) for n in sorted(done)]
-    columns += [(f"iteration {last} + blend",
+    columns += [(titles[n], done[n]) for n in sorted(done)]
+    columns += [(f"{titles[last].split(' (')[0]} + blend",
                  [complete.poisson_blend(i["masked"], c, i["hole"])
                   for i, c in zip(items, done[last])]),
                 ("ground truth", [i["image"] for i in items])]
@@ -91,7 +97,11 @@ def grid_figure(path, items, done, config, blended=None):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--session", required=True, help="a session trained by train.py")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--session", help="a session trained by train.py")
+    source.add_argument("--model", metavar="DIR",
+                        help="instead of a session: an export (complete.py --export, convert.py,"
+                             " or the pretrained model); needs --data-dir")
     parser.add_argument("--iterations", type=int, nargs="+", metavar="N",
                         help="the checkpoints to show (default: the end of phase 1, when it was"
                              " saved, and the newest)")
@@ -106,25 +116,52 @@ def parse_args(argv):
                              " last)")
     parser.add_argument("--out", default="figures", metavar="DIR",
                         help="folder for the figures (default: figures)")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.model and not args.data_dir:
+        parser.error("--model needs --data-dir, the held-out photos to complete")
+    if args.model and (args.iterations or args.blend is not None):
+        parser.error("--iterations and --blend apply only to --session NAME")
+    return args
+
+
+def model_figure(args, rows):
+    """OUT/DIRNAME_model.jpg for --model DIR: masked | the network | + blend | ground truth."""
+    network, mean_pixel, config = exports.read(args.model)
+    items = held_out_items(config, args.data_dir, rows, mean_pixel)
+    done = {0: [complete.complete(network, item["masked"], item["hole"], mean_pixel)[0]
+                for item in items]}
+    utils.output_folder(args.out, "--out")
+    name = os.path.basename(os.path.normpath(args.model))
+    path = os.path.join(args.out, f"{name}_model.jpg")
+    grid_figure(path, items, done, config, titles={0: "model"})
+    return path
+
+
+def held_out_items(config, data_dir, rows, mean_pixel):
+    """The held-out photos with evaluate.py's seeded holes; those of `rows`, else the first."""
+    files = held_out_files(config, data_dir)
+    items = evaluate.held_out(files, config, max(rows or [ROWS - 1]) + 1, config.hole_shape,
+                              evaluate.DEFAULT_SEED, mean_pixel)
+    if not items or (rows and len(items) <= max(rows)):
+        raise data_loader.DataError(f"--rows {','.join(map(str, rows))}: only {len(items)}"
+                                    " held-out photos decode" if rows else
+                                    "no held-out photo decodes")
+    return [items[r] for r in rows] if rows else items
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
         rows = parse_rows(args.rows)
+        if args.model:
+            print(f"Wrote {model_figure(args, rows)}")
+            return 0
         _, mean_pixel, config = session.load_completion_network(args.session)
         iterations = args.iterations or default_iterations(args.session, config)
         if args.blend is not None and args.blend not in iterations:
             raise utils.UserError(f"--blend {args.blend}: expected one of the iterations shown,"
                                   f" {', '.join(map(str, iterations))}")
-        files = held_out_files(config, args.data_dir)
-        items = evaluate.held_out(files, config, max(rows or [ROWS - 1]) + 1, config.hole_shape,
-                                  evaluate.DEFAULT_SEED, mean_pixel)
-        if not items or (rows and len(items) <= max(rows)):
-            raise data_loader.DataError(f"--rows {args.rows}: only {len(items)} held-out photos"
-                                        " decode" if rows else "no held-out photo decodes")
-        items = [items[r] for r in rows] if rows else items
+        items = held_out_items(config, args.data_dir, rows, mean_pixel)
         done = completions(args.session, iterations, items, mean_pixel)
         utils.output_folder(args.out, "--out")
     except utils.UserError as error:

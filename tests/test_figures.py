@@ -7,6 +7,7 @@ from PIL import Image
 
 import complete
 import evaluate
+import exports
 import figures
 import session
 import train
@@ -107,3 +108,43 @@ def test_bad_arguments_are_one_line(copy_training, capsys, args, message):
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
     assert not os.path.exists(copy_training / "figures")
+
+
+def test_an_export_gives_masked_network_blend_and_truth(copy_training, capsys):
+    assert run_main(complete, ["--session", "tiny", "--export", "exp"], copy_training) == 0
+    capsys.readouterr()
+    assert run_main(figures, ["--model", "exp", "--data-dir", "photos", "--rows", "1,4",
+                              "--out", "figs"], copy_training) == 0
+    assert capsys.readouterr().out.strip() == "Wrote figs/exp_model.jpg"
+    jpeg = Image.open(copy_training / "figs" / "exp_model.jpg")
+    # masked | model | model + blend | ground truth; two rows
+    assert jpeg.size == (4 * (SIZE + 2) - 2, figures.HEADER + 2 * (SIZE + 2) - 2)
+
+    with working_directory(copy_training):
+        network, mean_pixel, config = exports.read("exp")
+        items = figures.held_out_items(config, ["photos"], [1, 4], mean_pixel)
+        done = {0: [complete.complete(network, i["masked"], i["hole"], mean_pixel)[0]
+                    for i in items]}
+        figures.grid_figure("grid.png", items, done, config, titles={0: "model"})
+        grid = np.asarray(Image.open("grid.png").convert("RGB"))
+    for row, item in enumerate(items):
+        assert np.array_equal(cell(grid, row, 1), done[0][row])
+        assert np.array_equal(cell(grid, row, 2), complete.poisson_blend(
+            item["masked"], done[0][row], item["hole"]))
+        assert np.array_equal(cell(grid, row, 3), item["image"])
+    assert not np.array_equal(done[0][0], items[0]["image"])
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "error: --model needs --data-dir, the held-out photos to complete"),
+    (["--data-dir", "photos", "--iterations", "2"],
+     "error: --iterations and --blend apply only to --session NAME"),
+    (["--data-dir", "photos", "--session", "tiny"],
+     "error: argument --session: not allowed with argument --model"),
+])
+def test_model_flags_are_checked(tmp_path, capsys, args, message):
+    with pytest.raises(SystemExit) as exit_:
+        run_main(figures, ["--model", "exp", *args], tmp_path)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.strip().endswith(": " + message)

@@ -10,6 +10,7 @@ padding 1; batch norm with Torch's epsilon 1e-5; and the image mean-centred, zer
 before the first layer. NETWORK_VERSION counts changes to what the network computes, so that a
 checkpoint of an earlier one is refused instead of silently computing something else.
 """
+import functools
 import os
 
 import keras
@@ -73,11 +74,29 @@ class MeanCentre(layers.Layer):
 def native_dilation(dtype="float32"):
     """Whether dilated Conv2D ops of `dtype` have gradients here: on a GPU, or with oneDNN's CPU
     kernels (runtime.py turns them on unless TF_ENABLE_ONEDNN_OPTS=0), which do not take
-    float16."""
+    float16, and take bfloat16 only on CPUs where oneDNN computes it (AVX-512 and later: on
+    others TensorFlow's own kernels run bfloat16, without that gradient)."""
     if tf.config.list_physical_devices("GPU"):
         return True
+    dtype = tf.as_dtype(dtype)
     return (os.environ.get("TF_ENABLE_ONEDNN_OPTS", "").lower() in ("1", "true")
-            and tf.as_dtype(dtype) in (tf.float32, tf.bfloat16))
+            and (dtype == tf.float32 or dtype == tf.bfloat16 and dilated_gradient_runs(dtype)))
+
+
+@functools.cache
+def dilated_gradient_runs(dtype):
+    """Whether this CPU's kernels give the input gradient of a dilated convolution in `dtype`:
+    tried once on a tiny one, as which kernels TensorFlow picks depends on the CPU."""
+    try:
+        with tf.init_scope():  # eagerly, also when first asked while a step is traced
+            tf.raw_ops.Conv2DBackpropInput(
+                input_sizes=[1, 8, 8, 1], filter=tf.ones((3, 3, 1, 1), dtype),
+                out_backprop=tf.ones((1, 8, 8, 1), dtype), strides=[1, 1, 1, 1],
+                padding="SAME", dilations=[1, 2, 2, 1])
+        return True
+    except (tf.errors.InvalidArgumentError, tf.errors.UnimplementedError,
+            tf.errors.NotFoundError):
+        return False
 
 
 @keras.saving.register_keras_serializable(package="glcic")

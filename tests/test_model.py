@@ -3,6 +3,8 @@
 The expected architecture is written out here, copied from SPEC.md, and deliberately not read
 from model.COMPLETION_LAYERS / GLOBAL_CHANNELS / LOCAL_CHANNELS: a typo in model.py must fail.
 """
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -537,3 +539,39 @@ def test_the_dilated_convolution_computes_what_keras_conv2d_computes(dilation, o
                 .get_operations()}
     assert ("SpaceToBatchND" not in ops_used) == native
 
+
+
+def test_the_dilated_convolution_has_bfloat16_gradients_on_every_cpu():
+    """oneDNN computes bfloat16 only on CPUs with AVX-512; on the others TensorFlow's own
+    kernels run it, which have no input gradient for a dilated convolution, so the layer takes
+    Keras' path there: gradients in bfloat16 on any CPU, as --precision bfloat16 trains."""
+    direct = model.dilated_gradient_runs(tf.bfloat16)
+    try:
+        tf.raw_ops.Conv2DBackpropInput(
+            input_sizes=[1, 6, 6, 1], filter=tf.ones((3, 3, 1, 1), tf.bfloat16),
+            out_backprop=tf.ones((1, 6, 6, 1), tf.bfloat16), strides=[1, 1, 1, 1],
+            padding="SAME", dilations=[1, 4, 4, 1])
+        runs = True
+    except tf.errors.InvalidArgumentError as error:
+        assert "do not yet support dilation rates larger than 1" in str(error)
+        runs = False
+    assert direct == runs
+    if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "1" and not tf.config.list_physical_devices(
+            "GPU"):
+        assert model.native_dilation("bfloat16") == runs
+    rng = np.random.default_rng(5)
+    x = tf.constant(rng.normal(size=(2, 9, 13, 5)), tf.bfloat16)
+    pair = [layers.Conv2D(6, 3, dilation_rate=8, padding="same", dtype="mixed_bfloat16"),
+            model.DilatedConv2D(6, 3, dilation_rate=8, padding="same", dtype="mixed_bfloat16")]
+    pair[0].build(x.shape)
+    pair[1].build(x.shape)
+    pair[1].set_weights(pair[0].get_weights())
+    results = []
+    for conv in pair:
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(tf.cast(conv(x), tf.float32) ** 2)
+        results.append(tape.gradient(loss, [x, conv.kernel]))
+    for keras_value, direct_value in zip(*results):
+        np.testing.assert_allclose(tf.cast(direct_value, tf.float32).numpy(),
+                                   tf.cast(keras_value, tf.float32).numpy(), rtol=0.05, atol=0.5)

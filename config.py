@@ -179,7 +179,7 @@ class Config:
                    " AMX; float32 on other CPUs). Weights, batch-norm statistics, losses, the"
                    " discriminator's logit and the optimizers stay float32, and so do"
                    " checkpoints. float32 by default: bfloat16 trains 1.6-2x faster where native"
-                   " but did not keep within 2 %% of float32's held-out L1 (README,"
+                   " but did not keep within 2 %% of float32's held-out L1 (docs/training.md,"
                    " \"Precision\"). A session keeps the precision it started with unless given;"
                    " --mixed-precision is float16 on a GPU, bfloat16 on a CPU",
         choices=PRECISIONS + (MIXED,), flag_choices=PRECISIONS)

@@ -117,7 +117,7 @@ def make_strategy(name):
         return tf.distribute.MirroredStrategy(None if gpus else cpus)
     if not tf_config_workers():
         raise ConfigError("--strategy multiworker: TF_CONFIG is not set; set it on every"
-                          " machine as in the README's 'Training on several GPUs or machines'")
+                          " machine as in docs/distributed.md")
     return tf.distribute.MultiWorkerMirroredStrategy()
 
 

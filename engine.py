@@ -271,7 +271,7 @@ def choose(engine=None, precision="auto", gpu=None, path=None):
     """(engine, precision, why) that complete.py, evaluate.py and serve.py run the network with,
     for --engine `engine` (None: not given) and --precision `precision`.
 
-    auto is a rule on the machine, from bench.py's figures (README, "Performance"): on a CPU
+    auto is a rule on the machine, from bench.py's figures (docs/performance.md): on a CPU
     that computes bfloat16 natively (avx512_bf16, amx_bf16 or ARM's bf16 in /proc/cpuinfo),
     TensorFlow in bfloat16, 1.9x TensorFlow's and ONNX Runtime's float32 there; on a GPU,
     TensorFlow in float16; elsewhere float32 by ONNX Runtime, as fast as TensorFlow's float32

@@ -1,4 +1,4 @@
-"""The figures of a trained session, as in the README's Results: its held-out curve, and its
+"""The figures of a trained session, as in docs/results.md: its held-out curve, and its
 completions of held-out photos at chosen iterations side by side.
 
     python figures.py --session wallpapers --iterations 3000 10000 --out figures/

@@ -7,7 +7,7 @@ A variable already set in the environment wins, so each can be switched off from
 - TF_ENABLE_ONEDNN_OPTS=1: TensorFlow's oneDNN kernels for convolutions, batch norm and matmul.
   TensorFlow enables them by itself only on CPUs with AVX-512 VNNI, bfloat16 or AMX; on other
   x86-64 CPUs (AVX2, such as AMD EPYC) they train these networks about 1.6x faster than the
-  default kernels (see "Performance" in the README). GPUs do not use them.
+  default kernels (see docs/performance.md). GPUs do not use them.
 - TF_CPP_MIN_LOG_LEVEL=1: no INFO lines from TensorFlow's C++ core. The notice that oneDNN is on,
   which TensorFlow prints whatever the level, is dropped too; anything else it prints while
   loading (a missing CUDA library, say) still reaches the terminal.

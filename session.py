@@ -167,7 +167,7 @@ def check_network_version(saved, name, remedy):
         raise SessionError(
             f"--session {name}: trained with completion network version {version}; this is"
             f" version {NETWORK_VERSION} (the official network's padding, batch-norm epsilon and"
-            f" mean-centred input, see README), whose weights differ in meaning; {remedy}")
+            f" mean-centred input, see docs/paper.md), whose weights differ in meaning; {remedy}")
 
 
 def new_config(overrides, gpu=False):

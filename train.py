@@ -532,8 +532,8 @@ def prepare(config, saved, fresh, chief=True):
         if meta.get("network_version", 1) != NETWORK_VERSION:
             raise utils.UserError(f"--init-from {config.init_from}: an export of completion"
                                   f" network version {meta.get('network_version', 1)}; this is"
-                                  f" version {NETWORK_VERSION} (see README), whose weights differ"
-                                  " in meaning")
+                                  f" version {NETWORK_VERSION} (see docs/paper.md), whose weights"
+                                  " differ in meaning")
         data_loader.compute_mean_pixel(files, config.seed)  # checks that some photo decodes
     else:  # also checks that some photo decodes
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
@@ -575,8 +575,8 @@ def precision_reason(requested, saved):
     if saved:
         return "the session's own; --precision changes it"
     if devices.cpu_has_bfloat16() and not devices.has_gpu():
-        return ("the default; --precision bfloat16 trains faster on this CPU, see README,"
-                " \"Precision\"")
+        return ("the default; --precision bfloat16 trains faster on this CPU, see"
+                " docs/training.md, \"Precision\"")
     return "the default"
 
 

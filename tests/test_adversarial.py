@@ -18,7 +18,7 @@ times that fall exceeds the reconstruction's rise, and acts within a few hundred
 only well above that bound; at 4e-4 it moves nothing in this budget (the fill stays grey).
 
 With GLCIC_ADVERSARIAL_FIGURE=PATH set, the test also writes a figure of the fills to PATH (the
-README's), and -s prints the measures.
+one in docs/results.md), and -s prints the measures.
 
 Each of these breaks makes the test fail (checked by breaking the code once each): the
 adversarial term's sign flipped (train.adversarial_loss), alpha 0, and the local

@@ -70,7 +70,7 @@ def test_precision_and_xla_flags_parse_and_mixed_precision_stays_an_alias(capsys
     assert vars(parser.parse_args(["--no-mixed-precision"]))["precision"] == "float32"
     for value in cfg.PRECISIONS:
         assert vars(parser.parse_args(["--precision", value]))["precision"] == value
-    assert cfg.Config().precision == "float32"  # train.py's default (README, "Precision")
+    assert cfg.Config().precision == "float32"  # train.py's default (docs/training.md, "Precision")
     with pytest.raises(SystemExit):
         parser.parse_args(["--precision", "mixed"])  # only through --mixed-precision
     assert "argument --precision: invalid choice: 'mixed'" in capsys.readouterr().err

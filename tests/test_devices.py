@@ -120,8 +120,8 @@ def test_multiworker_without_tf_config_is_a_config_error(monkeypatch):
     with pytest.raises(cfg.ConfigError) as info:
         devices.make_strategy("multiworker")
     assert str(info.value) == (
-        "--strategy multiworker: TF_CONFIG is not set; set it on every machine as in the"
-        " README's 'Training on several GPUs or machines'")
+        "--strategy multiworker: TF_CONFIG is not set; set it on every machine as in"
+        " docs/distributed.md")
 
 
 @cpu_only

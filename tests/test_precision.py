@@ -65,7 +65,7 @@ def test_training_is_float32_by_default_even_where_bfloat16_is_native(photos, mo
     assert code == 0, printed
     assert compute_line(printed).startswith(
         "Compute: CPU, float32 (the default; --precision bfloat16 trains faster on this CPU, see"
-        " README, \"Precision\"), XLA")
+        " docs/training.md, \"Precision\"), XLA")
     saved = utils.read_json(os.path.join(photos, session.session_file("d")))
     assert saved["config"]["precision"] == "float32"
 

@@ -33,7 +33,7 @@ def test_the_metadata_says_how_it_was_trained_and_how_it_scores():
     assert meta["training"]["iteration"] == config.tc  # the end of phase 1
     held_out = meta["training"]["held_out"]
     assert set(held_out) == {"model", "model + blend", "OpenCV Telea"}
-    # What README.md says of it: blended, it beats Telea's PSNR and MSE in the hole; the raw
+    # What docs/results.md says of it: blended, it beats Telea's PSNR and MSE in the hole; the raw
     # network beats Telea's MSE there, not its L1.
     model, blend, telea = (held_out[m] for m in ("model", "model + blend", "OpenCV Telea"))
     assert blend["psnr_hole"] > telea["psnr_hole"] + 0.5

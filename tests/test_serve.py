@@ -373,7 +373,7 @@ def stop_server(process):
     return process.returncode, process.stderr.read()
 
 
-def test_serve_py_prints_its_address_serves_the_readme_requests_and_stops_on_ctrl_c(
+def test_serve_py_prints_its_address_serves_the_documented_requests_and_stops_on_ctrl_c(
         tiny_training, photo):
     root, _ = tiny_training
     process, url = start_server(["--session", "tiny"], root)

@@ -393,7 +393,7 @@ def test_a_session_of_an_earlier_network_is_refused(tmp_path, monkeypatch, tiny_
         "config": tiny_config(session="old").to_dict(), "mean_pixel": [0.4, 0.5, 0.6]})
     expected = ("--session old: trained with completion network version 1; this is version 2"
                 " (the official network's padding, batch-norm epsilon and mean-centred input,"
-                " see README), whose weights differ in meaning; ")
+                " see docs/paper.md), whose weights differ in meaning; ")
     with pytest.raises(session.SessionError) as info:
         session.resolve({"session": "old"}, fresh=False)
     assert str(info.value) == expected + "use --fresh or another --session"

@@ -228,14 +228,7 @@ class Config:
     def validate(self):
         """ConfigError naming the first setting that is out of range."""
         for f in dataclasses.fields(self):
-            value, meta = getattr(self, f.name), f.metadata
-            if not has_type(value, f.type):
-                raise ConfigError(f"{flag(f.name)}: expected {f.type.__name__}, got {value!r}")
-            if meta["choices"] and value not in meta["choices"]:
-                raise ConfigError(f"{flag(f.name)}: expected one of"
-                                  f" {', '.join(meta['choices'])}, got {value!r}")
-            if meta["check"] and not meta["check"](value):
-                raise ConfigError(f"{flag(f.name)}: expected {meta['expected']}, got {value!r}")
+            check_setting(f.name, getattr(self, f.name))
 
         def need(ok, name, expected):
             if not ok:
@@ -249,6 +242,23 @@ class Config:
              f"a divisor of --batch-size ({self.batch_size})")
         need(self.tc + self.td <= self.total_iters, "total_iters",
              f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td})")
+
+
+FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def check_setting(name, value):
+    """ConfigError if `value` is not one that setting `name` accepts on its own: its type, its
+    choices, its range (validate() also checks the settings against each other)."""
+    f = FIELDS[name]
+    meta = f.metadata
+    if not has_type(value, f.type):
+        raise ConfigError(f"{flag(name)}: expected {f.type.__name__}, got {value!r}")
+    if meta["choices"] and value not in meta["choices"]:
+        raise ConfigError(f"{flag(name)}: expected one of {', '.join(meta['choices'])}, got"
+                          f" {value!r}")
+    if meta["check"] and not meta["check"](value):
+        raise ConfigError(f"{flag(name)}: expected {meta['expected']}, got {value!r}")
 
 
 def has_type(value, kind):
@@ -288,7 +298,7 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def add_flag(parser, name, **overrides):
     """Add the flag of Config field `name` as declared (help, choices, type), with overrides."""
-    f = next(f for f in dataclasses.fields(Config) if f.name == name)
+    f = FIELDS[name]
     meta = f.metadata
     kwargs = dict(default=argparse.SUPPRESS, help=meta["help"], dest=f.name)
     if f.type is bool:

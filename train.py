@@ -580,13 +580,20 @@ def precision_reason(requested, saved):
     return "the default"
 
 
-def main(argv=None):
+def parse_args(argv):
+    """The settings given as flags (a dict of Config fields), --fresh and --cpu-devices; nothing
+    is read or written."""
     parser = cfg.build_parser(__doc__.split("\n")[0])
     parser.add_argument("--cpu-devices", type=int, default=1, metavar="N",
                         help="show the CPU as N logical devices, to try --strategy mirrored"
                              " on a machine without GPUs (default: 1)")
     args = vars(parser.parse_args(argv))
     fresh, cpu_devices = args.pop("fresh"), args.pop("cpu_devices")
+    return args, fresh, cpu_devices
+
+
+def main(argv=None):
+    args, fresh, cpu_devices = parse_args(argv)
     try:
         devices.split_cpu(cpu_devices)
         requested = args.get("precision")

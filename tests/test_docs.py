@@ -364,7 +364,8 @@ def test_links_and_images_resolve(file):
 
 
 def test_every_script_is_documented():
-    assert len([c for c in COMMANDS if c.file == "README.md"]) >= 20
+    assert len([c for c in COMMANDS if c.file == "README.md"]) >= 10
+    assert len(COMMANDS) >= 60
     assert sorted({c.script for c in COMMANDS}) == sorted(PARSERS)
 
 

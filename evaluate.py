@@ -14,9 +14,11 @@ image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Realism 
 photos themselves; beside it the SWD of two halves of the photos against each other, the scale
 of the distance between two sets of real photos), sharpness and checkerboard (1 is the photos')
 and the checkerboard excess (1 is the photos'; above 1, a two-pixel artefact, which can lower
-SWD: never judge realism by SWD alone). Writes, in the eval/ folder of the session's (or the
-export's) results: metrics.csv, metrics.json (with the per-photo values, SWD per pyramid level
-and the photos' own), metrics.png, examples.png and crops.png (the holes up close, 2x).
+SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --session NAME,
+results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
+pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
+pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
+2x).
 """
 import csv
 import os
@@ -382,8 +384,10 @@ def parse_args(argv):
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
     parser.add_argument("--out", metavar="DIR",
-                        help="folder for the table and figures (default: results/NAME/eval, NAME"
-                             " being the session's or the export folder's name)")
+                        help="folder for the table and figures (default: results/NAME/eval"
+                             " for --session NAME, results/model-DIRNAME/eval for --model"
+                             " .../DIRNAME, results/pretrained-wallpapers/eval for the"
+                             " pretrained model)")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     return args
@@ -402,7 +406,8 @@ def main(argv=None):
                                                          args.precision)
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         if model:
-            name, source = os.path.basename(os.path.normpath(model)), f"model {model}"
+            name = exports.results_name(args.model or exports.PRETRAINED)
+            source = f"model {model}"
         else:
             name, source = args.session, f"session '{args.session}'" + (
                 f" at iteration {args.iteration}" if args.iteration is not None else "")

@@ -146,6 +146,15 @@ def training(name, iteration=None):
     return record
 
 
+def results_name(folder):
+    """The name under results/ of an export's evaluation: "pretrained-wallpapers" for the
+    pretrained model, "model-NAME" for the export in folder .../NAME; never a session's name
+    (results/NAME), unless a session is named so."""
+    if os.path.realpath(folder) == os.path.realpath(PRETRAINED):
+        return PRETRAINED_NAME.replace("/", "-")
+    return "model-" + os.path.basename(os.path.realpath(folder))
+
+
 def add_model_flags(parser):
     """--session NAME or --model DIR (neither: the pretrained model), and --iteration N."""
     source = parser.add_mutually_exclusive_group()

@@ -149,8 +149,32 @@ def test_without_session_or_model_evaluate_uses_the_pretrained_model(pretrained,
     out = capsys.readouterr().out.splitlines()
     assert out[0] == USING_PRETRAINED
     assert any(line.startswith("model pretrained/wallpapers: 2 photos") for line in out)
-    metrics = utils.read_json(os.path.join(session.eval_dir("wallpapers"), "metrics.json"))
+    metrics = utils.read_json("results/pretrained-wallpapers/eval/metrics.json")
     assert metrics["settings"]["model"] == "pretrained/wallpapers"
+
+
+def test_evaluations_of_exports_and_sessions_have_folders_of_their_own(pretrained, make_session,
+                                                                        make_photos, capsys):
+    """A session named like the pretrained model's folder, or like an export's, keeps its
+    results/NAME/eval; the same export by another path shares its folder."""
+    root, _ = pretrained
+    make_photos(root / "photos", 1, size=(40, 48))
+    make_session(root, "wallpapers")
+    make_session(root, "compact")
+    runs = {("--session", "wallpapers"): "results/wallpapers/eval",
+            ("--session", "compact"): "results/compact/eval",
+            (): "results/pretrained-wallpapers/eval",
+            ("--model", "compact"): "results/model-compact/eval",
+            ("--model", "repo/pretrained/wallpapers/"): "results/pretrained-wallpapers/eval"}
+    for flags, folder in runs.items():
+        assert run_main(evaluate, [*flags, "--data-dir", "photos", "--count", "1"], root) == 0
+        assert f"Wrote {folder}/metrics.csv, " in capsys.readouterr().out
+        settings = utils.read_json(os.path.join(folder, "metrics.json"))["settings"]
+        assert (settings["session"], settings["model"]) == (
+            (flags[1], None) if flags and flags[0] == "--session" else
+            (None, flags[1] if flags else "pretrained/wallpapers")), flags
+    assert sorted(os.listdir("results")) == ["compact", "model-compact", "pretrained-wallpapers",
+                                             "wallpapers"]
 
 
 def test_a_damaged_pretrained_model_is_named_as_the_default(pretrained, capsys):

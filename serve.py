@@ -202,7 +202,7 @@ def create_app(network, mean_pixel, config, args):
                 "image_size": config.image_size, "engine": engine.name_of(network),
                 "precision": engine.precision_of(network),
                 "precision_why": getattr(network, "precision_why", ""),
-                "mean_pixel": [float(v) for v in np.asarray(mean_pixel).reshape(3)],
+                "mean_pixel": utils.rounded(mean_pixel),
                 "busy": busy[0], "queue": args.queue, "max_upload_mb": args.max_upload_mb,
                 "max_pixels": args.max_pixels, "window_pixels": args.window_pixels}
 

@@ -5,9 +5,11 @@
     python complete.py --session NAME --input photos/ --mask masks/ --output completed/
     python complete.py --session NAME --export exported/      # then: --model exported/ instead of --session
     python complete.py --session NAME --export compact/ --float16   # one file, under half the size
+    python complete.py --model exported/ --export compact/ --float16  # an export, exported again
     python complete.py --input photo.jpg --mask mask.png --output out.png   # the pretrained model
 
-Without --session or --model, the pretrained model in pretrained/wallpapers completes the photos.
+Without --session or --model, the pretrained model in pretrained/wallpapers completes the photos
+(or is exported).
 ONNX Runtime runs the network when it is installed (converted once, then reused; see engine.py),
 TensorFlow otherwise or with --engine tf.
 
@@ -239,7 +241,9 @@ def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
     exports.add_model_flags(parser)
     parser.add_argument("--export", metavar="DIR",
-                        help="write the session's completion network (with its mean pixel) to DIR")
+                        help="write the completion network of --session or --model (default: the"
+                             " pretrained model) to DIR, with its mean pixel, configuration and"
+                             " what it records of its training and origin")
     parser.add_argument("--float16", action="store_true",
                         help="with --export: one file of float16 kernels (biases and batch-norm"
                              " statistics stay float32), under half the size of the .keras file;"
@@ -260,11 +264,8 @@ def parse_args(argv):
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     if args.export:
-        if args.model or args.engine or args.precision or any([args.input, args.mask, args.box,
-                                                                args.output]):
-            parser.error("--export takes only --session, --iteration and --float16")
-        if not args.session:
-            parser.error("--export needs --session")
+        if args.engine or args.precision or any([args.input, args.mask, args.box, args.output]):
+            parser.error("--export takes only --session, --iteration, --model and --float16")
     elif args.float16:
         parser.error("--float16 applies only to --export DIR")
     else:
@@ -275,18 +276,41 @@ def parse_args(argv):
     return args
 
 
+def export(args):
+    """--export DIR: the completion network of --session, --model or the pretrained model,
+    written to DIR with its mean pixel and configuration; an export's records of its origin
+    (convert.py's "source") and of its training are kept."""
+    if args.session:
+        name = f"session '{args.session}'"
+    else:
+        folder = args.model or exports.PRETRAINED
+        name = f"the export {args.model}" if args.model else (
+            f"the pretrained model {exports.PRETRAINED_NAME}")
+        if os.path.realpath(args.export) == os.path.realpath(folder):
+            raise UserError(f"--export {args.export}: that is the folder of {name} itself;"
+                            " export to another folder")
+    network, mean_pixel, config = exports.load_model(args.session, args.model, args.iteration,
+                                                     "tf", "float32")
+    if args.session:
+        records = {"training": exports.training(args.session, args.iteration)}
+    else:  # as the export recorded them: the mean pixel not rounded to float32, the
+        # configuration without the settings added since
+        meta = exports.read_metadata(folder)[2]
+        mean_pixel, config = meta["mean_pixel"], meta["config"]
+        records = {key: meta.get(key) for key in ("source", "training")}
+    exports.write(network, mean_pixel, config, args.export, float16=args.float16, **records)
+    print(f"Exported the completion network of {name} to {os.path.normpath(args.export)}/"
+          + (" (float16)" if args.float16 else ""))
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
-        network, mean_pixel, config = exports.load_model(
-            args.session, args.model, args.iteration, "tf" if args.export else args.engine,
-            "float32" if args.export else args.precision)
         if args.export:
-            exports.write(network, mean_pixel, config, args.export, float16=args.float16,
-                          training=exports.training(args.session, args.iteration))
-            print(f"Exported the completion network of session '{args.session}' to"
-                  f" {os.path.normpath(args.export)}/" + (" (float16)" if args.float16 else ""))
+            export(args)
             return 0
+        network, mean_pixel, config = exports.load_model(args.session, args.model, args.iteration,
+                                                         args.engine, args.precision)
         print(f"Completion network: {engine.describe(network)}")
         for job in jobs(args):
             process(network, mean_pixel, job, args)

@@ -3,22 +3,28 @@
     python evaluate.py --session NAME --data-dir PHOTOS
     python evaluate.py --model exported/ --data-dir PHOTOS --hole-shape free --seed 1 --count 50
     python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
+    python evaluate.py --session NAME --data-dir PHOTOS --max-holes 3   # 1 to 3 holes a photo
 
-Each photo is centre-cropped to the session's image size and gets one seeded random hole: the
-same holes for every method, and for every run with the same --seed. Methods: the completion
+Each photo is centre-cropped to the session's image size and gets one seeded random hole (with
+--max-holes N, 1 to N, as training draws them; the first is the one-hole run's): the same holes
+for every method, and for every run with the same --seed. Methods: the completion
 network ("model"), the network with the paper's post-processing ("model + blend"), the mean
 pixel the network sees in the hole ("mean pixel"), and OpenCV's fast marching (Telea) and
 Navier-Stokes inpainting. Distortion, on [0, 1] values, inside the hole and over the whole
-image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos. Realism of the fills
+image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos (in the hole: over the
+union of a photo's holes). Realism of the fills
 (realism.py), measures of the whole set of fills: SWD in the hole (lower is better, 0 for the
 photos themselves; beside it the SWD of two halves of the photos against each other, the scale
 of the distance between two sets of real photos), sharpness and checkerboard (1 is the photos')
 and the checkerboard excess (1 is the photos'; above 1, a two-pixel artefact, which can lower
-SWD: never judge realism by SWD alone). Writes, in the eval/ folder of the session's (or the
-export's) results: metrics.csv, metrics.json (with the per-photo values, SWD per pyramid level
-and the photos' own), metrics.png, examples.png and crops.png (the holes up close, 2x).
+SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --session NAME,
+results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
+pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
+pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
+2x).
 """
 import csv
+import dataclasses
 import os
 import sys
 import textwrap
@@ -122,11 +128,14 @@ def fill_all(network, masked, hole, mean_pixel, methods=METHODS):
     return {method: results[method] for method in methods}
 
 
-def held_out(files, config, count, hole_shape, seed, mean_pixel):
+def held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes=1):
     """Up to `count` of the photos, in order, each centre-cropped to the image size with one
-    seeded hole: a list of dicts (path, image, hole (bool H x W), box, masked: the hole
-    mean-filled). The hole of files[i] depends on (seed, i) only."""
+    seeded hole, or 1 to max_holes of them as training draws them (data_loader.more_holes): a
+    list of dicts (path, image, hole (bool H x W, the union of the holes), boxes (y, x, h, w)
+    of each hole, masked: the hole mean-filled). The holes of files[i] depend on (seed, i)
+    only, and the first is the same whatever max_holes."""
     size, items = config.image_size, []
+    more = dataclasses.replace(config, hole_shape=hole_shape, max_holes=max_holes)
     for index, path in enumerate(files):
         if len(items) == count:
             break
@@ -137,8 +146,12 @@ def held_out(files, config, count, hole_shape, seed, mean_pixel):
         rng = np.random.default_rng([seed, index])
         mask, box = data_loader.random_mask(rng, size, config.hole_min, config.hole_max,
                                             hole_shape)
+        boxes = [box.tolist()]
+        if max_holes > 1:
+            others, other_boxes = data_loader.more_holes(more, [seed, index, 2])
+            mask, boxes = np.maximum(mask, others), boxes + other_boxes.tolist()
         hole = mask[..., 0] > 0
-        items.append(dict(path=path, image=image, hole=hole, box=box.tolist(),
+        items.append(dict(path=path, image=image, hole=hole, boxes=boxes,
                           masked=complete.mean_fill(image, hole, mean_pixel)))
     return items
 
@@ -206,15 +219,15 @@ def examples(items, completed, count):
             for index, item in enumerate(items[:count])]
 
 
-def evaluate(network, mean_pixel, config, files, count, hole_shape, seed):
+def evaluate(network, mean_pixel, config, files, count, hole_shape, seed, max_holes=1):
     """Every method on the held-out photos: (photos, measured: measure()'s dict with the photos'
     own SWD, "swd_floor" and "swd_floor_levels", examples)."""
-    items = held_out(files, config, count, hole_shape, seed, mean_pixel)
+    items = held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes)
     completed = fill_items(network, mean_pixel, items, progress=True)
     measured = measure(items, completed)
     measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
-    photos = [dict(path=item["path"], hole=item["box"], hole_pixels=int(item["hole"].sum()))
-              for item in items]
+    photos = [dict(path=item["path"], hole=item["boxes"][0], holes=item["boxes"],
+                   hole_pixels=int(item["hole"].sum())) for item in items]
     return photos, measured, examples(items, completed, EXAMPLES)
 
 
@@ -379,11 +392,17 @@ def parse_args(argv):
                         help="rect or free (default: the session's hole shape)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help="seed of the holes: the same seed gives the same holes (default: 0)")
+    parser.add_argument("--max-holes", type=int, default=1, metavar="N",
+                        help="holes per photo: each photo gets 1 to N (each count equally"
+                             " likely), as training's --max-holes draws them; the first is the"
+                             " one of --max-holes 1 (default: 1)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
     parser.add_argument("--out", metavar="DIR",
-                        help="folder for the table and figures (default: results/NAME/eval, NAME"
-                             " being the session's or the export folder's name)")
+                        help="folder for the table and figures (default: results/NAME/eval"
+                             " for --session NAME, results/model-DIRNAME/eval for --model"
+                             " .../DIRNAME, results/pretrained-wallpapers/eval for the"
+                             " pretrained model)")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     return args
@@ -396,33 +415,38 @@ def main(argv=None):
             raise utils.UserError(f"--count {args.count}: expected at least 1 photo")
         if args.seed < 0:
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
+        if args.max_holes < 1:
+            raise utils.UserError(f"--max-holes {args.max_holes}: expected at least 1")
         files = data_loader.find_images(args.data_dir)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
                                                          args.iteration, args.engine,
                                                          args.precision)
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         if model:
-            name, source = os.path.basename(os.path.normpath(model)), f"model {model}"
+            name = exports.results_name(args.model or exports.PRETRAINED)
+            source = f"model {model}"
         else:
             name, source = args.session, f"session '{args.session}'" + (
                 f" at iteration {args.iteration}" if args.iteration is not None else "")
         out = utils.output_folder(args.out or session.eval_dir(name), "--out")
         hole_shape = args.hole_shape or config.hole_shape
         photos, measured, examples = evaluate(network, mean_pixel, config, files, args.count,
-                                              hole_shape, args.seed)
+                                              hole_shape, args.seed, args.max_holes)
         if not photos:
             raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
                                         f" photo among {len(files)} image files")
     except utils.UserError as error:
         return utils.print_error(error)
+    several = f", 1 to {args.max_holes} per photo" if args.max_holes > 1 else ""
     header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
-              f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px), seed"
-              f" {args.seed}, engine {engine.name_of(network)}, {engine.precision_of(network)}"
+              f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px{several}),"
+              f" seed {args.seed}, engine {engine.name_of(network)}, {engine.precision_of(network)}"
               f" ({network.precision_why})")
     settings = dict(session=args.session, iteration=args.iteration, model=model,
                     engine=engine.name_of(network), precision=engine.precision_of(network),
                     data_dir=args.data_dir,
-                    hole_shape=hole_shape, seed=args.seed, count=args.count,
+                    hole_shape=hole_shape, max_holes=args.max_holes, seed=args.seed,
+                    count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(out, header, settings, photos, measured, examples)

@@ -42,7 +42,8 @@ PRETRAINED = os.path.join(os.path.dirname(os.path.abspath(__file__)), PRETRAINED
 
 
 def write(network, mean_pixel, config, folder, source=None, float16=False, training=None):
-    """Write the export; `source` (a dict: file, sha256, licence, ...) says where the weights
+    """Write the export; `config` is a Config, or the configuration another export recorded
+    (a dict, kept as it is); `source` (a dict: file, sha256, licence, ...) says where the weights
     come from when they were not trained here, `training` (a dict: iteration, held-out scores)
     how far they were trained. float16: the compact kind (under half the size, no SavedModel)."""
     os.makedirs(folder, exist_ok=True)
@@ -63,7 +64,8 @@ def write(network, mean_pixel, config, folder, source=None, float16=False, train
                 name: converted[name] for name in ("tensorflow", "tf2onnx", "onnx")}}}
     utils.write_json(os.path.join(folder, "glcic.json"), {
         "format": FORMAT, "version": VERSION, "mean_pixel": np.asarray(mean_pixel).tolist(),
-        "config": config.to_dict(), "network_version": NETWORK_VERSION, **meta,
+        "config": config if isinstance(config, dict) else config.to_dict(),
+        "network_version": NETWORK_VERSION, **meta,
         **({"source": source} if source else {}), **({"training": training} if training else {})})
 
 
@@ -142,6 +144,15 @@ def training(name, iteration=None):
         if held_out:
             record["held_out"] = held_out
     return record
+
+
+def results_name(folder):
+    """The name under results/ of an export's evaluation: "pretrained-wallpapers" for the
+    pretrained model, "model-NAME" for the export in folder .../NAME; never a session's name
+    (results/NAME), unless a session is named so."""
+    if os.path.realpath(folder) == os.path.realpath(PRETRAINED):
+        return PRETRAINED_NAME.replace("/", "-")
+    return "model-" + os.path.basename(os.path.realpath(folder))
 
 
 def add_model_flags(parser):

@@ -14,7 +14,8 @@
 Photos are completed at their own size by the same function as complete.py's (windows around
 the holes for large photos). One model, one worker thread: requests wait in a bounded queue
 (--queue) and the server keeps answering while the network runs. A request the client can fix
-is answered with a 4xx status and a one-line JSON error {"error": "..."}.
+is answered with a 4xx status and a one-line JSON error {"error": "..."}. Each request answered
+is one line on stdout, `POST /api/complete 200 183245 B 3.16 s` (unless --quiet).
 """
 import asyncio
 import base64
@@ -31,11 +32,12 @@ import numpy as np
 
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
 import uvicorn
-from fastapi import File, Form, Request, UploadFile
+from fastapi import File, Form, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi_offline import FastAPIOffline
 from PIL import Image
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 
 import complete
@@ -154,6 +156,70 @@ def error(status, message, headers=None):
     return JSONResponse({"error": message}, status, headers=headers)
 
 
+async def drain(receive):
+    """Read the rest of a request's body and throw it away."""
+    while True:
+        message = await receive()
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            return
+
+
+def limit_uploads(app, max_bytes, limit_mb):
+    """ASGI middleware: a request body over max_bytes is answered 413 {"error": ...}, after
+    the rest of it has been read and thrown away (never held): a server that answers and closes
+    while the client still sends resets the connection, and the client never reads the answer.
+    A client that waits for "100 Continue" (curl's Expect) is answered at once instead, and
+    sends nothing. Without Content-Length (chunked), the body is counted as the form is read."""
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        headers = Headers(scope=scope)
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > max_bytes:
+            if headers.get("expect", "").lower() != "100-continue":
+                await drain(receive)
+            answer = error(413, f"request: {int(length) / 2**20:.3g} MB, over this server's"
+                                f" upload limit of {limit_mb:g} MB")
+            return await answer(scope, receive, send)
+        received = 0
+
+        async def counted():
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > max_bytes:
+                if message.get("more_body", False):
+                    await drain(receive)
+                raise HTTPException(413, f"request: over this server's upload limit of"
+                                         f" {limit_mb:g} MB")
+            return message
+        await app(scope, counted, send)
+    return middleware
+
+
+def logged(app):
+    """ASGI middleware: one line on stdout per request answered, `POST /api/complete 200 183245
+    B 3.16 s` (method, path, status, bytes of the answer's body, seconds until it was sent)."""
+    async def middleware(scope, receive, send):
+        if scope["type"] != "http":
+            return await app(scope, receive, send)
+        start, status, size = time.perf_counter(), "-", 0
+
+        async def sending(message):
+            nonlocal status, size
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body":
+                size += len(message.get("body", b""))
+            await send(message)
+        try:
+            await app(scope, receive, sending)
+        finally:
+            print(f"{scope['method']} {scope['path']} {status} {size} B"
+                  f" {time.perf_counter() - start:.2f} s", flush=True)
+    return middleware
+
+
 def create_app(network, mean_pixel, config, args):
     """The FastAPI application serving `network`: the page, /api/complete and /api/health."""
     with open(PAGE, encoding="utf-8") as f:
@@ -161,7 +227,6 @@ def create_app(network, mean_pixel, config, args):
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="network")
     lock = threading.Lock()
     busy = [0]  # requests running or waiting for the worker
-    max_bytes = int(args.max_upload_mb * 1024 * 1024)
     app = FastAPIOffline(title="glcic", version="1", description=(
         "Globally and Locally Consistent Image Completion: paint a hole in a photo, get the photo"
         f" back completed at its own size. Serving {model_name(args)}. Every error is a one-line"
@@ -183,13 +248,8 @@ def create_app(network, mean_pixel, config, args):
     async def internal_error(request, exc):  # a bug: logged with its traceback, answered in JSON
         return error(500, f"internal error ({type(exc).__name__}: {exc})")
 
-    @app.middleware("http")
-    async def limit_upload(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        if length.isdigit() and int(length) > max_bytes:
-            return error(413, f"request: {int(length) / 2**20:.3g} MB, over this server's upload"
-                              f" limit of {args.max_upload_mb:g} MB")
-        return await call_next(request)
+    app.add_middleware(limit_uploads, max_bytes=int(args.max_upload_mb * 2**20),
+                       limit_mb=args.max_upload_mb)
 
     @app.get("/", include_in_schema=False)
     async def index():
@@ -202,7 +262,7 @@ def create_app(network, mean_pixel, config, args):
                 "image_size": config.image_size, "engine": engine.name_of(network),
                 "precision": engine.precision_of(network),
                 "precision_why": getattr(network, "precision_why", ""),
-                "mean_pixel": [float(v) for v in np.asarray(mean_pixel).reshape(3)],
+                "mean_pixel": utils.rounded(mean_pixel),
                 "busy": busy[0], "queue": args.queue, "max_upload_mb": args.max_upload_mb,
                 "max_pixels": args.max_pixels, "window_pixels": args.window_pixels}
 
@@ -232,9 +292,6 @@ def create_app(network, mean_pixel, config, args):
         if (mask is None) == (boxes is None):
             raise BadRequest('give either mask (an image, white = hole) or boxes ("x,y,w,h;...")')
         uploads = [(await f.read(), f.filename) for f in (image, mask) if f is not None]
-        if sum(len(data) for data, _ in uploads) > max_bytes:
-            raise BadRequest(f"request: over this server's upload limit of"
-                             f" {args.max_upload_mb:g} MB", 413)
         with lock:
             if busy[0] > args.queue:
                 raise BadRequest(f"busy: {busy[0]} requests running or waiting (a queue of"
@@ -299,6 +356,9 @@ def parse_args(argv):
     parser.add_argument("--queue", type=int, default=4, metavar="N",
                         help="requests that may wait while one completes; more are answered 503"
                              " (default: 4)")
+    parser.add_argument("--quiet", action="store_true",
+                        help="no line per request (method, path, status, bytes, seconds) on"
+                             " stdout")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
     limits = {"--max-upload-mb": args.max_upload_mb, "--max-pixels": args.max_pixels,
@@ -324,7 +384,8 @@ def main(argv=None):
     print(f"Serving {model_name(args)} (trained at {config.image_size} px) on"
           f" {engine.describe(network)}. Open {address(sock)}"
           f" in a browser (the API: {address(sock)}docs). Ctrl-C stops.", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = uvicorn.Server(uvicorn.Config(app if args.quiet else logged(app),
+                                           log_level="warning", access_log=False))
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn raises the Ctrl-C again once it has stopped

@@ -69,7 +69,8 @@ def eval_history(name):
 
 
 def eval_dir(name):
-    """Where evaluate.py writes the evaluation of a session, or of an export of that name."""
+    """Where evaluate.py writes the evaluation of session NAME (of an export: NAME is
+    exports.results_name's, model-NAME or pretrained-wallpapers)."""
     return os.path.join(RESULTS, name, "eval")
 
 

@@ -563,7 +563,7 @@ def prepare(config, saved, fresh, chief=True):
           + f", alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation"
-          f" ({source}); mean pixel {np.round(mean_pixel, 4).tolist()}")
+          f" ({source}); mean pixel {utils.rounded(mean_pixel)}")
     return train_files, val_files, mean_pixel, lock
 
 

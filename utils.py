@@ -21,6 +21,12 @@ def print_error(error):
     return error.status
 
 
+def rounded(values, digits=4):
+    """Floats as the terminal shows them (a mean pixel: [0.4466, 0.3712, 0.3402]), rounded in
+    float64: a float32 rounded stays 0.4465999901294708 once printed. Files keep them whole."""
+    return [round(float(v), digits) for v in np.ravel(values)]
+
+
 def completion_input(images, masks, mean_pixel):
     """The completion network's input: the hole filled with the mean pixel, plus the mask."""
     filled = images * (1.0 - masks) + tf.reshape(mean_pixel, [1, 1, 1, 3]) * masks

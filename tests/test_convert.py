@@ -12,6 +12,7 @@ import torch7
 from conftest import run_main, run_script, tiny_args
 from PIL import Image
 
+import complete
 import convert
 import exports
 import model
@@ -84,6 +85,25 @@ def test_the_export_records_the_source_its_licence_and_completes_a_photo(tmp_pat
     outside[8:20, 10:22] = False
     np.testing.assert_array_equal(completed[outside], photo[outside])
     assert not np.array_equal(completed[~outside], photo[~outside])
+
+
+def test_a_converted_network_exported_again_keeps_its_source(tmp_path, capsys):
+    """complete.py --model DIR --export: the float16 copy of a conversion still names the file,
+    its sha256 and its licence, with the same mean pixel and configuration."""
+    write_release(tmp_path / "completionnet_celeba.t7", synthetic(8))
+    assert run_main(convert, ["completionnet_celeba.t7", "converted"], tmp_path) == 0
+    assert run_main(complete, ["--model", "converted", "--export", "compact", "--float16"],
+                    tmp_path) == 0
+    assert capsys.readouterr().out.endswith("Exported the completion network of the export"
+                                            " converted to compact/ (float16)\n")
+    _, _, converted = exports.read_metadata(str(tmp_path / "converted"))
+    mean_pixel, config, compact = exports.read_metadata(str(tmp_path / "compact"))
+    assert compact["source"] == converted["source"]
+    assert compact["source"]["file"] == "completionnet_celeba.t7"
+    assert compact["weights"] == exports.FLOAT16_WEIGHTS and "training" not in compact
+    assert compact["mean_pixel"] == converted["mean_pixel"]
+    np.testing.assert_allclose(mean_pixel, MEAN_PIXEL, rtol=1e-6)
+    assert compact["config"] == converted["config"] and config.session == "completionnet_celeba"
 
 
 def test_fine_tuning_from_a_converted_network_and_resuming(tmp_path, make_photos, capsys):

@@ -188,10 +188,49 @@ def test_free_form_holes(root, capsys):
                for values in columns.values() for v in values)
 
 
+def test_several_holes_per_photo(root, capsys):
+    """--max-holes 3: 1 to 3 holes a photo, the first the one-hole run's, scored over their
+    union; --max-holes 1 is the default run exactly."""
+    out, default = run_evaluate(root, capsys, "--count", "4")
+    assert default["settings"]["max_holes"] == 1 and "px), seed 0" in out
+    _, one = run_evaluate(root, capsys, "--count", "4", "--max-holes", "1")
+    assert one == default
+    out, several = run_evaluate(root, capsys, "--count", "4", "--max-holes", "3")
+    assert "rect holes (4-8 px, 1 to 3 per photo), seed 0" in out
+    assert several["settings"]["max_holes"] == 3
+    counts, size = [], several["settings"]["image_size"]
+    for i, (alone, photo) in enumerate(zip(default["photos"], several["photos"])):
+        assert alone["holes"] == [alone["hole"]] and photo["hole"] == alone["hole"]
+        assert photo["holes"][0] == alone["hole"] and 1 <= len(photo["holes"]) <= 3
+        union = np.zeros((size, size), bool)
+        for y, x, h, w in photo["holes"]:
+            union[y:y + h, x:x + w] = True
+        assert photo["hole_pixels"] == int(union.sum()) >= alone["hole_pixels"]
+        counts.append(len(photo["holes"]))
+        # Every method copies the photo outside the holes: the image-wide L1 is the L1 over
+        # the union of the holes, diluted by its share of the pixels.
+        for method in evaluate.METHODS:
+            scores = several["per_photo"][method]
+            assert scores["l1_image"][i] == pytest.approx(
+                scores["l1_hole"][i] * photo["hole_pixels"] / size ** 2, abs=1e-6)
+    more = [i for i, n in enumerate(counts) if n > 1 and several["photos"][i]["hole_pixels"]
+            > default["photos"][i]["hole_pixels"]]
+    assert more and all(several["per_photo"]["mean pixel"]["l2_hole"][i]
+                        != default["per_photo"]["mean pixel"]["l2_hole"][i] for i in more)
+    single = [i for i, n in enumerate(counts) if n == 1]
+    assert single  # seed 0 draws 1, 2, 1 and 2 holes
+    for method in evaluate.METHODS:  # a photo that drew one hole scores as in the default run
+        for column, values in several["per_photo"][method].items():
+            assert [values[i] for i in single] == [
+                default["per_photo"][method][column][i] for i in single], (method, column)
+
+
 @pytest.mark.parametrize("args, message", [
     (["--session", "nope", "--data-dir", "photos"], "error: --session nope"),
     (["--session", "s", "--data-dir", "missing"], "error: --data-dir missing: not a folder"),
     (["--session", "s", "--data-dir", "photos", "--count", "0"], "error: --count 0"),
+    (["--session", "s", "--data-dir", "photos", "--max-holes", "0"],
+     "error: --max-holes 0: expected at least 1"),
 ])
 def test_bad_input_one_line_exit_2_nothing_written(root, capsys, args, message):
     assert run_main(evaluate, args, root) == 2

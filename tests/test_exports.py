@@ -149,8 +149,32 @@ def test_without_session_or_model_evaluate_uses_the_pretrained_model(pretrained,
     out = capsys.readouterr().out.splitlines()
     assert out[0] == USING_PRETRAINED
     assert any(line.startswith("model pretrained/wallpapers: 2 photos") for line in out)
-    metrics = utils.read_json(os.path.join(session.eval_dir("wallpapers"), "metrics.json"))
+    metrics = utils.read_json("results/pretrained-wallpapers/eval/metrics.json")
     assert metrics["settings"]["model"] == "pretrained/wallpapers"
+
+
+def test_evaluations_of_exports_and_sessions_have_folders_of_their_own(pretrained, make_session,
+                                                                        make_photos, capsys):
+    """A session named like the pretrained model's folder, or like an export's, keeps its
+    results/NAME/eval; the same export by another path shares its folder."""
+    root, _ = pretrained
+    make_photos(root / "photos", 1, size=(40, 48))
+    make_session(root, "wallpapers")
+    make_session(root, "compact")
+    runs = {("--session", "wallpapers"): "results/wallpapers/eval",
+            ("--session", "compact"): "results/compact/eval",
+            (): "results/pretrained-wallpapers/eval",
+            ("--model", "compact"): "results/model-compact/eval",
+            ("--model", "repo/pretrained/wallpapers/"): "results/pretrained-wallpapers/eval"}
+    for flags, folder in runs.items():
+        assert run_main(evaluate, [*flags, "--data-dir", "photos", "--count", "1"], root) == 0
+        assert f"Wrote {folder}/metrics.csv, " in capsys.readouterr().out
+        settings = utils.read_json(os.path.join(folder, "metrics.json"))["settings"]
+        assert (settings["session"], settings["model"]) == (
+            (flags[1], None) if flags and flags[0] == "--session" else
+            (None, flags[1] if flags else "pretrained/wallpapers")), flags
+    assert sorted(os.listdir("results")) == ["compact", "model-compact", "pretrained-wallpapers",
+                                             "wallpapers"]
 
 
 def test_a_damaged_pretrained_model_is_named_as_the_default(pretrained, capsys):
@@ -176,13 +200,12 @@ def test_without_a_pretrained_model_say_what_to_give(tmp_path, monkeypatch, make
 @pytest.mark.parametrize("args, message", [
     (["--session", "s", "--input", "p.png", "--box", "1,1,5,5", "--output", "o.png",
       "--float16"], "--float16 applies only to --export DIR"),
-    (["--export", "exported"], "--export needs --session"),
     (["--model", "m", "--iteration", "2", "--input", "p.png", "--box", "1,1,5,5", "--output",
       "o.png"], "--iteration applies only to --session NAME"),
-    (["--model", "m", "--export", "exported"],
-     "--export takes only --session, --iteration and --float16"),
+    (["--model", "m", "--export", "exported", "--input", "p.png"],
+     "--export takes only --session, --iteration, --model and --float16"),
     (["--session", "s", "--export", "exported", "--engine", "onnx"],
-     "--export takes only --session, --iteration and --float16"),
+     "--export takes only --session, --iteration, --model and --float16"),
     (["--session", "s", "--model", "m", "--export", "exported"],
      "argument --model: not allowed with argument --session"),
 ])
@@ -215,3 +238,78 @@ def test_export_of_an_older_iteration(copy_training, monkeypatch, capsys):
     assert complete.main(["--session", "tiny", "--iteration", "3", "--export", "p3"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5")
+
+
+def completion(model, name):
+    """complete.py --model MODEL on photo.png (a box in the middle), as uint8 (H, W, 3)."""
+    assert complete.main(["--model", model, "--input", "photo.png", "--box", "12,10,24,20",
+                          "--output", name]) == 0
+    return np.asarray(Image.open(name)).astype(int)
+
+
+def test_an_export_exported_again_in_float16_and_back(copy_training, monkeypatch, capsys):
+    """--model DIR --export: the same network with the source's mean pixel, configuration and
+    records; in float16 within the README's bound, and back in float32 the float16 weights."""
+    monkeypatch.chdir(copy_training)
+    Image.fromarray(smooth_photo(np.random.default_rng(5), 40, 52)).save("photo.png")
+    assert complete.main(["--session", "tiny", "--export", "full"]) == 0
+    capsys.readouterr()
+    assert complete.main(["--model", "full", "--export", "compact", "--float16"]) == 0
+    assert capsys.readouterr().out == (
+        "Exported the completion network of the export full to compact/ (float16)\n")
+    assert sorted(os.listdir("compact")) == [exports.FLOAT16_WEIGHTS, "glcic.json"]
+    full, compact = utils.read_json("full/glcic.json"), utils.read_json("compact/glcic.json")
+    for key in ("mean_pixel", "config", "training", "network_version"):
+        assert compact[key] == full[key], key
+    assert full["training"]["iteration"] == 5 and "held_out" in full["training"]
+
+    hole = np.zeros((40, 52), bool)
+    hole[10:30, 12:36] = True
+    in_float32, in_float16 = completion("full", "full.png"), completion("compact", "compact.png")
+    assert np.array_equal(in_float32[~hole], in_float16[~hole])
+    # The README's bound for float16 weights: about 0.01 of [0, 1], 2.55 levels of 255, and
+    # rounding to whole levels adds at most one (measured here: 3 at most, 0.36 on average).
+    difference = np.abs(in_float32 - in_float16)[hole]
+    assert 0 < difference.max() <= 0.01 * 255 + 1 and difference.mean() < 0.5
+
+    assert complete.main(["--model", "compact", "--export", "back"]) == 0
+    assert capsys.readouterr().out.endswith(
+        "Exported the completion network of the export compact to back/\n")
+    back = utils.read_json("back/glcic.json")
+    assert "weights" not in back and os.path.exists("back/completion_network.keras")
+    assert {key: back[key] for key in ("mean_pixel", "config", "training")} == {
+        key: full[key] for key in ("mean_pixel", "config", "training")}
+    for weight, stored in zip(exports.read("back")[0].weights, exports.read("compact")[0].weights):
+        assert np.array_equal(weight.numpy(), stored.numpy()), weight.path
+    assert np.array_equal(completion("back", "back.png"), in_float16)
+
+
+def test_export_without_session_or_model_exports_the_pretrained_model(pretrained, capsys):
+    """...with its records as they are: here a configuration saved before --val-split."""
+    path = os.path.join(exports.PRETRAINED, "glcic.json")
+    source = utils.read_json(path)
+    del source["config"]["val_split"]
+    utils.write_json(path, source)
+    capsys.readouterr()
+    assert complete.main(["--export", "again"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        USING_PRETRAINED,
+        "Exported the completion network of the pretrained model pretrained/wallpapers to again/"]
+    again = utils.read_json("again/glcic.json")
+    assert again["training"] == source["training"] == {"iteration": 1}
+    assert again["mean_pixel"] == source["mean_pixel"] and again["config"] == source["config"]
+    assert "val_split" not in again["config"] and "weights" not in again
+    assert np.array_equal(completion("again", "again.png"), completion("compact", "compact.png"))
+
+
+def test_exporting_into_the_folder_it_reads_is_refused(pretrained, capsys):
+    before = utils.read_json("compact/glcic.json")
+    capsys.readouterr()
+    assert complete.main(["--model", "compact", "--export", "compact/", "--float16"]) == 2
+    assert capsys.readouterr().err == ("error: --export compact/: that is the folder of the"
+                                       " export compact itself; export to another folder\n")
+    assert complete.main(["--export", os.path.join("repo", "pretrained", "wallpapers")]) == 2
+    assert capsys.readouterr().err == (
+        "error: --export repo/pretrained/wallpapers: that is the folder of the pretrained model"
+        " pretrained/wallpapers itself; export to another folder\n")
+    assert utils.read_json("compact/glcic.json") == before

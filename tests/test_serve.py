@@ -4,7 +4,9 @@ import base64
 import io
 import json
 import os
+import re
 import select
+import shutil
 import signal
 import socket
 import subprocess
@@ -140,7 +142,9 @@ def test_json_answers_hold_both_completions_as_base64_pngs(client, photo):
 def test_health_names_the_model_and_its_training(client, tiny_model):
     _, mean_pixel, _ = tiny_model
     health = client.get("/api/health").json()
-    assert health["mean_pixel"] == pytest.approx(np.asarray(mean_pixel).tolist())
+    # To 4 decimals, as the README shows it (the export's glcic.json keeps it whole).
+    assert health["mean_pixel"] == [round(float(v), 4) for v in mean_pixel]
+    assert all(len(repr(v)) <= 6 for v in health["mean_pixel"])
     del health["mean_pixel"]
     assert health == {"model_loaded": True, "model": "session tiny", "session": "tiny",
                       "export": None, "image_size": 32, "busy": 0, "queue": 4,
@@ -260,6 +264,18 @@ def test_photos_and_uploads_over_the_limits_are_413(tiny_model, photo):
         assert_error(post(client, photo, boxes="1,1,5,5"), 413,
                      f"request: {len(post_body(photo)) / 2**20:.3g} MB, over this server's"
                      " upload limit of 0.001 MB")
+
+
+def test_a_chunked_upload_over_the_limit_is_413(tiny_model):
+    """Without Content-Length the body is counted as it comes."""
+    def chunks():
+        for _ in range(4):
+            yield b"x" * 1000
+    with make_client(tiny_model, "--max-upload-mb", "0.001") as client:
+        response = client.post("/api/complete", content=chunks(),
+                               headers={"content-type": "multipart/form-data; boundary=b"})
+    assert "content-length" not in response.request.headers
+    assert_error(response, 413, "request: over this server's upload limit of 0.001 MB")
 
 
 def post_body(photo):
@@ -394,3 +410,81 @@ def test_serve_py_prints_its_address_serves_the_documented_requests_and_stops_on
         status, stderr = stop_server(process)
     assert status == 0, stderr
     assert "Traceback" not in stderr
+
+
+LOG_LINE = re.compile(r"^(GET|POST) (/\S*) (\d{3}) (\d+) B (\d+\.\d\d) s$")
+
+
+def raw_post(url, size, *headers):
+    """A POST of `size` bytes sent whole before the answer is read, as simple clients do: the
+    answer's (status, body)."""
+    host, port = url.split("//")[1].rstrip("/").split(":")
+    head = "".join(f"{h}\r\n" for h in ("POST /api/complete HTTP/1.1", f"Host: {host}",
+                                         "Content-Type: multipart/form-data; boundary=b",
+                                         f"Content-Length: {size}", *headers))
+    with socket.create_connection((host, int(port)), timeout=60) as sock:
+        sock.sendall(head.encode() + b"\r\n" + b"x" * size)  # fails if the server resets
+        answer = b""
+        while True:
+            head, _, body = answer.partition(b"\r\n\r\n")
+            length = re.search(rb"content-length: (\d+)", head, re.I)
+            if length and len(body) >= int(length.group(1)):
+                return int(head.split()[1]), body.decode()
+            chunk = sock.recv(65536)
+            assert chunk, f"the connection closed after {answer!r}"
+            answer += chunk
+
+
+def test_an_upload_over_the_limit_gets_its_413_answer_from_serve_py(tiny_training, tmp_path,
+                                                                     photo):
+    """The body over --max-upload-mb is read and thrown away, so that the client, still sending,
+    reads the 413 answer instead of a reset connection; one log line per request."""
+    root, _ = tiny_training
+    process, url = start_server(["--session", "tiny", "--max-upload-mb", "1"], root)
+    expected = '{"error":"request: 4.29 MB, over this server\'s upload limit of 1 MB"}'
+    try:
+        for close in ([], ["Connection: close"]):  # keep-alive, and closed after the answer
+            assert raw_post(url, 4_500_000, *close) == (413, expected)
+        response = httpx.post(url + "api/complete", content=b"x" * 4_500_000, timeout=60,
+                              headers={"content-type": "multipart/form-data; boundary=b"})
+        assert response.status_code == 413 and response.text == expected
+        curled = []
+        if shutil.which("curl"):  # as curl sends it, waiting for 100 Continue or not
+            (tmp_path / "big.png").write_bytes(b"x" * 4_500_000)
+            for expect in ([], ["-H", "Expect:"]):
+                done = subprocess.run(["curl", "-sS", *expect, "-F", "image=@big.png", "-F",
+                                       "boxes=1,1,5,5", "-w", "\n%{http_code}",
+                                       url + "api/complete"], cwd=tmp_path, capture_output=True,
+                                      text=True, timeout=60)
+                body, status = done.stdout.rsplit("\n", 1)
+                assert (done.returncode, status, done.stderr) == (0, "413", "")
+                assert re.fullmatch(r'\{"error":"request: 4\.29 MB, over this server\'s upload'
+                                    r' limit of 1 MB"\}', body), body
+                curled.append(len(body))
+        hole = stroke()
+        done = httpx.post(url + "api/complete", files={
+            "image": ("photo.png", encode(photo)),
+            "mask": ("mask.png", encode(hole.astype(np.uint8) * 255))}, timeout=60)
+        assert done.status_code == 200 and process.poll() is None
+    finally:
+        status, stderr = stop_server(process)
+    assert status == 0 and "Traceback" not in stderr, stderr
+    lines = process.stdout.read().splitlines()
+    # Every line is a request's (no access log of uvicorn's besides); the last ones are ours.
+    assert all(LOG_LINE.match(line) for line in lines), lines
+    ours = [LOG_LINE.match(line).groups()[:4] for line in lines[-4 - len(curled):]]
+    assert ours == [("POST", "/api/complete", "413", str(len(expected)))] * (3 + len(curled)) + [
+        ("POST", "/api/complete", "200", done.headers["content-length"])]
+    assert all(line.startswith("GET /api/health 200 ") for line in lines[:-4 - len(curled)])
+
+
+def test_serve_py_quiet_prints_no_line_per_request(tiny_training):
+    root, _ = tiny_training
+    process, url = start_server(["--session", "tiny", "--quiet"], root)
+    try:
+        assert httpx.get(url).status_code == 200
+        assert httpx.get(url + "api/nothing").status_code == 404
+    finally:
+        status, stderr = stop_server(process)
+    assert status == 0, stderr
+    assert process.stdout.read() == "" and "Traceback" not in stderr

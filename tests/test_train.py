@@ -381,7 +381,13 @@ def test_a_run_keeps_a_checkpoint_at_every_phase_end(tiny_training):
     assert (config.image_size, config.total_iters, config.preset, config.width_divisor) == \
         (32, 5, "quick", 8)
     assert len(saved["mean_pixel"]) == 3
-    assert "Photos: 4 for training, 1 for validation (--val-split 0.05 of --data-dir);" in out
+    line = next(line for line in out.splitlines() if line.startswith("Photos: "))
+    assert line.startswith("Photos: 4 for training, 1 for validation (--val-split 0.05 of"
+                           " --data-dir); mean pixel [")
+    # Printed to 4 decimals; session.json keeps the float32 values whole.
+    printed = line.split("; mean pixel [")[1].rstrip("]").split(", ")
+    assert [float(v) for v in printed] == [round(v, 4) for v in saved["mean_pixel"]]
+    assert all(len(v) <= 6 for v in printed) and all(len(repr(v)) > 6 for v in saved["mean_pixel"])
     assert "Finished 5 iterations of session 'tiny'" in out
 
 

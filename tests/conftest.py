@@ -6,8 +6,12 @@ Tiny means 32 px crops, batch 2 and networks with an eighth of the paper's chann
     python -m pytest -q tests                     # the default run, a few minutes
     python -m pytest -q tests -m "not soak"       # plus the slow multi-process tests (CI)
     python -m pytest -q tests -m soak             # the long soak runs only
+
+pytest.ini runs the tests in one worker process per CPU (pytest-xdist); add -n 0 to run them in
+this process alone.
 """
 import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -121,13 +125,46 @@ def run_script(script, args, cwd, timeout=600, **kwargs):
                           capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+@contextlib.contextmanager
+def run_wide_folder(tmp_path_factory, name):
+    """(folder, done): a folder that every process of this test run shares, held under a lock
+    while the block runs; `done` is a marker file written once the folder is complete. With
+    pytest-xdist (-n) the workers' temporary folders share one parent; without it the folder is
+    this process's own."""
+    if "PYTEST_XDIST_WORKER" not in os.environ:
+        folder = tmp_path_factory.mktemp(name)
+        yield folder, folder.parent / f"{folder.name}.complete"
+        return
+    parent = tmp_path_factory.getbasetemp().parent
+    with open(parent / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            folder, done = parent / name, parent / f"{name}.complete"
+            if not done.exists() and folder.exists():
+                shutil.rmtree(folder)  # a worker failed half-way: build it again
+            folder.mkdir(exist_ok=True)
+            yield folder, done
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 @pytest.fixture(scope="session")
 def tiny_training(tmp_path_factory):
     """A folder holding photos/ and the finished tiny session 'tiny' (phases of 2, 2 and 1
-    iterations), trained once per test run by train.main; and what train.py printed.
-    Tests that change the session work on a copy (copy_training)."""
+    iterations), trained once per test run by train.main (once for all pytest-xdist workers);
+    and what train.py printed. Tests that change the session work on a copy (copy_training)."""
+    with run_wide_folder(tmp_path_factory, "tiny_training") as (root, done):
+        if not done.exists():
+            output = train_tiny_session(root)
+            done.write_text("")
+        else:
+            output = (root / "stdout.txt").read_text()
+    return root, output
+
+
+def train_tiny_session(root):
+    """Photos and the tiny session 'tiny' in `root`; returns what train.py printed."""
     import train
-    root = tmp_path_factory.mktemp("tiny_training")
     rng = np.random.default_rng(0)
     os.makedirs(root / "photos" / "nested")
     for i in range(5):
@@ -137,7 +174,7 @@ def tiny_training(tmp_path_factory):
     with open(capture, "w") as out, contextlib.redirect_stdout(out):
         code = run_main(train, tiny_args("photos"), root)
     assert code == 0, capture.read_text()[-3000:]
-    return root, capture.read_text()
+    return capture.read_text()
 
 
 @pytest.fixture

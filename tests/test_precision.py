@@ -49,25 +49,33 @@ def losses(root, name):
             for row in rows]
 
 
+def write_photos(root):
+    rng = np.random.default_rng(0)
+    os.makedirs(root / "photos")
+    for i in range(4):
+        Image.fromarray(smooth_photo(rng, 40, 52)).save(root / "photos" / f"p{i}.png")
+    return root
+
+
 @pytest.fixture
 def photos(tmp_path):
-    rng = np.random.default_rng(0)
-    os.makedirs(tmp_path / "photos")
-    for i in range(4):
-        Image.fromarray(smooth_photo(rng, 40, 52)).save(tmp_path / "photos" / f"p{i}.png")
-    return tmp_path
+    return write_photos(tmp_path)
 
 
-@cpu_only
-def test_training_is_float32_by_default_even_where_bfloat16_is_native(photos, monkeypatch):
-    monkeypatch.setenv("GLCIC_CPUINFO", BF16_CPU)
-    code, printed = run_train(photos, tiny_args("photos", session="d", tc=1, td=1, total=2))
-    assert code == 0, printed
-    assert compute_line(printed).startswith(
-        "Compute: CPU, float32 (the default; --precision bfloat16 trains faster on this CPU, see"
-        " docs/training.md, \"Precision\"), XLA")
-    saved = utils.read_json(os.path.join(photos, session.session_file("d")))
-    assert saved["config"]["precision"] == "float32"
+@pytest.fixture(scope="module")
+def float32_runs(tmp_path_factory):
+    """Two deterministic tiny runs of 4 iterations: "auto", --precision auto on a CPU without
+    bfloat16, and "float32", the default on a CPU with it. Returns the folder and, for each,
+    (exit status, what it printed)."""
+    root = write_photos(tmp_path_factory.mktemp("float32_runs"))
+    runs = {}
+    for name, cpuinfo, extra in (("auto", "avx2.txt", ["--precision", "auto"]),
+                                 ("float32", "avx512_bf16.txt", [])):
+        with pytest.MonkeyPatch.context() as monkeypatch:
+            monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, cpuinfo))
+            runs[name] = run_train(root, [*tiny_args("photos", session=name, tc=2, td=1,
+                                                     total=4), "--deterministic", *extra])
+    return root, runs
 
 
 @cpu_only
@@ -126,16 +134,25 @@ def test_auto_trains_in_bfloat16_where_native_and_a_session_moves_between_precis
 
 
 @cpu_only
-def test_float32_is_todays_path_to_the_bit(photos, monkeypatch):
+def test_training_is_float32_by_default_even_where_bfloat16_is_native(float32_runs):
+    root, runs = float32_runs  # "float32": the default, GLCIC_CPUINFO with avx512_bf16
+    code, printed = runs["float32"]
+    assert code == 0, printed
+    assert compute_line(printed).startswith(
+        "Compute: CPU, float32 (the default; --precision bfloat16 trains faster on this CPU, see"
+        " docs/training.md, \"Precision\"), XLA")
+    saved = utils.read_json(os.path.join(root, session.session_file("float32")))
+    assert saved["config"]["precision"] == "float32"
+
+
+@cpu_only
+def test_float32_is_todays_path_to_the_bit(float32_runs):
     """auto on a CPU without bfloat16 and the default on one with it both train exactly as
     float32 did before --precision existed (deterministic kernels)."""
-    root = photos
+    root, runs = float32_runs
     rows = {}
-    for name, cpuinfo, extra in (("auto", "avx2.txt", ["--precision", "auto"]),
-                                 ("float32", "avx512_bf16.txt", [])):
-        monkeypatch.setenv("GLCIC_CPUINFO", os.path.join(CPUINFO, cpuinfo))
-        code, printed = run_train(root, [*tiny_args("photos", session=name, tc=2, td=1, total=4),
-                                         "--deterministic", *extra])
+    for name in ("auto", "float32"):
+        code, printed = runs[name]
         assert code == 0, printed
         assert compute_line(printed).startswith("Compute: CPU, float32 (")
         rows[name] = losses(root, name)

@@ -4,6 +4,7 @@
     python evaluate.py --model exported/ --data-dir PHOTOS --hole-shape free --seed 1 --count 50
     python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
     python evaluate.py --session NAME --data-dir PHOTOS --max-holes 3   # 1 to 3 holes a photo
+    python evaluate.py --data-dir PHOTOS --layers   # also: which layers make a two-pixel period
 
 Each photo is centre-cropped to the session's image size and gets one seeded random hole (with
 --max-holes N, 1 to N, as training draws them; the first is the one-hole run's): the same holes
@@ -21,7 +22,7 @@ SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --sessi
 results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
 pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
 pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
-2x).
+2x); with --layers, layers.csv.
 """
 import contextlib
 import csv

@@ -160,6 +160,15 @@ class Config:
              " the completion network's adversarial target stays 1. 0: the paper. A session"
              " may change it when it resumes",
         check=lambda v: 0 <= v < 0.5, expected="a number in [0, 0.5)")
+    d_batches: str = setting(
+        "separate", "how the discriminator sees a batch in training: separate (the photos and"
+                    " the completed images as two batches, as GLCIC-PyTorch does) or joint"
+                    " (one batch of both). Its batch norm normalizes each batch by that"
+                    " batch's statistics, so with separate batches it can tell a batch of"
+                    " completed images by what they share (docs/results.md, \"Why the"
+                    " discriminator wins\"); joint batches leave it only each image to judge."
+                    " A session may change it when it resumes",
+        choices=("separate", "joint"))
     checkerboard_penalty: float = setting(
         0.0, "add W times the two-pixel-period excess of the output in the hole (the mean over"
              " its 2x2 windows of max(0, |[[1,-1],[-1,1]] * output| - the same of the photo))"

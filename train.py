@@ -219,10 +219,21 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     def share_of_mean(values):
         return tf.nn.compute_average_loss(values[:, 0], global_batch_size=B)
 
+    def real_and_fake(part, completed):
+        """The discriminator's logits on the micro-batch's photos and on its completed images:
+        two batches (--d-batches separate, each normalized by its own batch-norm statistics),
+        or one of both (joint: shared statistics, so no batch is all of one kind)."""
+        if config.d_batches == "separate":
+            return (discriminate(part["image"], part["local_real"]),
+                    discriminate(completed, part["local_fake"]))
+        size = completed.shape[0]
+        both = discriminate(tf.concat([tf.cast(part["image"], completed.dtype), completed], 0),
+                            tf.concat([part["local_real"], part["local_fake"]], 0))
+        return both[:size], both[size:]
+
     def discrimination(part, completed):
         """The discriminator's loss and metrics on a micro-batch and its completed images."""
-        real = discriminate(part["image"], part["local_real"])
-        fake = discriminate(tf.stop_gradient(completed), part["local_fake"])
+        real, fake = real_and_fake(part, tf.stop_gradient(completed))
         loss = discriminator_loss(real, fake, B, config.label_smoothing)
         return loss, {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
                       "d_completed": share_of_mean(tf.sigmoid(fake))}, None
@@ -279,7 +290,9 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
                 recon = reconstruction(part, outputs)
                 penalty, values = penalties(part, outputs)
                 not_adversarial = recon + penalty
-            adv = adversarial_loss(discriminate(completed, part["local_fake"]), B)
+            judged = (discriminate(completed, part["local_fake"])
+                      if config.d_batches == "separate" else real_and_fake(part, completed)[1])
+            adv = adversarial_loss(judged, B)
             return (not_adversarial + config.alpha * adv,
                     {"reconstruction": recon, "adversarial": adv, **values},
                     (outputs, at_output.gradient(not_adversarial, outputs)))
@@ -611,7 +624,8 @@ def prepare(config, saved, fresh, chief=True):
 
 def departures(config):
     """The start-up line's tail: the options that depart from the paper's GAN, if any."""
-    parts = [f"discriminator phase-3 loss x {config.d_loss_scale:g}"
+    parts = ["joint discriminator batches" if config.d_batches == "joint" else "",
+             f"discriminator phase-3 loss x {config.d_loss_scale:g}"
              if config.d_loss_scale != 1 else "",
              f"label smoothing {config.label_smoothing:g}" if config.label_smoothing else "",
              f"checkerboard penalty {config.checkerboard_penalty:g}"

@@ -137,7 +137,7 @@ def test_config_errors_are_user_errors():
 def test_fields_with_choices_are_the_expected_ones():
     assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
                                  "xla", "strategy", "precision", "upsampling",
-                                 "transposed_init"}
+                                 "transposed_init", "d_batches"}
 
 
 @pytest.mark.parametrize("name", WITH_CHOICES)
@@ -196,12 +196,13 @@ def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
     assert "transposed_init" not in cfg.ARCHITECTURE_SETTINGS
     old = cfg.Config().to_dict()
     for name in ("upsampling", "transposed_init", "d_loss_scale", "label_smoothing",
-                 "checkerboard_penalty"):
-        del old[name]  # a session or export saved before these existed: the paper's
+                 "checkerboard_penalty", "d_batches"):
+        del old[name]  # a session or export saved before these existed: as before them
     restored = cfg.Config.from_dict(old)
     assert (restored.upsampling, restored.transposed_init, restored.d_loss_scale,
-            restored.label_smoothing, restored.checkerboard_penalty) == (
-        "transposed", "default", 1.0, 0.0, 0.0)
+            restored.label_smoothing, restored.checkerboard_penalty, restored.d_batches) == (
+        "transposed", "default", 1.0, 0.0, 0.0, "separate")
+    assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
 
 
 # ---------------------------------------------------------------------------------------------

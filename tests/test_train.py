@@ -330,6 +330,40 @@ def test_the_departures_from_the_paper_change_exactly_their_terms():
         np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-15)
 
 
+def test_joint_discriminator_batches_normalize_photos_and_fills_together():
+    """--d-batches joint: phase 2 judges the photos and the completed images in one batch (its
+    batch-norm statistics over both); separate, each in a batch of its own, as the logits of
+    the discriminator called on each show."""
+    G, D, _, batch = float64_steps(1)
+    start = [v.numpy() for v in G.weights + D.weights]
+    inputs = utils.completion_input(batch["image"], batch["mask"],
+                                    tf.constant([0.5] * 3, tf.float64))
+    completed = utils.blend(batch["image"], G(inputs, training=False), batch["mask"])
+    L = TINY_SETTINGS["local_size"]
+
+    def judged(images, at):
+        return tf.sigmoid(D.stateless_call(D.trainable_variables, D.non_trainable_variables,
+                                           [images, utils.crop_patches(images, at, L)],
+                                           training=True)[0]).numpy()[:, 0]
+    both = judged(tf.concat([batch["image"], completed], 0),
+                  tf.concat([batch["local_real"], batch["local_fake"]], 0))
+    expected = {"joint": (both[:4].mean(), both[4:].mean()),
+                "separate": (judged(batch["image"], batch["local_real"]).mean(),
+                             judged(completed, batch["local_fake"]).mean())}
+    assert abs(expected["joint"][1] - expected["separate"][1]) > 1e-6
+    for d_batches, (real, fake) in expected.items():
+        for v, value in zip(G.weights + D.weights, start):
+            v.assign(value)
+        config = cfg.resolve(cfg.preset_config("quick"), dict(
+            TINY_SETTINGS, batch_size=4, alpha=1.0, d_batches=d_batches))
+        optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
+        for optimizer, network in zip(optimizers, (G, D)):
+            optimizer.build(network.trainable_variables)
+        metrics = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))[2](batch)
+        assert float(metrics["d_real"]) == pytest.approx(real, rel=1e-9), d_batches
+        assert float(metrics["d_completed"]) == pytest.approx(fake, rel=1e-9), d_batches
+
+
 def test_accumulated_gradients_are_those_of_the_whole_batch():
     """With batch norm in inference mode (each image's gradient then independent of the
     others), each phase's update from 2 micro-batches of 2 is the update from the batch of 4,
@@ -554,12 +588,12 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     and the session's export completes and refuses to seed a transposed session."""
     make_photos(tmp_path / "photos", 4)
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
-                  "--checkerboard-penalty", "1"]
+                  "--checkerboard-penalty", "1", "--d-batches", "joint"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
-    assert (", alpha 0.0004, widths / 8, discriminator phase-3 loss x 0.5, label smoothing 0.1,"
-            " checkerboard penalty 1, resize upsampling\n") in out
+    assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
+            " x 0.5, label smoothing 0.1, checkerboard penalty 1, resize upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert [(r["phase"], r["checkerboard"] != "") for r in rows] == [
         ("1", True), ("2", False), ("3", True)]

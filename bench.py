@@ -71,7 +71,7 @@ def phase_flops(config):
     Phase 2 runs the completion network forward and updates the discriminator on a real and a
     completed image; phase 3 adds the completion network's backward pass and one more
     discriminator forward and backward for the adversarial gradient."""
-    g = completion_flops(config.image_size)
+    g = completion_flops(config.image_size, upsampling=config.upsampling)
     d = discriminator_flops(config.image_size, config.local_size)
     return {"phase1": 3 * g, "phase2": g + 2 * 3 * d, "phase3": 3 * g + 3 * 3 * d,
             "inference": g}
@@ -382,7 +382,8 @@ def run(config, files, steps, warmup, precision="auto", sizes=(128, 256, 512), b
             training[name + suffix(p)] = step
     G, D = networks["G"], networks["D"]
     # complete.py's network: float32 weights whatever the training precision
-    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
+                                       upsampling=config.upsampling)
     network.set_weights(G.get_weights())
     examples = {(size, n): inference_input(size, n, mean_pixel) for size in sizes for n in batches}
     with tempfile.TemporaryDirectory() as folder:

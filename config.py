@@ -19,7 +19,7 @@ DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 PHASE_NAMES = {1: "phase 1 completion", 2: "phase 2 discriminator", 3: "phase 3 joint"}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
-ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer", "width_divisor")
+ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer", "width_divisor", "upsampling")
 
 
 class ConfigError(UserError):
@@ -146,6 +146,48 @@ class Config:
              " --lr-drops then anneal the completion network only, and phases 2 and 3 train the"
              " discriminator at this rate. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative number (0: as --learning-rate)")
+    # What other implementations change where the paper's phase 3 fails at small scale
+    # (docs/training.md, "When the discriminator wins"). The defaults are the paper's.
+    d_loss_scale: float = setting(
+        1.0, "multiply the discriminator's loss by S in phase 3 (GLCIC-PyTorch: alpha, 0.0004);"
+             " 1: the paper. With Adadelta this shrinks its phase-3 steps; Adam mostly undoes"
+             " a constant scale once its moment estimates catch up. A session may change it"
+             " when it resumes",
+        check=lambda v: 0 < v <= 1, expected="a number in (0, 1]")
+    label_smoothing: float = setting(
+        0.0, "one-sided label smoothing: the discriminator's target for real images is 1 - S"
+             " in phases 2 and 3 (Salimans et al. 2016 use 0.1); completed images keep 0 and"
+             " the completion network's adversarial target stays 1. 0: the paper. A session"
+             " may change it when it resumes",
+        check=lambda v: 0 <= v < 0.5, expected="a number in [0, 0.5)")
+    d_batches: str = setting(
+        "separate", "how the discriminator sees a batch in training: separate (the photos and"
+                    " the completed images as two batches, as GLCIC-PyTorch does) or joint"
+                    " (one batch of both). Its batch norm normalizes each batch by that"
+                    " batch's statistics, so with separate batches it can tell a batch of"
+                    " completed images by what they share (docs/results.md, \"Why the"
+                    " discriminator wins\"); joint batches leave it only each image to judge."
+                    " A session may change it when it resumes",
+        choices=("separate", "joint"))
+    checkerboard_penalty: float = setting(
+        0.0, "add W times the two-pixel-period excess of the output in the hole (the mean over"
+             " its 2x2 windows of max(0, |[[1,-1],[-1,1]] * output| - the same of the photo))"
+             " to the completion network's loss in phases 1 and 3; not in the paper. 0: none."
+             " A session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative weight")
+    upsampling: str = setting(
+        "transposed", "how the completion network doubles its resolution, twice: transposed"
+                      " (the paper's 4x4 transposed convolutions) or resize (nearest-neighbour"
+                      " upsampling, then a 3x3 convolution: no checkerboard by construction,"
+                      " Odena et al. 2016; not the paper's, and the authors' weights and"
+                      " --init-from of a transposed network do not load into it)",
+        choices=("transposed", "resize"))
+    transposed_init: str = setting(
+        "default", "initial kernels of the two transposed convolutions: default (Keras'"
+                   " Glorot uniform, as any layer) or checkerboard-free (each 4x4 kernel a 3x3"
+                   " one convolved with a 2x2 box, so the layer starts as resize upsampling"
+                   " does: nearest neighbour, then a 3x3 convolution). Only for new networks",
+        choices=("default", "checkerboard-free"))
     checkpoint_every: int = setting(
         1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)

@@ -4,6 +4,7 @@
     python evaluate.py --model exported/ --data-dir PHOTOS --hole-shape free --seed 1 --count 50
     python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
     python evaluate.py --session NAME --data-dir PHOTOS --max-holes 3   # 1 to 3 holes a photo
+    python evaluate.py --data-dir PHOTOS --layers   # also: which layers make a two-pixel period
 
 Each photo is centre-cropped to the session's image size and gets one seeded random hole (with
 --max-holes N, 1 to N, as training draws them; the first is the one-hole run's): the same holes
@@ -21,10 +22,12 @@ SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --sessi
 results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
 pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
 pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
-2x).
+2x); with --layers, layers.csv.
 """
+import contextlib
 import csv
 import dataclasses
+import io
 import os
 import sys
 import textwrap
@@ -275,6 +278,13 @@ def write_csv(path, means):
             writer.writerow([method, *(repr(means[method][c]) for c in columns)])
 
 
+def write_rows(path, fields, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def better(column):
     if column in realism.COLUMNS:
         return "lower is better" if column == "swd_hole" else "1 is the photos'"
@@ -364,6 +374,66 @@ def without_nan(value):
     return None if isinstance(value, float) and np.isnan(value) else value
 
 
+# ---------------------------------------------------------------------------------------------
+# --layers: which layers of the completion network make a two-pixel period
+
+
+def layer_names(network):
+    """The completion network's layers to look at: each conv-bn-relu row's output (its ReLU)
+    and the output layer."""
+    import keras
+    return ([layer.name for layer in network.layers if isinstance(layer, keras.layers.ReLU)]
+            + [network.layers[-1].name])
+
+
+def layers_by_period(network, items, mean_pixel, batch=8):
+    """For each of layer_names(network): its feature maps' share of variance at the two-pixel
+    period (realism.period_two_sums), inside the holes and outside them, pooled over the
+    held-out items (their holes taken at each layer's resolution): [dict(layer, size, hole,
+    outside)], from the input to the output; size: the maps' height. hole is nan where no 2x2
+    block of a layer's maps lies in a hole (small holes at a quarter of the resolution)."""
+    import keras
+    import tensorflow as tf
+    names = layer_names(network)
+    probe = keras.Model(network.inputs, [network.get_layer(name).output for name in names])
+    sums, sizes = {name: np.zeros(4) for name in names}, {}
+    for start in range(0, len(items), batch):
+        part = items[start:start + batch]
+        images = np.stack([item["masked"] for item in part]).astype(np.float32) / 255
+        holes = np.stack([item["hole"] for item in part])
+        inputs = utils.completion_input(tf.constant(images),
+                                        tf.constant(holes[..., None], tf.float32),
+                                        tf.constant(mean_pixel, tf.float32))
+        for name, maps in zip(names, probe(inputs, training=False)):
+            maps = np.asarray(maps, np.float64)
+            step = holes.shape[1] // maps.shape[1]  # a map pixel is in the hole if any of
+            at_size = holes.reshape(len(part), maps.shape[1], step, maps.shape[2], step).any(
+                axis=(2, 4))                        # the photo's pixels it stands for is
+            sizes[name] = maps.shape[1]
+            sums[name] += (*realism.period_two_sums(maps, at_size),
+                           *realism.period_two_sums(maps, ~at_size))
+    return [dict(layer=name, size=sizes[name],
+                 hole=s[0] / s[1] if s[1] > 0 else float("nan"),
+                 outside=s[2] / s[3] if s[3] > 0 else float("nan"))
+            for name, s in sums.items()]
+
+
+def quietly_loaded(args):
+    """The Keras network in float32 of --session / --model (already loaded once for another
+    engine or precision), without saying again which one it is."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        return exports.load_model(args.session, args.model, args.iteration, "tf", "float32")[0]
+
+
+def layers_table(rows):
+    lines = ["Two-pixel period by layer: share of each layer's feature maps' variance at the"
+             " [[1, -1], [-1, 1]] frequency (smooth maps 0, white noise 0.25, a checkerboard 1)",
+             f"{'layer':10s} {'size':>5s} {'hole':>7s} {'outside':>8s}"]
+    lines += [f"{r['layer']:10s} {r['size']:5d} {r['hole']:7.4f} {r['outside']:8.4f}"
+              for r in rows]
+    return "\n".join(lines)
+
+
 def report(folder, header, settings, photos, measured, examples):
     print(table(header, measured))
     os.makedirs(folder, exist_ok=True)
@@ -398,6 +468,11 @@ def parse_args(argv):
                              " one of --max-holes 1 (default: 1)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
+    parser.add_argument("--layers", action="store_true",
+                        help="also show which layers of the network make a two-pixel period"
+                             " (a checkerboard): each layer's share of its feature maps'"
+                             " variance at that period, in the holes and outside them, printed"
+                             " and written to layers.csv (TensorFlow, float32)")
     parser.add_argument("--out", metavar="DIR",
                         help="folder for the table and figures (default: results/NAME/eval"
                              " for --session NAME, results/model-DIRNAME/eval for --model"
@@ -450,6 +525,16 @@ def main(argv=None):
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(out, header, settings, photos, measured, examples)
+    if args.layers:
+        keras_network = network if engine.name_of(network) == "tf" and \
+            engine.precision_of(network) == "float32" else quietly_loaded(args)
+        rows = layers_by_period(keras_network, held_out(
+            files, config, args.count, hole_shape, args.seed, mean_pixel, args.max_holes),
+            mean_pixel)
+        print(layers_table(rows))
+        path = os.path.join(out, "layers.csv")
+        write_rows(path, ["layer", "size", "hole", "outside"], rows)
+        print(f"Wrote {path}")
     skipped = data_loader.BAD_FILES.sorted()
     if skipped:
         print(f"Skipped {len(skipped)} undecodable file(s): see the warnings above")

@@ -110,7 +110,8 @@ def read(folder, flag="--model", name=None):
 
 def read_float16(folder, meta, config, mean_pixel):
     """The network of a compact export, its stored weights assigned as float32."""
-    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
+                                       upsampling=config.upsampling)
     if meta.get("weight_shapes") != weight_shapes(network):
         raise ValueError("its weights are not those of this completion network")
     with np.load(os.path.join(folder, meta["weights"])) as stored:

@@ -159,11 +159,47 @@ class FusedBatchNorm(layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
 
+@keras.saving.register_keras_serializable(package="glcic")
+class CheckerboardFree(keras.initializers.Initializer):
+    """--transposed-init checkerboard-free: a 4x4 stride-2 transposed kernel (4, 4, out, in)
+    that is a 3x3 kernel drawn as Keras draws a 3x3 convolution's (Glorot uniform) convolved
+    with a 2x2 box. Such a layer computes nearest-neighbour upsampling followed by that 3x3
+    convolution (Odena et al. 2016), so the four output pixels of each 2x2 block start with the
+    same total weight: no checkerboard at the start, which training is free to move away from."""
+
+    def __init__(self, seed=None):
+        self.seed = seed
+        self.small = keras.initializers.GlorotUniform(seed)
+
+    def __call__(self, shape, dtype=None):
+        height, width, out_channels, in_channels = shape
+        return box_convolved(self.small((height - 1, width - 1, out_channels, in_channels),
+                                        dtype=dtype))
+
+    def get_config(self):
+        return {"seed": self.seed}
+
+
+def box_convolved(small):
+    """A (k, k, ...) kernel convolved with a 2x2 box: the (k + 1, k + 1, ...) kernel of a
+    stride-2 transposed convolution that computes nearest-neighbour upsampling followed by a
+    convolution with `small` (CheckerboardFree)."""
+    return sum(ops.pad(small, [[dy, 1 - dy], [dx, 1 - dx], [0, 0], [0, 0]])
+               for dy in (0, 1) for dx in (0, 1))
+
+
 def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, name="conv",
-                 dtype=None, synchronized=False):
-    if transpose:  # Keras "same" pads a 4x4 stride-2 transposed convolution by 1: Torch's 1
+                 dtype=None, synchronized=False, upsampling="transposed",
+                 transposed_init="default"):
+    if transpose and upsampling == "resize":  # the same x2, without the checkerboard
+        x = layers.UpSampling2D(stride, interpolation="nearest",
+                                name=name.replace("conv", "up"), dtype=dtype)(x)
+        x = layers.Conv2D(channels, kernel - 1, padding="same", name=name, dtype=dtype)(x)
+    elif transpose:  # Keras "same" pads a 4x4 stride-2 transposed convolution by 1: Torch's 1
+        initializer = (CheckerboardFree() if transposed_init == "checkerboard-free"
+                       else "glorot_uniform")
         x = layers.Conv2DTranspose(channels, kernel, strides=stride, padding="same", name=name,
-                                   dtype=dtype)(x)
+                                   kernel_initializer=initializer, dtype=dtype)(x)
     else:
         if stride > 1:  # "same" would pad (0, 1) on even sizes; Torch pads both sides alike
             pad = (kernel - 1) // 2 * dilation
@@ -186,11 +222,14 @@ def conv_bn_relu(x, channels, kernel, stride=1, dilation=1, transpose=False, nam
 # the tests use 8, for the same layers with checkpoints of a few megabytes.
 
 def build_completion_network(dtype=None, synchronized=False, width_divisor=1,
-                             mean_pixel=(0.5, 0.5, 0.5)):
+                             mean_pixel=(0.5, 0.5, 0.5), upsampling="transposed",
+                             transposed_init="default"):
     """RGB in [0, 1] (the hole's content is ignored), plus the hole mask -> RGB in [0, 1].
 
     Fully convolutional: any height and width divisible by 4. `mean_pixel` is the training
-    set's, kept as a weight (a checkpoint or an export restores it).
+    set's, kept as a weight (a checkpoint or an export restores it). upsampling "resize":
+    each "deconv" row of Table 1 is nearest-neighbour x2 upsampling and a 3x3 convolution
+    (--upsampling); transposed_init: the initializer of the transposed ones (--transposed-init).
     """
     inputs = keras.Input((None, None, 4), name="masked_image_and_mask")
     x = MeanCentre(mean_pixel, name="mean_centre", dtype=dtype)(inputs)
@@ -201,7 +240,8 @@ def build_completion_network(dtype=None, synchronized=False, width_divisor=1,
         else:
             x = conv_bn_relu(x, channels // width_divisor, kernel, stride, dilation,
                              transpose=kind == "deconv", name=f"conv{i}", dtype=dtype,
-                             synchronized=synchronized)
+                             synchronized=synchronized, upsampling=upsampling,
+                             transposed_init=transposed_init)
     return keras.Model(inputs, x, name="completion_network")
 
 
@@ -253,12 +293,16 @@ def conv_flops(height, width, kernel, channels_in, channels_out):
     return 2 * height * width * kernel * kernel * channels_in * channels_out
 
 
-def completion_flops(height, width=None):
+def completion_flops(height, width=None, upsampling="transposed"):
     """Forward FLOPs of the completion network on one height x width image."""
     width = width or height
     flops, channels_in, scale = 0, 4, 1
     for kind, kernel, _dilation, stride, channels in COMPLETION_LAYERS:
-        if kind == "deconv":
+        if kind == "deconv" and upsampling == "resize":  # a 3x3 convolution after upsampling
+            scale //= stride
+            flops += conv_flops(height // scale, width // scale, kernel - 1, channels_in,
+                                channels)
+        elif kind == "deconv":
             # Every input pixel spreads a kernel x kernel footprint into the output.
             flops += conv_flops(height // scale, width // scale, kernel, channels_in, channels)
             scale //= stride

@@ -288,3 +288,36 @@ def measure(completions, photos, holes, seed=0, reference=None):
                 checkerboard_excess=checker / sharp if sharp > 0 else float("nan"),
                 swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,
                 checkerboard_per_photo=checker_per_photo)
+
+
+# ---------------------------------------------------------------------------------------------
+# Where a network makes the two-pixel period: its share of a feature map's variance
+
+
+def period_two_sums(maps, region):
+    """(two-pixel-period energy, total energy) of feature maps over the 2x2 blocks at even
+    positions that lie entirely in `region`: the sum of (a - b - c + d)^2 / 4 over the blocks
+    and channels (the [[1, -1], [-1, 1]] component of each block, in an orthonormal split of
+    its four pixels), and the sum of squared deviations of those blocks' pixels from each map's
+    mean over them (per image and channel). maps: (N, H, W, C); region: (N, H, W) bool."""
+    maps = np.asarray(maps, np.float64)
+    region = np.asarray(region, bool)
+    height, width = maps.shape[1] // 2 * 2, maps.shape[2] // 2 * 2
+    corners = [maps[:, dy:height:2, dx:width:2] for dy in (0, 1) for dx in (0, 1)]
+    inside = np.logical_and.reduce([region[:, dy:height:2, dx:width:2]
+                                    for dy in (0, 1) for dx in (0, 1)])
+    weights = inside[..., None].astype(np.float64)
+    count = np.maximum(4 * weights.sum(axis=(1, 2), keepdims=True), 1)
+    mean = sum((c * weights).sum(axis=(1, 2), keepdims=True) for c in corners) / count
+    total = sum((((c - mean) ** 2) * weights).sum() for c in corners)
+    top_left, top_right, bottom_left, bottom_right = corners
+    checker = (((top_left - top_right - bottom_left + bottom_right) ** 2 / 4) * weights).sum()
+    return float(checker), float(total)
+
+
+def period_two_share(maps, region):
+    """The share of feature maps' variance at the two-pixel period (period_two_sums): 0 for
+    smooth maps, about 0.25 for white noise, 1 for a pure checkerboard; nan when the region
+    holds no block, or only flat ones."""
+    checker, total = period_two_sums(maps, region)
+    return checker / total if total > 0 else float("nan")

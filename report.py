@@ -18,7 +18,8 @@ from config import PHASE_NAMES
 # in the progress bar), and the gradients' norms (grad_g, grad_d: of the completion network's
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
-LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed")
+LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed",
+          "checkerboard")
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
@@ -106,7 +107,7 @@ class Reporter:
         with self.writer.as_default(step=iteration):
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
-            for name in ("reconstruction", "discriminator", "adversarial"):
+            for name in ("reconstruction", "discriminator", "adversarial", "checkerboard"):
                 if name in means:
                     tf.summary.scalar(f"loss/{name}", means[name])
             if "d_real" in means:
@@ -281,11 +282,14 @@ def plot_losses(history, folder):
                   "grad_g", "grad_d", "adversarial_share"]}
     titles = {"grad_g": "gradient norm, completion network",
               "grad_d": "gradient norm, discriminator",
-              "adversarial_share": "adversarial share of the output gradient"}
+              "adversarial_share": "adversarial share of the output gradient",
+              "checkerboard": "two-pixel-period excess (penalized)"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
+        if any(r.get("checkerboard", "") != "" for r in rows):  # --checkerboard-penalty
+            names = names[:1] + ["checkerboard"] + names[1:]
         columns = min(len(names), 4)
         fig, axes = plt.subplots(-(-len(names) // columns), columns,
                                  figsize=(4 * columns, 3.2 * -(-len(names) // columns)),

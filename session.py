@@ -315,6 +315,7 @@ def load_completion_network(name, iteration=None):
             raise SessionError(f"--session {name}: no checkpoint of iteration {iteration}; it has"
                                f" {', '.join(map(str, sorted(paths)))}")
         path = paths[iteration]
-    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+    network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
+                                       upsampling=config.upsampling)
     tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
     return network, mean_pixel, config

@@ -63,14 +63,35 @@ def bce(logits, label, global_batch=None):
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
-def discriminator_loss(real_logits, fake_logits, global_batch=None):
-    """Cross-entropy: real (x, random local patch) -> 1, completed (patch around hole) -> 0."""
-    return bce(real_logits, 1.0, global_batch) + bce(fake_logits, 0.0, global_batch)
+def discriminator_loss(real_logits, fake_logits, global_batch=None, label_smoothing=0.0):
+    """Cross-entropy: real (x, random local patch) -> 1, completed (patch around hole) -> 0.
+    label_smoothing S: real -> 1 - S (one-sided: completed stays 0)."""
+    return (bce(real_logits, 1.0 - label_smoothing, global_batch)
+            + bce(fake_logits, 0.0, global_batch))
 
 
 def adversarial_loss(fake_logits, global_batch=None):
     """Non-saturating form of the paper's GAN term: -log D(completed)."""
     return bce(fake_logits, 1.0, global_batch)
+
+
+def checker_response(x):
+    """|[[1, -1], [-1, 1]]| on every 2x2 window of images x (B, H, W, C): the two-pixel period,
+    as realism.checker_response measures it; (B, H - 1, W - 1, C)."""
+    return tf.abs(x[:, :-1, :-1] - x[:, :-1, 1:] - x[:, 1:, :-1] + x[:, 1:, 1:])
+
+
+def checkerboard_excess(images, outputs, masks, global_batch=None):
+    """--checkerboard-penalty's term: over the 2x2 windows lying inside the hole, the mean of
+    max(0, the output's two-pixel-period response - the photo's), summed over the channels.
+    Zero for an output no more checkered than the photo; detail the photo has is not
+    penalized, only what the output adds at that period."""
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    inside = masks[:, :-1, :-1] * masks[:, :-1, 1:] * masks[:, 1:, :-1] * masks[:, 1:, 1:]
+    excess = tf.nn.relu(checker_response(outputs) - checker_response(images)) * inside
+    windows = tf.reduce_sum(inside, [1, 2, 3])
+    per_example = tf.math.divide_no_nan(tf.reduce_sum(excess, [1, 2, 3]), windows)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -104,7 +125,8 @@ def build_training(config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5
     Returns G, D, the two optimizers to checkpoint, and the two the steps apply: the same
     ones, or with float16 their loss-scaling wrappers (the checkpoint stays the same).
     synchronized: batch-norm statistics over the global batch (several replicas)."""
-    G = build_completion_network(policy, synchronized, config.width_divisor, mean_pixel)
+    G = build_completion_network(policy, synchronized, config.width_divisor, mean_pixel,
+                                 config.upsampling, config.transposed_init)
     D = build_context_discriminator(config.image_size, config.local_size, policy, synchronized,
                                     config.width_divisor)
     g_opt, d_opt = make_optimizer(config), make_optimizer(config, config.d_learning_rate_at(0))
@@ -197,21 +219,41 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     def share_of_mean(values):
         return tf.nn.compute_average_loss(values[:, 0], global_batch_size=B)
 
+    def real_and_fake(part, completed):
+        """The discriminator's logits on the micro-batch's photos and on its completed images:
+        two batches (--d-batches separate, each normalized by its own batch-norm statistics),
+        or one of both (joint: shared statistics, so no batch is all of one kind)."""
+        if config.d_batches == "separate":
+            return (discriminate(part["image"], part["local_real"]),
+                    discriminate(completed, part["local_fake"]))
+        size = completed.shape[0]
+        both = discriminate(tf.concat([tf.cast(part["image"], completed.dtype), completed], 0),
+                            tf.concat([part["local_real"], part["local_fake"]], 0))
+        return both[:size], both[size:]
+
     def discrimination(part, completed):
         """The discriminator's loss and metrics on a micro-batch and its completed images."""
-        real = discriminate(part["image"], part["local_real"])
-        fake = discriminate(tf.stop_gradient(completed), part["local_fake"])
-        loss = discriminator_loss(real, fake, B)
+        real, fake = real_and_fake(part, tf.stop_gradient(completed))
+        loss = discriminator_loss(real, fake, B, config.label_smoothing)
         return loss, {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
                       "d_completed": share_of_mean(tf.sigmoid(fake))}, None
 
     def reconstruction(part, outputs):
         return reconstruction_loss(part["image"], outputs, part["mask"], config.recon_loss, B)
 
+    def penalties(part, outputs):
+        """--checkerboard-penalty's weighted term and its metric (none without it)."""
+        if not config.checkerboard_penalty:
+            return 0.0, {}
+        excess = checkerboard_excess(part["image"], outputs, part["mask"], B)
+        return config.checkerboard_penalty * excess, {"checkerboard": excess}
+
     def completion_step(batch):
         def loss_of(i, part):
-            loss = reconstruction(part, complete(part)[0])
-            return loss, {"reconstruction": loss}, None
+            outputs = complete(part)[0]
+            loss = reconstruction(part, outputs)
+            penalty, values = penalties(part, outputs)
+            return loss + penalty, {"reconstruction": loss, **values}, None
         return accumulate(g_opt, G, micro_batches(batch), loss_of)
 
     def discriminator_step(batch):
@@ -233,17 +275,27 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
                 first = [complete(parts[0])]
         else:
             first = [complete(part, update_statistics=False) for part in parts]
-        metrics = accumulate(d_opt, D, parts, lambda i, part: discrimination(part, first[i][1]),
-                             name="grad_d")
+
+        def d_loss_of(i, part):  # --d-loss-scale: the update's, not the metric's
+            loss, values, split = discrimination(part, first[i][1])
+            return loss * config.d_loss_scale, values, split
+        metrics = accumulate(d_opt, D, parts, d_loss_of, name="grad_d")
 
         def loss_of(i, part):
             outputs, completed = first[i] if tapes else complete(part)
-            with tf.GradientTape() as at_output:  # the reconstruction term's share: cheap
+            # The reconstruction term's share of the output's gradient (with the penalty's,
+            # if any: the adversarial part is alpha times the GAN term's alone): cheap.
+            with tf.GradientTape() as at_output:
                 at_output.watch(outputs)
                 recon = reconstruction(part, outputs)
-            adv = adversarial_loss(discriminate(completed, part["local_fake"]), B)
-            return (recon + config.alpha * adv, {"reconstruction": recon, "adversarial": adv},
-                    (outputs, at_output.gradient(recon, outputs)))
+                penalty, values = penalties(part, outputs)
+                not_adversarial = recon + penalty
+            judged = (discriminate(completed, part["local_fake"])
+                      if config.d_batches == "separate" else real_and_fake(part, completed)[1])
+            adv = adversarial_loss(judged, B)
+            return (not_adversarial + config.alpha * adv,
+                    {"reconstruction": recon, "adversarial": adv, **values},
+                    (outputs, at_output.gradient(not_adversarial, outputs)))
         return dict(metrics, **accumulate(g_opt, G, parts, loss_of, tapes))
 
     def distributed(step):
@@ -374,7 +426,8 @@ def batch_norm_estimator(config, files, mean_pixel, G):
     batches = data_loader.training_dataset(files, config, BATCH_NORM_ELEMENTS)
     inputs = [utils.completion_input(b["image"], b["mask"], mean_pixel)
               for b in batches.take(config.bn_batches)]
-    copy = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel)
+    copy = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
+                                    upsampling=config.upsampling)
 
     def estimate():
         copy.set_weights(G.get_weights())
@@ -525,10 +578,11 @@ def prepare(config, saved, fresh, chief=True):
         mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
     elif config.init_from:  # the pretrained network's: its weights expect that input
         mean_pixel, pretrained, meta = exports.read_metadata(config.init_from, "--init-from")
-        if pretrained.width_divisor != config.width_divisor:
-            raise utils.UserError(f"--init-from {config.init_from}: a network of --width-divisor"
-                                  f" {pretrained.width_divisor}, not this session's"
-                                  f" {config.width_divisor}")
+        for name in ("width_divisor", "upsampling"):
+            if getattr(pretrained, name) != getattr(config, name):
+                raise utils.UserError(f"--init-from {config.init_from}: a network of"
+                                      f" {cfg.flag(name)} {getattr(pretrained, name)}, not this"
+                                      f" session's {getattr(config, name)}")
         if meta.get("network_version", 1) != NETWORK_VERSION:
             raise utils.UserError(f"--init-from {config.init_from}: an export of completion"
                                   f" network version {meta.get('network_version', 1)}; this is"
@@ -561,10 +615,26 @@ def prepare(config, saved, fresh, chief=True):
               f" {', '.join(map(str, config.lr_drops))})" if config.lr_drops else "")
           + (f", discriminator lr {config.d_learning_rate}" if config.d_learning_rate else "")
           + f", alpha {config.alpha}"
-          + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else ""))
+          + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else "")
+          + departures(config))
     print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation"
           f" ({source}); mean pixel {utils.rounded(mean_pixel)}")
     return train_files, val_files, mean_pixel, lock
+
+
+def departures(config):
+    """The start-up line's tail: the options that depart from the paper's GAN, if any."""
+    parts = ["joint discriminator batches" if config.d_batches == "joint" else "",
+             f"discriminator phase-3 loss x {config.d_loss_scale:g}"
+             if config.d_loss_scale != 1 else "",
+             f"label smoothing {config.label_smoothing:g}" if config.label_smoothing else "",
+             f"checkerboard penalty {config.checkerboard_penalty:g}"
+             if config.checkerboard_penalty else "",
+             "resize upsampling" if config.upsampling == "resize" else "",
+             "checkerboard-free transposed init"
+             if config.transposed_init != "default" and config.upsampling == "transposed"
+             else ""]
+    return "".join(f", {part}" for part in parts if part)
 
 
 def precision_reason(requested, saved):

@@ -136,7 +136,8 @@ def test_config_errors_are_user_errors():
 
 def test_fields_with_choices_are_the_expected_ones():
     assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
-                                 "xla", "strategy", "precision"}
+                                 "xla", "strategy", "precision", "upsampling",
+                                 "transposed_init", "d_batches"}
 
 
 @pytest.mark.parametrize("name", WITH_CHOICES)
@@ -172,6 +173,36 @@ def test_width_divisor_must_divide_32():
         assert str(info.value) == (f"--width-divisor: expected a divisor of 32 (1, 2, 4, 8, ...),"
                                    f" got {bad}")
     assert "width_divisor" in cfg.ARCHITECTURE_SETTINGS
+
+
+@pytest.mark.parametrize("name, good, bad, message", [
+    ("d_loss_scale", (1.0, 0.0004), (0.0, -1.0, 2.0), "a number in (0, 1]"),
+    ("label_smoothing", (0.0, 0.1, 0.49), (-0.1, 0.5, 1.0), "a number in [0, 0.5)"),
+    ("checkerboard_penalty", (0.0, 0.1, 10.0), (-0.1,), "a non-negative weight"),
+])
+def test_the_departures_from_the_paper_take_their_ranges(name, good, bad, message):
+    assert cfg.Config().__dict__[name] == FIELDS[name].default  # the paper's by default
+    for value in good:
+        cfg.Config(**{name: value}).validate()
+    for value in bad:
+        with pytest.raises(cfg.ConfigError) as info:
+            cfg.Config(**{name: value}).validate()
+        assert str(info.value) == f"{cfg.flag(name)}: expected {message}, got {value}"
+    assert name not in cfg.ARCHITECTURE_SETTINGS  # a session may change it on resume
+
+
+def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
+    assert "upsampling" in cfg.ARCHITECTURE_SETTINGS
+    assert "transposed_init" not in cfg.ARCHITECTURE_SETTINGS
+    old = cfg.Config().to_dict()
+    for name in ("upsampling", "transposed_init", "d_loss_scale", "label_smoothing",
+                 "checkerboard_penalty", "d_batches"):
+        del old[name]  # a session or export saved before these existed: as before them
+    restored = cfg.Config.from_dict(old)
+    assert (restored.upsampling, restored.transposed_init, restored.d_loss_scale,
+            restored.label_smoothing, restored.checkerboard_penalty, restored.d_batches) == (
+        "transposed", "default", 1.0, 0.0, 0.0, "separate")
+    assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
 
 
 # ---------------------------------------------------------------------------------------------

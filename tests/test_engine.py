@@ -355,3 +355,24 @@ def test_complete_says_what_it_computes_in_and_refuses_onnx_in_bfloat16(tmp_path
             "error: --engine onnx: ONNX Runtime runs the network in float32 only, not bfloat16;"
             " use --precision float32, or --engine tf\n")
         assert not os.path.exists("x.png")
+
+
+@needs_onnx
+def test_every_engine_runs_a_network_with_resize_upsampling(tmp_path):
+    """--upsampling resize: ONNX Runtime and the bfloat16 copy (batch norms folded into the
+    3x3 convolutions after each upsampling) compute what TensorFlow computes."""
+    keras.utils.set_random_seed(0)
+    network = build_completion_network(width_divisor=8, mean_pixel=MEAN_PIXEL,
+                                       upsampling="resize")
+    rng = np.random.default_rng(0)
+    x = tf.constant(np.concatenate([rng.uniform(size=(2, 24, 36, 3)),
+                                    rng.uniform(size=(2, 24, 36, 1)) > 0.7], -1), tf.float32)
+    network(x, training=True)  # batch-norm statistics away from the identity
+    expected = network(x, training=False).numpy()
+    onnx_network = engine.for_network(network, str(tmp_path / "network.onnx"), "onnx")
+    assert np.max(np.abs(onnx_network(x.numpy(), training=False) - expected)) < 1e-5
+    folded = engine.folded(network)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in folded.layers)
+    np.testing.assert_allclose(folded(x).numpy(), expected, atol=1e-5)
+    bfloat16 = engine.for_network(network, None, "tf", "bfloat16")
+    assert np.max(np.abs(engine.forward(bfloat16)(x).numpy() - expected)) < 0.02

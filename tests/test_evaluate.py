@@ -188,6 +188,24 @@ def test_free_form_holes(root, capsys):
                for values in columns.values() for v in values)
 
 
+def test_layers_shows_where_the_two_pixel_period_comes_from(root, capsys):
+    """--layers: one row per conv-bn-relu row of Table 1 and the output, at its resolution,
+    printed and in layers.csv; the transposed convolutions of an untrained network (the paper's
+    initial kernels) make a two-pixel period that the layer before them does not have."""
+    out, _ = run_evaluate(root, capsys, "--count", "4", "--layers", "--engine", "tf")
+    with open(root / session.eval_dir("s") / "layers.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["layer"] for r in rows] == [f"relu{i}" for i in range(1, 17)] + ["conv17"]
+    assert [int(r["size"]) for r in rows] == [32] + [16] * 2 + [8] * 9 + [16] * 2 + [32] * 3
+    shares = {r["layer"]: (float(r["hole"]), float(r["outside"])) for r in rows}
+    assert all(0 <= outside <= 1 for _, outside in shares.values())
+    assert all(0 <= shares[r["layer"]][0] <= 1 for r in rows if int(r["size"]) >= 16)
+    assert shares["relu13"][1] > 2 * shares["relu12"][1]
+    assert "Two-pixel period by layer" in out
+    assert any(line.split()[:2] == ["relu13", "16"] for line in out.splitlines())
+    assert os.path.join(session.eval_dir("s"), "layers.csv") in out
+
+
 def test_several_holes_per_photo(root, capsys):
     """--max-holes 3: 1 to 3 holes a photo, the first the one-hole run's, scored over their
     union; --max-holes 1 is the default run exactly."""

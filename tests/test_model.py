@@ -575,3 +575,61 @@ def test_the_dilated_convolution_has_bfloat16_gradients_on_every_cpu():
     for keras_value, direct_value in zip(*results):
         np.testing.assert_allclose(tf.cast(direct_value, tf.float32).numpy(),
                                    tf.cast(keras_value, tf.float32).numpy(), rtol=0.05, atol=0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Against the checkerboard: --transposed-init checkerboard-free and --upsampling resize
+
+
+def test_a_box_convolved_kernel_is_nearest_upsampling_then_a_convolution():
+    """A 4x4 stride-2 transposed convolution whose kernel is a 3x3 one convolved with a 2x2 box
+    computes, everywhere (borders included), nearest-neighbour x2 upsampling followed by a 3x3
+    "same" convolution with that kernel (as a true convolution: Keras' Conv2D correlates, so
+    with the kernel flipped)."""
+    rng = np.random.default_rng(0)
+    small = rng.normal(size=(3, 3, 5, 3)).astype(np.float32)  # (h, w, out, in), as transposed
+    transposed = layers.Conv2DTranspose(5, 4, strides=2, padding="same", use_bias=False)
+    x = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+    transposed.build(x.shape)
+    transposed.set_weights([np.asarray(model.box_convolved(small))])
+    upsampled = np.repeat(np.repeat(x, 2, axis=1), 2, axis=2)
+    conv = layers.Conv2D(5, 3, padding="same", use_bias=False)
+    conv.build(upsampled.shape)
+    conv.set_weights([np.transpose(small[::-1, ::-1], (0, 1, 3, 2))])
+    np.testing.assert_allclose(transposed(x).numpy(), conv(upsampled).numpy(), atol=1e-5)
+
+
+def test_checkerboard_free_transposed_kernels_start_without_a_checkerboard():
+    """On a constant input, the paper's initial transposed kernels answer with a two-pixel
+    pattern; checkerboard-free ones with a constant (away from the zero padding's border)."""
+    def spread(transposed_init):
+        keras.utils.set_random_seed(0)
+        network = model.build_completion_network(width_divisor=8,
+                                                 transposed_init=transposed_init)
+        layer = network.get_layer("conv13")
+        assert layer.kernel.shape == (4, 4, 16, 32)
+        out = layer(tf.ones((1, 6, 6, 32))).numpy()[0, 2:-2, 2:-2] - layer.bias.numpy()
+        return float(np.max(np.ptp(out, axis=(0, 1)))), float(np.std(layer.kernel.numpy()))
+    paper, free = spread("default"), spread("checkerboard-free")
+    assert paper[0] > 0.1 and free[0] < 1e-5
+    assert 0.5 < free[1] / paper[1] < 3  # weights of a comparable scale
+
+
+def test_resize_upsampling_replaces_each_transposed_convolution(tmp_path):
+    network = model.build_completion_network(width_divisor=8, upsampling="resize")
+    for name, channels in (("13", 16), ("15", 8)):
+        up, conv = network.get_layer(f"up{name}"), network.get_layer(f"conv{name}")
+        assert isinstance(up, layers.UpSampling2D) and up.interpolation == "nearest"
+        assert type(conv) is layers.Conv2D and conv.kernel_size == (3, 3)
+        assert conv.kernel.shape[-1] == channels and conv.input is up.output
+    assert not any(isinstance(layer, layers.Conv2DTranspose) for layer in network.layers)
+    x = tf.constant(np.random.default_rng(0).uniform(size=(1, 20, 28, 4)).astype("float32"))
+    assert network(x).shape == (1, 20, 28, 3)
+    path = str(tmp_path / "network.keras")
+    network.save(path)
+    np.testing.assert_allclose(keras.models.load_model(path)(x).numpy(), network(x).numpy(),
+                               atol=1e-6)
+    # Its two 3x3 convolutions at the output's resolution: 9/4 of the transposed ones' cost.
+    deconvs = model.conv_flops(64, 64, 4, 256, 128) + model.conv_flops(128, 128, 4, 128, 64)
+    assert (model.completion_flops(256, upsampling="resize") - model.completion_flops(256)
+            == deconvs * 9 // 4 - deconvs)

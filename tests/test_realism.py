@@ -232,3 +232,30 @@ def test_the_floor_is_far_below_a_flat_fill():
     # Two copies of a photo with the same hole: the halves' neighbourhoods are the same.
     assert realism.swd_floor(photos[[0, 0]], holes[[0, 0]]) == (0.0, [0.0, 0.0, 0.0])
     assert math.isnan(realism.swd_floor(photos[:1], holes[:1])[0])
+
+
+def test_the_two_pixel_period_share_by_hand():
+    """A pure checkerboard: 1; white noise: about 1/4 (one of four orthonormal components);
+    a ramp or a constant: 0 (a constant has no variance: nan); blocks partly outside the region
+    do not count, nor does a map's other region."""
+    y, x = np.mgrid[:16, :16]
+    board = np.where((y + x) % 2 == 0, 1.0, -1.0)
+    everywhere = np.ones((1, 16, 16), bool)
+    assert realism.period_two_share(board[None, ..., None], everywhere) == pytest.approx(1)
+    noise = np.random.default_rng(0).normal(size=(8, 16, 16, 3))
+    assert realism.period_two_share(noise, np.ones((8, 16, 16), bool)) == pytest.approx(
+        0.25, abs=0.02)
+    ramp = (x + 2.0 * y)[None, ..., None]
+    assert realism.period_two_share(ramp, everywhere) == pytest.approx(0, abs=1e-12)
+    assert np.isnan(realism.period_two_share(np.ones((1, 16, 16, 1)), everywhere))
+    # A checkerboard in the left half of a ramp; the region the right half, then the 2x2
+    # blocks straddling column 7-8 and those from column 7 on (odd start: none whole but 8+).
+    mixed = np.where(x < 8, board, x + 2.0 * y)[None, ..., None]
+    right = np.broadcast_to(x >= 8, (1, 16, 16))
+    assert realism.period_two_share(mixed, right) == pytest.approx(0, abs=1e-12)
+    assert realism.period_two_share(mixed, np.broadcast_to(x >= 7, (1, 16, 16))) == \
+        pytest.approx(0, abs=1e-12)
+    assert realism.period_two_share(mixed, ~right) == pytest.approx(1)
+    checker, total = realism.period_two_sums(board[None, ..., None], everywhere)
+    assert (checker, total) == pytest.approx((256, 256))
+    assert np.isnan(realism.period_two_share(board[None, ..., None], ~everywhere))

@@ -2,6 +2,7 @@
 conflicts, --fresh, Ctrl-C, bad photos, non-finite losses, full disks."""
 import dataclasses
 import errno
+import functools
 import os
 import re
 import signal
@@ -49,6 +50,45 @@ def test_gan_losses_match_cross_entropy_formulas():
     assert float(train.adversarial_loss(fake)) == pytest.approx(expected_adv, rel=1e-5)
     # From logits: no overflow where probabilities would round to 0 or 1.
     assert np.isfinite(float(train.discriminator_loss(tf.constant([[-200.0]]), tf.constant([[200.0]]))))
+
+
+def test_label_smoothing_lowers_only_the_real_target():
+    real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
+    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    p_real, p_fake = sigmoid(np.array([2.0, -1.0])), sigmoid(np.array([0.5, -3.0]))
+    expected = (-np.mean(0.9 * np.log(p_real) + 0.1 * np.log(1 - p_real))
+                - np.mean(np.log(1 - p_fake)))
+    assert float(train.discriminator_loss(real, fake, label_smoothing=0.1)) == pytest.approx(
+        expected, rel=1e-5)
+    assert float(train.discriminator_loss(real, fake, label_smoothing=0.0)) == pytest.approx(
+        float(train.discriminator_loss(real, fake)), rel=1e-7)
+
+
+def test_checkerboard_excess_counts_what_the_output_adds_at_the_two_pixel_period():
+    """A checkerboard of amplitude 0.1 on a flat photo: every 2x2 window answers 4 x 0.1 per
+    channel; a photo with the same checkerboard cancels it; windows crossing the hole's edge and
+    the outside do not count; a smooth ramp answers nothing."""
+    y, x = np.mgrid[:8, :8]
+    board = np.where((y + x) % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
+    flat = np.full((1, 8, 8, 3), 0.5)
+    mask = np.zeros((1, 8, 8, 1))
+    mask[:, 2:6, 2:6] = 1  # 3 x 3 windows inside
+    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
+    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board), as_tf(mask))) \
+        == pytest.approx(3 * 0.4, rel=1e-5)
+    assert float(train.checkerboard_excess(as_tf(flat + board), as_tf(flat + board),
+                                           as_tf(mask))) == pytest.approx(0, abs=1e-7)
+    outside = flat + board * (1 - mask)  # checkered outside the hole only
+    assert float(train.checkerboard_excess(as_tf(flat), as_tf(outside), as_tf(mask))) \
+        == pytest.approx(0, abs=1e-7)
+    ramp = flat + 0.05 * (y + 2 * x)[None, ..., None]
+    assert float(train.checkerboard_excess(as_tf(flat), as_tf(ramp), as_tf(mask))) \
+        == pytest.approx(0, abs=1e-6)
+    # No window inside a hole: 0, not NaN; the mean over a global batch of 2 halves it.
+    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board),
+                                           as_tf(np.zeros_like(mask)))) == 0
+    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board), as_tf(mask),
+                                           global_batch=2)) == pytest.approx(0.6, rel=1e-5)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -239,6 +279,89 @@ def float64_steps(accumulate, batch_norm_trainable=True):
     batch = {k: tf.constant(v.astype(np.float64) if v.dtype == np.float32 else v)
              for k, v in fixed_batch(config).items()}
     return G, D, steps, batch
+
+
+def test_the_departures_from_the_paper_change_exactly_their_terms():
+    """From the same weights and batch (float64, SGD: the update is the gradient):
+    --d-loss-scale S multiplies the discriminator's phase-3 update (and its norm, grad_d) by S
+    and leaves phase 2's and the discriminator's losses alone (the completion network's
+    phase-3 update then meets another discriminator); --label-smoothing changes the
+    discriminator's loss and not what it outputs; --checkerboard-penalty adds its term to the
+    completion network's phase-3 update, logged as "checkerboard", and nothing to the
+    discriminator's (phase 1: test_a_session_departing_from_the_paper_...)."""
+    G, D, _, batch = float64_steps(1)
+    start = [v.numpy() for v in G.weights + D.weights]
+    weights = G.trainable_weights + D.trainable_weights
+
+    @functools.cache
+    def run(phase, **settings):
+        for v, value in zip(G.weights + D.weights, start):
+            v.assign(value)
+        config = cfg.resolve(cfg.preset_config("quick"), dict(
+            TINY_SETTINGS, batch_size=4, alpha=1.0, **settings))
+        optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
+        for optimizer, network in zip(optimizers, (G, D)):
+            optimizer.build(network.trainable_variables)
+        steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
+        before = [v.numpy() for v in weights]
+        metrics = {k: float(v) for k, v in steps[phase](batch).items()}
+        moves = [v.numpy() - b for v, b in zip(weights, before)]
+        return metrics, moves[:len(G.trainable_weights)], moves[len(G.trainable_weights):]
+
+    for phase in (2, 3):
+        paper, scaled = run(phase), run(phase, d_loss_scale=0.25)
+        factor = 0.25 if phase == 3 else 1.0
+        for key in ("discriminator", "d_real", "d_completed"):  # the loss, not the update's
+            assert scaled[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
+        assert scaled[0]["grad_d"] == pytest.approx(factor * paper[0]["grad_d"], rel=1e-9)
+        for a, b in zip(paper[2], scaled[2], strict=True):
+            np.testing.assert_allclose(b, factor * a, rtol=1e-9, atol=1e-15)
+
+    paper, smooth = run(2), run(2, label_smoothing=0.2)
+    assert smooth[0]["discriminator"] != pytest.approx(paper[0]["discriminator"], rel=1e-6)
+    for key in ("d_real", "d_completed"):
+        assert smooth[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
+
+    paper, penalized = run(3), run(3, checkerboard_penalty=10.0)  # phase 1: the session test's
+    assert "checkerboard" not in paper[0] and penalized[0]["checkerboard"] > 0
+    assert penalized[0]["reconstruction"] == pytest.approx(paper[0]["reconstruction"], rel=1e-12)
+    assert any(not np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(paper[1], penalized[1]))
+    for a, b in zip(paper[2], penalized[2], strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-9, atol=1e-15)
+
+
+def test_joint_discriminator_batches_normalize_photos_and_fills_together():
+    """--d-batches joint: phase 2 judges the photos and the completed images in one batch (its
+    batch-norm statistics over both); separate, each in a batch of its own, as the logits of
+    the discriminator called on each show."""
+    G, D, _, batch = float64_steps(1)
+    start = [v.numpy() for v in G.weights + D.weights]
+    inputs = utils.completion_input(batch["image"], batch["mask"],
+                                    tf.constant([0.5] * 3, tf.float64))
+    completed = utils.blend(batch["image"], G(inputs, training=False), batch["mask"])
+    L = TINY_SETTINGS["local_size"]
+
+    def judged(images, at):
+        return tf.sigmoid(D.stateless_call(D.trainable_variables, D.non_trainable_variables,
+                                           [images, utils.crop_patches(images, at, L)],
+                                           training=True)[0]).numpy()[:, 0]
+    both = judged(tf.concat([batch["image"], completed], 0),
+                  tf.concat([batch["local_real"], batch["local_fake"]], 0))
+    expected = {"joint": (both[:4].mean(), both[4:].mean()),
+                "separate": (judged(batch["image"], batch["local_real"]).mean(),
+                             judged(completed, batch["local_fake"]).mean())}
+    assert abs(expected["joint"][1] - expected["separate"][1]) > 1e-6
+    for d_batches, (real, fake) in expected.items():
+        for v, value in zip(G.weights + D.weights, start):
+            v.assign(value)
+        config = cfg.resolve(cfg.preset_config("quick"), dict(
+            TINY_SETTINGS, batch_size=4, alpha=1.0, d_batches=d_batches))
+        optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
+        for optimizer, network in zip(optimizers, (G, D)):
+            optimizer.build(network.trainable_variables)
+        metrics = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))[2](batch)
+        assert float(metrics["d_real"]) == pytest.approx(real, rel=1e-9), d_batches
+        assert float(metrics["d_completed"]) == pytest.approx(fake, rel=1e-9), d_batches
 
 
 def test_accumulated_gradients_are_those_of_the_whole_batch():
@@ -455,6 +578,51 @@ def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_trainin
         " --image-size 32; drop the flag, or use --fresh or another --session\n")
     saved = utils.read_json(os.path.join(str(copy_training), session.session_file("tiny")))
     assert saved["config"]["image_size"] == 32
+
+
+@pytest.mark.slow
+def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path, make_photos,
+                                                                         capsys):
+    """--upsampling resize with the three loss options: the start-up line names them, phases 1
+    and 3 log the penalty, the loss options may change on resume and the upsampling may not,
+    and the session's export completes and refuses to seed a transposed session."""
+    make_photos(tmp_path / "photos", 4)
+    departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
+                  "--checkerboard-penalty", "1", "--d-batches", "joint"]
+    args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
+    assert run_main(train, args, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
+            " x 0.5, label smoothing 0.1, checkerboard penalty 1, resize upsampling\n") in out
+    rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
+    assert [(r["phase"], r["checkerboard"] != "") for r in rows] == [
+        ("1", True), ("2", False), ("3", True)]
+
+    resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
+    resumed[resumed.index("--label-smoothing") + 1] = "0"
+    assert run_main(train, resumed, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Changed on resume: --label-smoothing 0.1 -> 0.0" in out
+    assert "Resuming session 'gan' at iteration 3 (phase 3 joint)" in out
+    resumed[resumed.index("--upsampling") + 1] = "transposed"
+    assert run_main(train, resumed, tmp_path) == 2
+    assert capsys.readouterr().err == (
+        "error: --upsampling transposed conflicts with session 'gan', which was trained with"
+        " --upsampling resize; drop the flag, or use --fresh or another --session\n")
+
+    assert run_main(complete, ["--session", "gan", "--export", "exported"], tmp_path) == 0
+    assert run_main(complete, ["--session", "gan", "--export", "compact", "--float16"],
+                    tmp_path) == 0
+    with working_directory(tmp_path):
+        network, compact = exports.read("exported")[0], exports.read("compact")[0]
+    assert network.get_layer("up13") and compact.get_layer("up15")
+    x = tf.constant(np.random.default_rng(0).uniform(size=(1, 32, 32, 4)), tf.float32)
+    assert np.max(np.abs(compact(x).numpy() - network(x).numpy())) < 0.01
+    seeded = tiny_args("photos", session="tuned", tc=0, td=1, total=1) + ["--init-from", "exported"]
+    assert run_main(train, seeded, tmp_path) == 2
+    assert capsys.readouterr().err == ("error: --init-from exported: a network of --upsampling"
+                                       " resize, not this session's transposed\n")
+    assert run_main(train, seeded + ["--upsampling", "resize"], tmp_path) == 0
 
 
 def test_fresh_moves_the_old_session_aside(copy_training, capsys):

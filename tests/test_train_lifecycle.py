@@ -134,6 +134,7 @@ def max_relative_difference(one_largest, two_largest, largest_difference):
 # (see tests/two_devices.py). All phases in both precisions in the soak run.
 @pytest.mark.parametrize("args", [
     ["--float64", "3"],
+    ["--float64", "--departures", "3"],
     pytest.param(["--float64", "1", "2", "3"], marks=pytest.mark.soak),
     pytest.param(["1", "2", "3"], marks=pytest.mark.soak),
 ])
@@ -144,12 +145,13 @@ def test_mirrored_on_two_devices_matches_one_device(args):
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["replicas"] == 2
     assert out["dtype"] == ("float64" if "--float64" in args else "float32")
-    phases = [f"phase{p}" for p in args if p != "--float64"]
+    phases = [f"phase{p}" for p in args if not p.startswith("--")]
     assert sorted(out["phases"]) == phases
     for phase in phases:
         compared = out["phases"][phase]
         one, two = compared["metrics"]["default"], compared["metrics"]["mirrored"]
         assert set(one) == set(two)
+        assert ("checkerboard" in one) == ("--departures" in args)
         # In float32 the joint phase's discriminator is updated from completions rounded
         # differently by the two strategies, so the adversarial loss, taken after that update,
         # and the joint phase's weights are compared in float64 only. So are the

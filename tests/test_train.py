@@ -281,14 +281,10 @@ def float64_steps(accumulate, batch_norm_trainable=True):
     return G, D, steps, batch
 
 
-def test_the_departures_from_the_paper_change_exactly_their_terms():
-    """From the same weights and batch (float64, SGD: the update is the gradient):
-    --d-loss-scale S multiplies the discriminator's phase-3 update (and its norm, grad_d) by S
-    and leaves phase 2's and the discriminator's losses alone (the completion network's
-    phase-3 update then meets another discriminator); --label-smoothing changes the
-    discriminator's loss and not what it outputs; --checkerboard-penalty adds its term to the
-    completion network's phase-3 update, logged as "checkerboard", and nothing to the
-    discriminator's (phase 1: test_a_session_departing_from_the_paper_...)."""
+def departure_runs():
+    """run(phase, **settings) -> (metrics, the completion network's and the discriminator's
+    updates) of one step from the same float64 weights and batch, with SGD (the update is the
+    gradient), the networks built once; each (phase, settings) computed once."""
     G, D, _, batch = float64_steps(1)
     start = [v.numpy() for v in G.weights + D.weights]
     weights = G.trainable_weights + D.trainable_weights
@@ -307,22 +303,41 @@ def test_the_departures_from_the_paper_change_exactly_their_terms():
         metrics = {k: float(v) for k, v in steps[phase](batch).items()}
         moves = [v.numpy() - b for v, b in zip(weights, before)]
         return metrics, moves[:len(G.trainable_weights)], moves[len(G.trainable_weights):]
+    return run
 
-    for phase in (2, 3):
-        paper, scaled = run(phase), run(phase, d_loss_scale=0.25)
-        factor = 0.25 if phase == 3 else 1.0
-        for key in ("discriminator", "d_real", "d_completed"):  # the loss, not the update's
-            assert scaled[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
-        assert scaled[0]["grad_d"] == pytest.approx(factor * paper[0]["grad_d"], rel=1e-9)
-        for a, b in zip(paper[2], scaled[2], strict=True):
-            np.testing.assert_allclose(b, factor * a, rtol=1e-9, atol=1e-15)
+
+def check_d_loss_scale(run, phase):
+    """--d-loss-scale 0.25 multiplies the discriminator's update (and its norm, grad_d) by 0.25
+    in phase 3 and by 1 in phase 2, and leaves the discriminator's losses alone (the completion
+    network's phase-3 update then meets another discriminator)."""
+    paper, scaled = run(phase), run(phase, d_loss_scale=0.25)
+    factor = 0.25 if phase == 3 else 1.0
+    for key in ("discriminator", "d_real", "d_completed"):  # the loss, not the update's
+        assert scaled[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
+    assert scaled[0]["grad_d"] == pytest.approx(factor * paper[0]["grad_d"], rel=1e-9)
+    for a, b in zip(paper[2], scaled[2], strict=True):
+        np.testing.assert_allclose(b, factor * a, rtol=1e-9, atol=1e-15)
+
+
+def test_d_loss_scale_scales_the_discriminators_phase_3_update():
+    check_d_loss_scale(departure_runs(), 3)
+
+
+@pytest.mark.slow
+def test_the_departures_from_the_paper_change_exactly_their_terms():
+    """--d-loss-scale leaves phase 2 alone; --label-smoothing changes the discriminator's loss
+    and not what it outputs; --checkerboard-penalty adds its term to the completion network's
+    phase-3 update, logged as "checkerboard", and nothing to the discriminator's (phase 1:
+    test_a_session_departing_from_the_paper_...)."""
+    run = departure_runs()
+    check_d_loss_scale(run, 2)
 
     paper, smooth = run(2), run(2, label_smoothing=0.2)
     assert smooth[0]["discriminator"] != pytest.approx(paper[0]["discriminator"], rel=1e-6)
     for key in ("d_real", "d_completed"):
         assert smooth[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
 
-    paper, penalized = run(3), run(3, checkerboard_penalty=10.0)  # phase 1: the session test's
+    paper, penalized = run(3), run(3, checkerboard_penalty=10.0)
     assert "checkerboard" not in paper[0] and penalized[0]["checkerboard"] > 0
     assert penalized[0]["reconstruction"] == pytest.approx(paper[0]["reconstruction"], rel=1e-12)
     assert any(not np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(paper[1], penalized[1]))

@@ -175,6 +175,13 @@ class Config:
              " to the completion network's loss in phases 1 and 3; not in the paper. 0: none."
              " A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
+    stripes_penalty: float = setting(
+        0.0, "add W times the output's excess of two-pixel stripes in the hole (the mean over"
+             " its 3x3 windows of max(0, |[1,-2,1] * output| across plus down - the same of the"
+             " photo)) to the completion network's loss in phases 1 and 3: columns or rows"
+             " alternating, which the checkerboard penalty does not see; not in the paper."
+             " 0: none. A session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative weight")
     upsampling: str = setting(
         "transposed", "how the completion network doubles its resolution, twice: transposed"
                       " (the paper's 4x4 transposed convolutions) or resize (nearest-neighbour"

@@ -16,9 +16,9 @@ image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos (in the h
 union of a photo's holes). Realism of the fills
 (realism.py), measures of the whole set of fills: SWD in the hole (lower is better, 0 for the
 photos themselves; beside it the SWD of two halves of the photos against each other, the scale
-of the distance between two sets of real photos), sharpness and checkerboard (1 is the photos')
-and the checkerboard excess (1 is the photos'; above 1, a two-pixel artefact, which can lower
-SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --session NAME,
+of the distance between two sets of real photos), sharpness, checkerboard and stripes (1 is the
+photos') and the checkerboard and stripe excess (1 is the photos'; above 1, a two-pixel
+artefact, which can lower SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --session NAME,
 results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
 pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
 pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
@@ -193,7 +193,7 @@ def measure(items, completed, reference=None):
     """Everything measured of each method's completions, as metrics.json keeps it: "mean"
     ({method: {column: value}}: COLUMNS averaged over the photos, and realism.COLUMNS, which
     are measures of the whole set), "per_photo" ({method: {column: [value per photo]}}:
-    COLUMNS, sharpness_hole and checkerboard_hole) and "swd_levels" ({method: [SWD per
+    COLUMNS, sharpness_hole, checkerboard_hole and stripes_hole) and "swd_levels" ({method: [SWD per
     pyramid level]}). reference: realism.photo_reference of the items, when already at
     hand (the same for every method and every evaluation of the same items)."""
     photos, holes = photos_and_holes(items)
@@ -205,7 +205,8 @@ def measure(items, completed, reference=None):
         found = realism.measure(results, photos, holes, reference=reference)
         mean[method].update({column: found[column] for column in realism.COLUMNS})
         per_photo[method].update(sharpness_hole=found["sharpness_per_photo"],
-                                 checkerboard_hole=found["checkerboard_per_photo"])
+                                 checkerboard_hole=found["checkerboard_per_photo"],
+                                 stripes_hole=found["stripes_per_photo"])
         levels[method] = found["swd_levels"]
     return dict(mean=mean, per_photo=per_photo, swd_levels=levels)
 
@@ -297,7 +298,11 @@ def plot_metrics(path, header, measured):
     ratios)."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     mean = measured["mean"]
-    fig, axes = plt.subplots(len(REGIONS) + 1, len(METRICS), figsize=(4 * len(METRICS), 12))
+    realism_rows = -(-len(realism.COLUMNS) // len(METRICS))
+    fig, axes = plt.subplots(len(REGIONS) + realism_rows, len(METRICS),
+                             figsize=(4 * len(METRICS), 4 * (len(REGIONS) + realism_rows)))
+    for ax in axes.flat[len(COLUMNS) + len(realism.COLUMNS):]:
+        ax.axis("off")
     for ax, column in zip(axes.flat, [*COLUMNS, *realism.COLUMNS]):
         bars = ax.bar(range(len(METHODS)), [mean[m][column] for m in METHODS],
                       color=colors[:len(METHODS)])

@@ -14,6 +14,10 @@ whether it bought any, each comparing the completions with the photos inside the
   their artefacts; checkerboard excess = checkerboard / sharpness, about 1 for photo-like
   texture, below 1 for a blur, above 1 for energy in excess at that period. SWD alone is
   fooled by such a pattern (it can lower SWD), hence the excess beside it.
+- stripes: the same ratio for stripes of two-pixel period, columns or rows alternating, which
+  the checkerboard's [[1, -1], [-1, 1]] does not see: the second difference [1, -2, 1] across,
+  smoothed down by [1, 2, 1] / 4, plus the same turned a quarter (a checkerboard answers
+  neither); stripe excess = stripes / sharpness, read as the checkerboard excess.
 
 Images: lists (or stacks) of same-sized (H, W, 3) uint8 arrays or floats in [0, 1]; holes:
 bool (H, W) each.
@@ -29,7 +33,10 @@ DIRECTIONS = 512  # random directions of the sliced Wasserstein distance
 EPSILON = 1e-8  # a channel's std below this is a flat fill's: its values become zeros
 SCALE = 1e3  # SWD is reported times this, as ProGAN does
 COLUMNS = {"swd_hole": "SWD hole", "sharpness_hole": "sharpness",  # the measures of a set
-           "checkerboard_hole": "checkerboard", "checkerboard_excess": "checker excess"}
+           "checkerboard_hole": "checkerboard", "checkerboard_excess": "checker excess",
+           "stripes_hole": "stripes", "stripes_excess": "stripe excess"}
+CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # a 2x2 window: top-left, top-right, bottom-...
+SQUARE = tuple((dy, dx) for dy in range(3) for dx in range(3))  # a 3x3 window, row by row
 
 
 def as_images(images):
@@ -227,18 +234,20 @@ def swd_floor(photos, holes, seed=0):
 
 
 # ---------------------------------------------------------------------------------------------
-# Sharpness and checkerboard: 2x2 windows lying entirely inside the hole
+# Sharpness, checkerboard and stripes: windows lying entirely inside the hole
 
 
-def window_corners(images, holes):
-    """The four pixels of every 2x2 window lying entirely inside the holes: top-left,
-    top-right, bottom-left, bottom-right, each (K, C); and the image of each window (K,)."""
+def window_pixels(images, holes, offsets=CORNERS):
+    """The pixels at `offsets` ((dy, dx) pairs) of every window whose pixels all lie inside the
+    holes, each (K, C), in the order of `offsets`; and the image of each window (K,)."""
     holes = np.asarray(holes, bool)
-    n, y, x = np.nonzero(holes[:, :-1, :-1] & holes[:, :-1, 1:] & holes[:, 1:, :-1]
-                         & holes[:, 1:, 1:])
+    height = holes.shape[1] - max(dy for dy, _ in offsets)
+    width = holes.shape[2] - max(dx for _, dx in offsets)
+    inside = np.logical_and.reduce([holes[:, dy:dy + height, dx:dx + width]
+                                    for dy, dx in offsets])
+    n, y, x = np.nonzero(inside)
     images = np.asarray(images)
-    return tuple(as_images(images[n, y + dy, x + dx]) for dy, dx in ((0, 0), (0, 1), (1, 0),
-                                                                      (1, 1))), n
+    return tuple(as_images(images[n, y + dy, x + dx]) for dy, dx in offsets), n
 
 
 def gradient_magnitude(top_left, top_right, bottom_left, bottom_right):
@@ -252,15 +261,31 @@ def checker_response(top_left, top_right, bottom_left, bottom_right):
     return np.abs(top_left - top_right - bottom_left + bottom_right)
 
 
-def hole_ratio(response, completions, photos, holes):
-    """The completions' response summed over the windows inside the holes and the channels,
-    over the photos' (the ratio of the means: the windows are the same): (pooled over the set,
-    [per photo]). A photo whose own sum is 0 (flat in its hole, or a hole holding no whole
-    window) has the ratio nan, and still counts in the pooled ratio."""
+def stripe_response(*window):
+    """On a 3x3 window (its nine pixels row by row): |[1, -2, 1] across, smoothed down by
+    [1, 2, 1] / 4| plus the same turned a quarter. Alternating columns answer the first,
+    alternating rows the second; a checkerboard (cancelled by the smoothing) and any ramp
+    neither."""
+    rows = [window[3 * y:3 * y + 3] for y in range(3)]
+    columns = [window[x::3] for x in range(3)]
+    smooth = (0.25, 0.5, 0.25)
+
+    def second_difference(before, here, after):
+        return before - 2 * here + after
+    across = sum(w * second_difference(*row) for w, row in zip(smooth, rows))
+    down = sum(w * second_difference(*column) for w, column in zip(smooth, columns))
+    return np.abs(across) + np.abs(down)
+
+
+def hole_ratio(response, completions, photos, holes, offsets=CORNERS):
+    """The completions' response summed over the windows (of `offsets`) inside the holes and
+    the channels, over the photos' (the ratio of the means: the windows are the same): (pooled
+    over the set, [per photo]). A photo whose own sum is 0 (flat in its hole, or a hole holding
+    no whole window) has the ratio nan, and still counts in the pooled ratio."""
     sums = []
     for images in (completions, photos):
-        corners, image = window_corners(images, holes)
-        sums.append(np.bincount(image, response(*corners).sum(axis=1), minlength=len(holes)))
+        pixels, image = window_pixels(images, holes, offsets)
+        sums.append(np.bincount(image, response(*pixels).sum(axis=1), minlength=len(holes)))
     ours, theirs = sums
     per_photo = np.divide(ours, theirs, out=np.full(len(ours), np.nan), where=theirs > 0)
     pooled = ours.sum() / theirs.sum() if theirs.sum() > 0 else float("nan")
@@ -278,16 +303,24 @@ def checkerboard(completions, photos, holes):
     return hole_ratio(checker_response, completions, photos, holes)
 
 
+def stripes(completions, photos, holes):
+    """Mean response to two-pixel stripes in the holes, completions over photos: (pooled,
+    [per photo])."""
+    return hole_ratio(stripe_response, completions, photos, holes, SQUARE)
+
+
 def measure(completions, photos, holes, seed=0, reference=None):
     """Every realism measure of a set of completions: COLUMNS, the SWD per level and the
     per-photo ratios. reference: as swd's. The excess is nan for a flat fill (sharpness 0)."""
     swd_hole, swd_levels = swd(completions, photos, holes, seed, reference)
     sharp, sharp_per_photo = sharpness(completions, photos, holes)
     checker, checker_per_photo = checkerboard(completions, photos, holes)
+    striped, stripes_per_photo = stripes(completions, photos, holes)
     return dict(swd_hole=swd_hole, sharpness_hole=sharp, checkerboard_hole=checker,
                 checkerboard_excess=checker / sharp if sharp > 0 else float("nan"),
+                stripes_hole=striped, stripes_excess=striped / sharp if sharp > 0 else float("nan"),
                 swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,
-                checkerboard_per_photo=checker_per_photo)
+                checkerboard_per_photo=checker_per_photo, stripes_per_photo=stripes_per_photo)
 
 
 # ---------------------------------------------------------------------------------------------

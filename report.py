@@ -19,7 +19,7 @@ from config import PHASE_NAMES
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
 LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed",
-          "checkerboard")
+          "checkerboard", "stripes")
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
@@ -36,7 +36,8 @@ EVAL_RUNS = {"model": "", "model + blend": "eval_blend", "OpenCV Telea": "eval_t
 EVAL_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image")
 EVAL_TAGS = {**{column: column for column in EVAL_COLUMNS}, "swd_hole": "swd",
              "sharpness_hole": "sharpness", "checkerboard_hole": "checkerboard",
-             "checkerboard_excess": "checkerboard_excess"}
+             "checkerboard_excess": "checkerboard_excess", "stripes_hole": "stripes",
+             "stripes_excess": "stripes_excess"}
 EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS, *realism.COLUMNS]
 EVAL_GRID_TAG = "eval/masked_input | model | model + blend | ground_truth"
 
@@ -107,7 +108,8 @@ class Reporter:
         with self.writer.as_default(step=iteration):
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
-            for name in ("reconstruction", "discriminator", "adversarial", "checkerboard"):
+            for name in ("reconstruction", "discriminator", "adversarial", "checkerboard",
+                         "stripes"):
                 if name in means:
                     tf.summary.scalar(f"loss/{name}", means[name])
             if "d_real" in means:
@@ -235,8 +237,10 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
               "ssim_image": "SSIM of the image (higher is better)",
               "swd_hole": "SWD in the hole, x1e3 (lower is better)",
               "sharpness_hole": "sharpness in the hole (1 is the photos')",
-              "checkerboard_excess": "checkerboard excess (1 is the photos')"}
-    fig, axes = plt.subplots(2, 3, figsize=(4.6 * 3, 6.6))
+              "checkerboard_excess": "checkerboard excess (1 is the photos')",
+              "stripes_excess": "stripe excess (1 is the photos')"}
+    fig, axes = plt.subplots(2, 4, figsize=(4.6 * 4, 6.6))
+    axes.flat[-1].axis("off")
     for ax, (column, title) in zip(axes.flat, titles.items()):
         for method in EVAL_RUNS:
             points = [(int(r["iteration"]), float(r[column])) for r in rows
@@ -245,7 +249,7 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                 x, y = zip(*points)
                 ax.plot(x, y, {"OpenCV Telea": "--", FLOOR: ":"}.get(method, "-"), label=method,
                         marker="." if len(points) < 30 else None)
-        if column in ("sharpness_hole", "checkerboard_excess"):
+        if column in ("sharpness_hole", "checkerboard_excess", "stripes_excess"):
             ax.axhline(1.0, color="gray", lw=0.8, ls="-.")
         for boundary, name in ((config.tc, "phase 2"), (config.tc + config.td, "phase 3")):
             if 0 < boundary < config.total_iters:
@@ -283,13 +287,15 @@ def plot_losses(history, folder):
     titles = {"grad_g": "gradient norm, completion network",
               "grad_d": "gradient norm, discriminator",
               "adversarial_share": "adversarial share of the output gradient",
-              "checkerboard": "two-pixel-period excess (penalized)"}
+              "checkerboard": "checkerboard excess (penalized)",
+              "stripes": "two-pixel stripes excess (penalized)"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
-        if any(r.get("checkerboard", "") != "" for r in rows):  # --checkerboard-penalty
-            names = names[:1] + ["checkerboard"] + names[1:]
+        penalized = [name for name in ("checkerboard", "stripes")  # --...-penalty
+                     if any(r.get(name, "") != "" for r in rows)]
+        names = names[:1] + penalized + names[1:]
         columns = min(len(names), 4)
         fig, axes = plt.subplots(-(-len(names) // columns), columns,
                                  figsize=(4 * columns, 3.2 * -(-len(names) // columns)),

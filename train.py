@@ -81,17 +81,46 @@ def checker_response(x):
     return tf.abs(x[:, :-1, :-1] - x[:, :-1, 1:] - x[:, 1:, :-1] + x[:, 1:, 1:])
 
 
-def checkerboard_excess(images, outputs, masks, global_batch=None):
-    """--checkerboard-penalty's term: over the 2x2 windows lying inside the hole, the mean of
-    max(0, the output's two-pixel-period response - the photo's), summed over the channels.
-    Zero for an output no more checkered than the photo; detail the photo has is not
-    penalized, only what the output adds at that period."""
+def stripe_response(x):
+    """On every 3x3 window of images x (B, H, W, C): |[1, -2, 1] across, smoothed down by
+    [1, 2, 1] / 4| plus the same turned a quarter: stripes of two-pixel period, as
+    realism.stripe_response measures them; (B, H - 2, W - 2, C)."""
+    def at(dy, dx):  # the windows' pixel (dy, dx)
+        return x[:, dy:(dy - 2) or None, dx:(dx - 2) or None]
+    smooth = (0.25, 0.5, 0.25)
+    across = sum(w * (at(k, 0) - 2 * at(k, 1) + at(k, 2)) for k, w in enumerate(smooth))
+    down = sum(w * (at(0, k) - 2 * at(1, k) + at(2, k)) for k, w in enumerate(smooth))
+    return tf.abs(across) + tf.abs(down)
+
+
+def windows_inside(masks, size):
+    """1 where a size x size window of masks (B, H, W, 1) lies entirely in the hole, else 0:
+    the minimum over the window; (B, H - size + 1, W - size + 1, 1)."""
+    return -tf.nn.max_pool2d(-masks, size, 1, "VALID")
+
+
+def period_two_excess(response, size, images, outputs, masks, global_batch=None):
+    """Over the size x size windows lying inside the hole, the mean of max(0, the output's
+    response - the photo's), summed over the channels: zero for an output no more patterned at
+    the two-pixel period than the photo; detail the photo has is not penalized, only what the
+    output adds."""
     images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
-    inside = masks[:, :-1, :-1] * masks[:, :-1, 1:] * masks[:, 1:, :-1] * masks[:, 1:, 1:]
-    excess = tf.nn.relu(checker_response(outputs) - checker_response(images)) * inside
+    inside = windows_inside(masks, size)
+    excess = tf.nn.relu(response(outputs) - response(images)) * inside
     windows = tf.reduce_sum(inside, [1, 2, 3])
     per_example = tf.math.divide_no_nan(tf.reduce_sum(excess, [1, 2, 3]), windows)
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def checkerboard_excess(images, outputs, masks, global_batch=None):
+    """--checkerboard-penalty's term: period_two_excess of |[[1, -1], [-1, 1]]| on 2x2 windows."""
+    return period_two_excess(checker_response, 2, images, outputs, masks, global_batch)
+
+
+def stripes_excess(images, outputs, masks, global_batch=None):
+    """--stripes-penalty's term: period_two_excess of |[1, -2, 1]| across and down on 3x3
+    windows."""
+    return period_two_excess(stripe_response, 3, images, outputs, masks, global_batch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,11 +271,16 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         return reconstruction_loss(part["image"], outputs, part["mask"], config.recon_loss, B)
 
     def penalties(part, outputs):
-        """--checkerboard-penalty's weighted term and its metric (none without it)."""
-        if not config.checkerboard_penalty:
-            return 0.0, {}
-        excess = checkerboard_excess(part["image"], outputs, part["mask"], B)
-        return config.checkerboard_penalty * excess, {"checkerboard": excess}
+        """--checkerboard-penalty's and --stripes-penalty's weighted terms and their metrics
+        (none without them)."""
+        total, values = 0.0, {}
+        for name, weight, term in (("checkerboard", config.checkerboard_penalty,
+                                    checkerboard_excess),
+                                   ("stripes", config.stripes_penalty, stripes_excess)):
+            if weight:
+                values[name] = term(part["image"], outputs, part["mask"], B)
+                total += weight * values[name]
+        return total, values
 
     def completion_step(batch):
         def loss_of(i, part):
@@ -630,6 +664,7 @@ def departures(config):
              f"label smoothing {config.label_smoothing:g}" if config.label_smoothing else "",
              f"checkerboard penalty {config.checkerboard_penalty:g}"
              if config.checkerboard_penalty else "",
+             f"stripes penalty {config.stripes_penalty:g}" if config.stripes_penalty else "",
              "resize upsampling" if config.upsampling == "resize" else "",
              "checkerboard-free transposed init"
              if config.transposed_init != "default" and config.upsampling == "transposed"

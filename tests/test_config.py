@@ -179,6 +179,7 @@ def test_width_divisor_must_divide_32():
     ("d_loss_scale", (1.0, 0.0004), (0.0, -1.0, 2.0), "a number in (0, 1]"),
     ("label_smoothing", (0.0, 0.1, 0.49), (-0.1, 0.5, 1.0), "a number in [0, 0.5)"),
     ("checkerboard_penalty", (0.0, 0.1, 10.0), (-0.1,), "a non-negative weight"),
+    ("stripes_penalty", (0.0, 0.1, 10.0), (-0.1,), "a non-negative weight"),
 ])
 def test_the_departures_from_the_paper_take_their_ranges(name, good, bad, message):
     assert cfg.Config().__dict__[name] == FIELDS[name].default  # the paper's by default
@@ -196,12 +197,12 @@ def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
     assert "transposed_init" not in cfg.ARCHITECTURE_SETTINGS
     old = cfg.Config().to_dict()
     for name in ("upsampling", "transposed_init", "d_loss_scale", "label_smoothing",
-                 "checkerboard_penalty", "d_batches"):
+                 "checkerboard_penalty", "stripes_penalty", "d_batches"):
         del old[name]  # a session or export saved before these existed: as before them
     restored = cfg.Config.from_dict(old)
     assert (restored.upsampling, restored.transposed_init, restored.d_loss_scale,
-            restored.label_smoothing, restored.checkerboard_penalty, restored.d_batches) == (
-        "transposed", "default", 1.0, 0.0, 0.0, "separate")
+            restored.label_smoothing, restored.checkerboard_penalty, restored.stripes_penalty,
+            restored.d_batches) == ("transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate")
     assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
 
 

@@ -87,7 +87,7 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
     for name in ("metrics.csv", "metrics.json", "metrics.png", "examples.png", "crops.png"):
         assert (folder / name).stat().st_size > 0
         assert os.path.join(session.eval_dir("s"), name) in stdout
-    assert Image.open(folder / "metrics.png").size == (1440, 1080)  # 3 rows of 4 charts
+    assert Image.open(folder / "metrics.png").size == (1440, 1440)  # 4 rows of 4 charts
     # The printed table: header line naming the settings, a row per method.
     assert "session 's': 3 photos" in stdout and "rect holes" in stdout
     runs = "onnx" if engine.available()[0] else "tf"
@@ -99,7 +99,7 @@ def test_evaluation_writes_the_table_and_figures_with_consistent_numbers(root, c
     assert [r["method"] for r in rows] == list(evaluate.METHODS)
     assert all(math.isfinite(float(r[c])) for r in rows for c in evaluate.COLUMNS)
     assert float(rows[0]["l1_hole"]) == pytest.approx(report["mean"]["model"]["l1_hole"])
-    assert list(rows[0])[-4:] == list(realism.COLUMNS)
+    assert list(rows[0])[-len(realism.COLUMNS):] == list(realism.COLUMNS)
     for row in rows:  # a measure that cannot be had (nan) is null in the JSON
         for column in realism.COLUMNS:
             saved = report["mean"][row["method"]][column]
@@ -153,9 +153,10 @@ def _assert_realism_of_the_mean_fill(stdout, report, images, holes):
                        image) for image, hole in zip(images, holes)]
     flat = report["mean"]["mean pixel"]
     assert flat["swd_hole"] == pytest.approx(realism.swd(filled, images, holes)[0])
-    # Flat in the hole: no gradient, no checkerboard, and no excess to speak of (null).
-    assert flat["sharpness_hole"] == flat["checkerboard_hole"] == 0.0
-    assert flat["checkerboard_excess"] is None
+    # Flat in the hole: no gradient, no checkerboard, no stripes, and no excess to speak of
+    # (null).
+    assert flat["sharpness_hole"] == flat["checkerboard_hole"] == flat["stripes_hole"] == 0.0
+    assert flat["checkerboard_excess"] is None and flat["stripes_excess"] is None
     assert report["per_photo"]["mean pixel"]["sharpness_hole"] == [0.0] * 3
     floor, levels = realism.swd_floor(images, holes)
     assert report["swd_floor"] == pytest.approx(floor) and len(report["swd_floor_levels"]) == 2
@@ -165,7 +166,8 @@ def _assert_realism_of_the_mean_fill(stdout, report, images, holes):
     assert header.split()[:5] == ["method", "SWD", "hole", "sharpness", "checkerboard"]
     row = next(line for line in stdout.splitlines()[stdout.splitlines().index(header):]
                if line.startswith("mean pixel  "))
-    assert row.split()[2:] == [f"{flat['swd_hole']:.2f}", "0.000", "0.000", "nan"]
+    assert row.split()[2:] == [f"{flat['swd_hole']:.2f}", "0.000", "0.000", "nan", "0.000",
+                               "nan"]
 
 
 def test_same_seed_same_numbers_other_seed_other_holes(root, capsys):

@@ -1,5 +1,6 @@
 """realism.py: the pyramid, the sliced Wasserstein distance and the hole ratios against values
-known in advance, and the point of having all three: a blur and a checkerboard each caught."""
+known in advance, and the point of having them all: a blur, a checkerboard and stripes each
+caught."""
 import math
 
 import cv2
@@ -31,19 +32,22 @@ def fill(photos, holes, inside):
 
 
 CHECKER = np.where(np.indices((SIZE, SIZE)).sum(axis=0) % 2 == 0, 0.1, -0.1)[..., None]
+COLUMNS = np.where(np.indices((SIZE, SIZE))[1] % 2 == 0, 0.1, -0.1)[..., None]  # vertical
 
 
 @pytest.fixture(scope="module")
 def textured():
     """16 noise photos with their holes, a re-sampled fill (the same noise, drawn again), a
-    blurred one and the blurred one with a two-pixel checkerboard of +-0.1 added."""
+    blurred one, and the blurred one with a two-pixel checkerboard of +-0.1 added or with
+    columns alternating by +-0.1 (vertical stripes)."""
     rng = np.random.default_rng(0)
     photos = textures(rng, 16)
     holes = rectangles(rng, 16)
     blurred = fill(photos, holes, np.stack([cv2.GaussianBlur(p, (0, 0), 1.5) for p in photos]))
     return dict(photos=photos, holes=holes,
                 resampled=fill(photos, holes, textures(rng, 16)), blurred=blurred,
-                checkered=fill(photos, holes, blurred + CHECKER))
+                checkered=fill(photos, holes, blurred + CHECKER),
+                striped=fill(photos, holes, blurred + COLUMNS))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +161,8 @@ def test_a_flat_fill_scores_far_from_black_and_white_photos():
 
 
 # ---------------------------------------------------------------------------------------------
-# Sharpness and checkerboard, by hand: 4x4 images, one channel repeated, holes of 3x3 top-left
+# Sharpness, checkerboard and stripes, by hand: 4x4 images, one channel repeated, holes of 3x3
+# top-left
 
 
 def gray(rows):
@@ -182,6 +187,14 @@ def test_ratios_by_hand():
     assert math.isnan(checker_per_photo[0]) and checker_per_photo[1] == 1.0  # 6 / 0: nan
     measured = realism.measure(completions, photos, holes)
     assert measured["checkerboard_excess"] == pytest.approx(checker_ratio / sharp)
+    # One 3x3 window. The completion's rows' second differences are 0, -2, 0 and its columns'
+    # 2, 2, 6, each smoothed by (1, 2, 1) / 4: |-4| / 4 + |2 + 4 + 6| / 4 = 4; the ramp's and
+    # the checker's 0 (its rows' 2, -2, 2 cancel): both nan per photo, and 4 / 0 pooled.
+    stripes_ratio, stripes_per_photo = realism.stripes(completions, photos, holes)
+    assert math.isnan(stripes_ratio) and all(map(math.isnan, stripes_per_photo))
+    stripes_ratio, _ = realism.stripes([completion], [gray([[0, 1, 0, 1]] * 4)], [hole])
+    assert stripes_ratio == pytest.approx(4 / 2)  # alternating columns: (2 + 4 + 2) / 4 = 2
+    assert math.isnan(measured["stripes_hole"]) and math.isnan(measured["stripes_excess"])
     # uint8 photos are read as value / 255: the same ratios.
     as_uint8 = [np.round(np.asarray(x) * 200).astype(np.uint8) for x in (completions, photos)]
     assert realism.sharpness(*as_uint8, holes)[0] == pytest.approx(sharp)
@@ -195,8 +208,9 @@ def test_a_set_against_itself(textured):
     measured = realism.measure(textured["photos"], textured["photos"], textured["holes"])
     assert measured["swd_hole"] == 0.0 and measured["swd_levels"] == [0.0, 0.0, 0.0]
     assert measured["sharpness_hole"] == measured["checkerboard_hole"] == 1.0
-    assert measured["checkerboard_excess"] == 1.0
+    assert measured["checkerboard_excess"] == measured["stripes_excess"] == 1.0
     assert measured["sharpness_per_photo"] == measured["checkerboard_per_photo"] == [1.0] * 16
+    assert measured["stripes_per_photo"] == [1.0] * 16
 
 
 def test_a_blur_is_far_from_the_photos_and_less_sharp(textured):
@@ -206,7 +220,9 @@ def test_a_blur_is_far_from_the_photos_and_less_sharp(textured):
     assert blurred["swd_hole"] > 1.5 * resampled["swd_hole"] > 0  # 284 against 58
     assert resampled["sharpness_hole"] == pytest.approx(1, abs=0.02)
     assert resampled["checkerboard_excess"] == pytest.approx(1, abs=0.02)
+    assert resampled["stripes_excess"] == pytest.approx(1, abs=0.02)
     assert blurred["sharpness_hole"] < 0.1 and blurred["checkerboard_excess"] < 0.5
+    assert blurred["stripes_excess"] < 0.75
     assert max(blurred["sharpness_per_photo"]) < 0.2
 
 
@@ -220,6 +236,18 @@ def test_a_checkerboard_fools_swd_not_the_excess(textured):
     assert checkered["swd_levels"][0] < blurred["swd_levels"][0]
     assert checkered["checkerboard_hole"] > 10 * blurred["checkerboard_hole"]
     assert checkered["checkerboard_excess"] > 1.4 > 3 * blurred["checkerboard_excess"]
+    assert checkered["stripes_excess"] < 0.2  # the stripe measure does not see it
+
+
+def test_stripes_escape_the_checkerboard_measure_not_the_stripe_excess(textured):
+    """Alternating columns added to the blur answer nothing to [[1, -1], [-1, 1]], so the
+    checkerboard excess stays a blur's; the stripe excess catches them."""
+    photos, holes = textured["photos"], textured["holes"]
+    blurred = realism.measure(textured["blurred"], photos, holes)
+    striped = realism.measure(textured["striped"], photos, holes)
+    assert striped["checkerboard_hole"] == pytest.approx(blurred["checkerboard_hole"], rel=1e-9)
+    assert striped["sharpness_hole"] > 2 * blurred["sharpness_hole"]
+    assert striped["stripes_excess"] > 1.4 > 2 * blurred["stripes_excess"]  # 1.53 and 0.69
 
 
 def test_the_floor_is_far_below_a_flat_fill():

@@ -95,7 +95,7 @@ def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
     for folder in (logs, logs / "eval_blend", logs / "eval_telea"):
         events = read_events(folder)
         for tag in [*report.EVAL_COLUMNS, "swd", "sharpness", "checkerboard",
-                    "checkerboard_excess"]:
+                    "checkerboard_excess", "stripes", "stripes_excess"]:
             # The quick preset evaluates every 20 iterations and at each phase's end.
             assert [e.step for e in events.Tensors(f"eval/{tag}")] == [2, 4, 5]
     model_events = read_events(logs)
@@ -108,7 +108,8 @@ def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
     telea = {(r["l1_hole"], r["swd_hole"]) for r in rows if r["method"] == "OpenCV Telea"}
     assert len(telea) == 1  # the line to beat does not move
     for column, tag in (("l1_hole", "l1_hole"), ("swd_hole", "swd"),
-                        ("checkerboard_excess", "checkerboard_excess")):
+                        ("checkerboard_excess", "checkerboard_excess"),
+                        ("stripes_excess", "stripes_excess")):
         logged = [float(tf.make_ndarray(e.tensor_proto))
                   for e in model_events.Tensors(f"eval/{tag}")]
         np.testing.assert_allclose(logged, [float(r[column]) for r in rows

@@ -19,6 +19,7 @@ import config as cfg
 import data_loader
 import devices
 import session
+import realism
 import report
 import train
 import utils
@@ -89,6 +90,44 @@ def test_checkerboard_excess_counts_what_the_output_adds_at_the_two_pixel_period
                                            as_tf(np.zeros_like(mask)))) == 0
     assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board), as_tf(mask),
                                            global_batch=2)) == pytest.approx(0.6, rel=1e-5)
+
+
+def test_stripes_excess_counts_what_the_output_adds_in_two_pixel_stripes():
+    """Alternating columns of amplitude 0.1 on a flat photo: every 3x3 window answers
+    |0.1 - 2 (-0.1) + 0.1| = 0.4 across per channel and 0 down; rows alike, turned; a
+    checkerboard and a ramp answer nothing, and neither do windows reaching out of the hole."""
+    y, x = np.mgrid[:8, :8]
+    columns = np.where(x % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
+    board = np.where((y + x) % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
+    flat = np.full((1, 8, 8, 3), 0.5)
+    mask = np.zeros((1, 8, 8, 1))
+    mask[:, 2:7, 2:7] = 1  # 3 x 3 windows inside
+    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
+
+    def excess(photo, output, where=mask, **kwargs):
+        return float(train.stripes_excess(as_tf(photo), as_tf(output), as_tf(where), **kwargs))
+    assert excess(flat, flat + columns) == pytest.approx(3 * 0.4, rel=1e-5)
+    assert excess(flat, flat + columns.transpose(0, 2, 1, 3)) == pytest.approx(1.2, rel=1e-5)
+    assert excess(flat + columns, flat + columns) == pytest.approx(0, abs=1e-7)
+    assert excess(flat, flat + board) == pytest.approx(0, abs=1e-7)
+    assert excess(flat, flat + 0.05 * (y + 2 * x)[None, ..., None]) == pytest.approx(0, abs=1e-6)
+    assert excess(flat, flat + columns * (1 - mask)) == pytest.approx(0, abs=1e-7)
+    assert excess(flat, flat + columns, np.zeros_like(mask)) == 0
+    assert excess(flat, flat + columns, global_batch=2) == pytest.approx(0.6, rel=1e-5)
+
+
+def test_the_penalties_respond_as_the_realism_measures_do():
+    """The training penalties and the realism measures apply the same responses to every
+    window: the checkerboard's on 2x2 windows, the stripes' on 3x3 ones, row by row."""
+    images = np.random.default_rng(3).uniform(size=(2, 9, 11, 3))
+    everywhere = np.ones((2, 9, 11), bool)
+    for trained, measured, offsets in ((train.checker_response, realism.checker_response,
+                                        realism.CORNERS),
+                                       (train.stripe_response, realism.stripe_response,
+                                        realism.SQUARE)):
+        pixels, _ = realism.window_pixels(images, everywhere, offsets)
+        np.testing.assert_allclose(trained(tf.constant(images)).numpy().reshape(-1, 3),
+                                   measured(*pixels), rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -326,8 +365,9 @@ def test_d_loss_scale_scales_the_discriminators_phase_3_update():
 @pytest.mark.slow
 def test_the_departures_from_the_paper_change_exactly_their_terms():
     """--d-loss-scale leaves phase 2 alone; --label-smoothing changes the discriminator's loss
-    and not what it outputs; --checkerboard-penalty adds its term to the completion network's
-    phase-3 update, logged as "checkerboard", and nothing to the discriminator's (phase 1:
+    and not what it outputs; --checkerboard-penalty and --stripes-penalty add their terms to the
+    completion network's phase-3 update, logged as "checkerboard" and "stripes", and nothing to
+    the discriminator's (phase 1:
     test_a_session_departing_from_the_paper_...)."""
     run = departure_runs()
     check_d_loss_scale(run, 2)
@@ -337,8 +377,9 @@ def test_the_departures_from_the_paper_change_exactly_their_terms():
     for key in ("d_real", "d_completed"):
         assert smooth[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
 
-    paper, penalized = run(3), run(3, checkerboard_penalty=10.0)
+    paper, penalized = run(3), run(3, checkerboard_penalty=10.0, stripes_penalty=10.0)
     assert "checkerboard" not in paper[0] and penalized[0]["checkerboard"] > 0
+    assert "stripes" not in paper[0] and penalized[0]["stripes"] > 0
     assert penalized[0]["reconstruction"] == pytest.approx(paper[0]["reconstruction"], rel=1e-12)
     assert any(not np.allclose(a, b, rtol=1e-6, atol=0) for a, b in zip(paper[1], penalized[1]))
     for a, b in zip(paper[2], penalized[2], strict=True):
@@ -603,21 +644,28 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     and the session's export completes and refuses to seed a transposed session."""
     make_photos(tmp_path / "photos", 4)
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
-                  "--checkerboard-penalty", "1", "--d-batches", "joint"]
+                  "--checkerboard-penalty", "1", "--stripes-penalty", "0.5", "--d-batches",
+                  "joint"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
     assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
-            " x 0.5, label smoothing 0.1, checkerboard penalty 1, resize upsampling\n") in out
+            " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, resize"
+            " upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
-    assert [(r["phase"], r["checkerboard"] != "") for r in rows] == [
-        ("1", True), ("2", False), ("3", True)]
+    assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "") for r in rows] == [
+        ("1", True, True), ("2", False, False), ("3", True, True)]
 
     resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
     resumed[resumed.index("--label-smoothing") + 1] = "0"
+    resumed[resumed.index("--stripes-penalty") + 1] = "0"
     assert run_main(train, resumed, tmp_path) == 0
     out = capsys.readouterr().out
     assert "Changed on resume: --label-smoothing 0.1 -> 0.0" in out
+    assert "Changed on resume: --stripes-penalty 0.5 -> 0.0" in out
+    rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
+    assert (rows[-1]["iteration"], rows[-1]["checkerboard"] != "", rows[-1]["stripes"]) == (
+        "4", True, "")
     assert "Resuming session 'gan' at iteration 3 (phase 3 joint)" in out
     resumed[resumed.index("--upsampling") + 1] = "transposed"
     assert run_main(train, resumed, tmp_path) == 2

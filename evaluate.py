@@ -349,25 +349,31 @@ def crop_around(image, hole, side):
     return image[top:top + side, left:left + side]
 
 
-def plot_crops(path, examples, margin=8, zoom=2):
-    """The holes up close: a row per photo, the hole with `margin` pixels around it, enlarged
-    `zoom` times by repeating pixels (no smoothing), pixel for pixel in the file; columns
-    masked input | each method | ground truth. Blur, seams and two-pixel patterns show here."""
+def close_ups(columns, holes, margin=8, zoom=2):
+    """The holes up close: each cell of `columns` ([(title, [uint8 image per row])]) cut to its
+    row's hole with `margin` pixels around it (one square side for all, the largest hole's),
+    enlarged `zoom` times by repeating pixels (no smoothing). Blur, seams and two-pixel
+    patterns show there."""
     side = max(max(np.ptp(np.nonzero(hole)[0]), np.ptp(np.nonzero(hole)[1])) + 1
-               for _, _, hole, _ in examples) + 2 * margin
-    side = min(side, *examples[0][1].shape[:2])
+               for hole in holes) + 2 * margin
+    side = min(side, *columns[0][1][0].shape[:2])
 
     def zoomed(image, hole):
         return np.repeat(np.repeat(crop_around(image, hole, side), zoom, 0), zoom, 1)
+    return [(title, [zoomed(cell, hole) for cell, hole in zip(cells, holes)])
+            for title, cells in columns]
 
+
+def plot_crops(path, examples, margin=8, zoom=2):
+    """close_ups of the examples, pixel for pixel in the file; columns masked input | each
+    method | ground truth."""
     panels = [("masked input", [np.where(hole[..., None], np.uint8(255), image)
                                 for _, image, hole, _ in examples])]
     panels += [(method, [results[method] for _, _, _, results in examples])
                for method in METHODS]
     panels.append(("ground truth", [image for _, image, _, _ in examples]))
-    columns = [(title, [zoomed(cell, hole) for cell, (_, _, hole, _) in zip(cells, examples)])
-               for title, cells in panels]
-    utils.titled_grid(path, columns)
+    utils.titled_grid(path, close_ups(panels, [hole for _, _, hole, _ in examples], margin,
+                                      zoom))
 
 
 def without_nan(value):

@@ -3,14 +3,19 @@ completions of held-out photos at chosen iterations side by side.
 
     python figures.py --session wallpapers --iterations 3000 10000 --out figures/
     python figures.py --model pretrained/wallpapers --data-dir prepared/heldout --rows 0,3,7
+    python figures.py --model pretrained/wallpapers pretrained/wallpapers-gan \
+        --data-dir prepared/heldout --rows 0,3,7
 
 Writes OUT/NAME_eval.png (the held-out metrics train.py recorded in results/NAME/eval.csv,
 against iterations, with the phase boundaries and Telea's line) and OUT/NAME_completions.jpg: a
 row per held-out photo (the photos and holes train.py --eval-every and evaluate.py score), the
 columns masked input | the network of each iteration | the last one (or --blend N) with the
-paper's blending | ground truth. With --model DIR (an export, such as the pretrained model), it
-writes OUT/DIRNAME_model.jpg instead: masked input | the export's network | with the paper's
-blending | ground truth, for the photos of --data-dir.
+paper's blending | ground truth. With --model DIR [DIR ...] (exports, such as the pretrained
+models), it writes OUT/DIRNAME_model.jpg instead (the names of all joined by "_" for several):
+masked input | each export's network | the last one with the paper's blending | ground truth,
+for the photos of --data-dir. Beside each grid, the same columns with the holes up close
+(_crops.jpg: the hole and 8 pixels around it, enlarged twice by repeating pixels), where blur
+and two-pixel patterns show.
 """
 import os
 import sys
@@ -80,10 +85,11 @@ def completions(name, iterations, items, mean_pixel):
 
 
 def grid_figure(path, items, done, config, blended=None, titles=None):
-    """The grid with a title above each column, pixel for pixel (no resampling); `blended`: the
-    iteration whose completions the blend column shows (default: the last); `titles`: the
-    columns' titles by key of `done` (default: "iteration N (phase P)")."""
-    last = blended or max(done)
+    """The grid with a title above each column, pixel for pixel (no resampling), and beside it
+    (PATH_crops, of the same format) the same with the holes up close; `blended`: the iteration whose
+    completions the blend column shows (default: the last); `titles`: the columns' titles by
+    key of `done` (default: "iteration N (phase P)"). Returns the two paths."""
+    last = max(done) if blended is None else blended
     titles = titles or {n: f"iteration {n} (phase {phase_of(n, config)})" for n in done}
     columns = [("masked input", [np.where(i["hole"][..., None], np.uint8(255), i["image"])
                                  for i in items])]
@@ -92,16 +98,21 @@ def grid_figure(path, items, done, config, blended=None, titles=None):
                  [complete.poisson_blend(i["masked"], c, i["hole"])
                   for i, c in zip(items, done[last])]),
                 ("ground truth", [i["image"] for i in items])]
+    root, extension = os.path.splitext(path)
+    crops = f"{root}_crops{extension}"
     utils.titled_grid(path, columns, GAP, HEADER)
+    utils.titled_grid(crops, evaluate.close_ups(columns, [i["hole"] for i in items]), GAP,
+                      HEADER)
+    return [path, crops]
 
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--session", help="a session trained by train.py")
-    source.add_argument("--model", metavar="DIR",
-                        help="instead of a session: an export (complete.py --export, convert.py,"
-                             " or the pretrained model); needs --data-dir")
+    source.add_argument("--model", metavar="DIR", nargs="+",
+                        help="instead of a session: exports (complete.py --export, convert.py,"
+                             " or the pretrained models), a column each; needs --data-dir")
     parser.add_argument("--iterations", type=int, nargs="+", metavar="N",
                         help="the checkpoints to show (default: the end of phase 1, when it was"
                              " saved, and the newest)")
@@ -125,16 +136,23 @@ def parse_args(argv):
 
 
 def model_figure(args, rows):
-    """OUT/DIRNAME_model.jpg for --model DIR: masked | the network | + blend | ground truth."""
-    network, mean_pixel, config = exports.read(args.model)
-    items = held_out_items(config, args.data_dir, rows, mean_pixel)
-    done = {0: [complete.complete(network, item["masked"], item["hole"], mean_pixel)[0]
-                for item in items]}
+    """OUT/DIRNAME_model.jpg (and its close-ups) for --model DIR [DIR ...]: masked | each
+    network | the last + blend | ground truth. The holes are those of the first export's
+    settings; every export must complete images of its size."""
+    names = [os.path.basename(os.path.normpath(model)) for model in args.model]
+    loaded = [exports.read(model) for model in args.model]
+    config = loaded[0][2]
+    for model, (_, _, other) in zip(args.model[1:], loaded[1:]):
+        if other.image_size != config.image_size:
+            raise utils.UserError(f"--model {model}: trained at {other.image_size} px, not"
+                                  f" {config.image_size} px as {args.model[0]}")
+    items = held_out_items(config, args.data_dir, rows, loaded[0][1])
+    done = {k: [complete.complete(network, item["masked"], item["hole"], mean_pixel)[0]
+                for item in items] for k, (network, mean_pixel, _) in enumerate(loaded)}
     utils.output_folder(args.out, "--out")
-    name = os.path.basename(os.path.normpath(args.model))
-    path = os.path.join(args.out, f"{name}_model.jpg")
-    grid_figure(path, items, done, config, titles={0: "model"})
-    return path
+    path = os.path.join(args.out, f"{'_'.join(names)}_model.jpg")
+    titles = {0: "model"} if len(names) == 1 else dict(enumerate(names))
+    return grid_figure(path, items, done, config, titles=titles)
 
 
 def held_out_items(config, data_dir, rows, mean_pixel):
@@ -149,12 +167,16 @@ def held_out_items(config, data_dir, rows, mean_pixel):
     return [items[r] for r in rows] if rows else items
 
 
+def listed(paths):
+    return ", ".join(paths[:-1]) + " and " + paths[-1] if len(paths) > 1 else paths[0]
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
         rows = parse_rows(args.rows)
         if args.model:
-            print(f"Wrote {model_figure(args, rows)}")
+            print("Wrote " + listed(model_figure(args, rows)))
             return 0
         _, mean_pixel, config = session.load_completion_network(args.session)
         iterations = args.iterations or default_iterations(args.session, config)
@@ -166,16 +188,16 @@ def main(argv=None):
         utils.output_folder(args.out, "--out")
     except utils.UserError as error:
         return utils.print_error(error)
-    written = [os.path.join(args.out, f"{args.session}_completions.jpg")]
-    grid_figure(written[0], items, done, config, args.blend)
+    written = grid_figure(os.path.join(args.out, f"{args.session}_completions.jpg"), items, done,
+                          config, args.blend)
     history = report.read_csv(session.eval_history(args.session))
     if history:
         written.append(os.path.join(args.out, f"{args.session}_eval.png"))
-        report.plot_evaluation(history, config, args.out, os.path.basename(written[1]))
+        report.plot_evaluation(history, config, args.out, os.path.basename(written[-1]))
     else:
         print(f"No held-out curve: {session.eval_history(args.session)} is missing (train with"
               " --eval-every N)")
-    print("Wrote " + " and ".join(written))
+    print("Wrote " + listed(written))
     return 0
 
 

@@ -1,5 +1,7 @@
 """figures.py: the held-out curve and the grid of completions at chosen iterations."""
+import json
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -25,8 +27,9 @@ def test_the_grid_shows_each_iteration_pixel_for_pixel(copy_training, tmp_path, 
     # The tiny session: phases of 2, 2 and 1 iterations; its held-out photos: all five photos.
     assert run_main(figures, ["--session", "tiny", "--data-dir", "photos", "--rows", "0,3",
                               "--out", "figs"], copy_training) == 0
-    assert capsys.readouterr().out.strip() == (
-        "Wrote figs/tiny_completions.jpg and figs/tiny_eval.png")
+    assert capsys.readouterr().out.strip() == ("Wrote figs/tiny_completions.jpg,"
+                                               " figs/tiny_completions_crops.jpg and"
+                                               " figs/tiny_eval.png")
     jpeg = Image.open(copy_training / "figs" / "tiny_completions.jpg")
     # masked | iteration 2 (end of phase 1) | iteration 5 | 5 + blend | ground truth; two rows
     assert jpeg.size == (5 * (SIZE + 2) - 2, figures.HEADER + 2 * (SIZE + 2) - 2)
@@ -56,6 +59,18 @@ def test_the_grid_shows_each_iteration_pixel_for_pixel(copy_training, tmp_path, 
         np.testing.assert_array_equal(cell(grid, row, 4), item["image"])
     # Phase 1's network and the last one differ: the columns are not copies.
     assert not np.array_equal(cell(grid, 0, 1), cell(grid, 0, 2))
+    # The close-ups: each cell the hole and 8 pixels around it (here the whole 32 px image,
+    # the holes being 12-16 px), enlarged twice by repeating pixels.
+    close = np.asarray(Image.open(tmp_path / "grid_crops.png").convert("RGB"))
+    side = min(SIZE, max(np.ptp(np.nonzero(i["hole"])[axis]) + 1 for i in items for axis in (0, 1))
+               + 16)
+    assert close.shape == (figures.HEADER + 2 * 2 * side + 2, 5 * 2 * side + 8, 3)
+    for row, item in enumerate(items):
+        for column in range(5):
+            top, left = figures.HEADER + row * (2 * side + 2), column * (2 * side + 2)
+            expected = evaluate.crop_around(cell(grid, row, column), item["hole"], side)
+            np.testing.assert_array_equal(close[top:top + 2 * side, left:left + 2 * side],
+                                          expected.repeat(2, 0).repeat(2, 1))
     # --blend 2: the blended column shows the end of phase 1 instead.
     figures.grid_figure(str(tmp_path / "grid2.png"), items, done, config, blended=2)
     grid = np.asarray(Image.open(tmp_path / "grid2.png").convert("RGB"))
@@ -115,7 +130,8 @@ def test_an_export_gives_masked_network_blend_and_truth(copy_training, capsys):
     capsys.readouterr()
     assert run_main(figures, ["--model", "exp", "--data-dir", "photos", "--rows", "1,4",
                               "--out", "figs"], copy_training) == 0
-    assert capsys.readouterr().out.strip() == "Wrote figs/exp_model.jpg"
+    assert capsys.readouterr().out.strip() == (
+        "Wrote figs/exp_model.jpg and figs/exp_model_crops.jpg")
     jpeg = Image.open(copy_training / "figs" / "exp_model.jpg")
     # masked | model | model + blend | ground truth; two rows
     assert jpeg.size == (4 * (SIZE + 2) - 2, figures.HEADER + 2 * (SIZE + 2) - 2)
@@ -133,6 +149,44 @@ def test_an_export_gives_masked_network_blend_and_truth(copy_training, capsys):
             item["masked"], done[0][row], item["hole"]))
         assert np.array_equal(cell(grid, row, 3), item["image"])
     assert not np.array_equal(done[0][0], items[0]["image"])
+
+
+def test_several_exports_show_side_by_side(copy_training, capsys):
+    """--model A B: a column per export, then B's with blending: phase 1's network beside the
+    last one's, as the README's figure shows the two pretrained models."""
+    for iteration, folder in ((2, "phase1"), (5, "last")):
+        assert run_main(complete, ["--session", "tiny", "--iteration", str(iteration),
+                                   "--export", folder], copy_training) == 0
+    capsys.readouterr()
+    assert run_main(figures, ["--model", "phase1", "last", "--data-dir", "photos", "--rows", "2",
+                              "--out", "figs"], copy_training) == 0
+    assert capsys.readouterr().out.strip() == (
+        "Wrote figs/phase1_last_model.jpg and figs/phase1_last_model_crops.jpg")
+    # masked | phase1 | last | last + blend | ground truth; one row
+    assert Image.open(copy_training / "figs" / "phase1_last_model.jpg").size == (
+        5 * (SIZE + 2) - 2, figures.HEADER + SIZE)
+    with working_directory(copy_training):
+        loaded = [exports.read(folder) for folder in ("phase1", "last")]
+        items = figures.held_out_items(loaded[0][2], ["photos"], [2], loaded[0][1])
+        done = {k: [complete.complete(network, items[0]["masked"], items[0]["hole"],
+                                      mean_pixel)[0]]
+                for k, (network, mean_pixel, _) in enumerate(loaded)}
+        figures.grid_figure("grid.png", items, done, loaded[0][2],
+                            titles={0: "phase1", 1: "last"})
+        grid = np.asarray(Image.open("grid.png").convert("RGB"))
+    for column, expected in ((1, done[0][0]), (2, done[1][0]), (3, complete.poisson_blend(
+            items[0]["masked"], done[1][0], items[0]["hole"]))):
+        np.testing.assert_array_equal(cell(grid, 0, column), expected)
+    assert not np.array_equal(done[0][0], done[1][0])
+
+    other = copy_training / "other"
+    shutil.copytree(copy_training / "last", other)
+    metadata = json.loads((other / "glcic.json").read_text())
+    metadata["config"]["image_size"] = 48
+    (other / "glcic.json").write_text(json.dumps(metadata))
+    assert run_main(figures, ["--model", "last", "other", "--data-dir", "photos"],
+                    copy_training) == 2
+    assert capsys.readouterr().err == "error: --model other: trained at 48 px, not 32 px as last\n"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -223,10 +223,9 @@ def examples(items, completed, count):
             for index, item in enumerate(items[:count])]
 
 
-def evaluate(network, mean_pixel, config, files, count, hole_shape, seed, max_holes=1):
-    """Every method on the held-out photos: (photos, measured: measure()'s dict with the photos'
-    own SWD, "swd_floor" and "swd_floor_levels", examples)."""
-    items = held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes)
+def evaluate(network, mean_pixel, items):
+    """Every method on the held-out items (held_out()): (photos, measured: measure()'s dict
+    with the photos' own SWD, "swd_floor" and "swd_floor_levels", examples)."""
     completed = fill_items(network, mean_pixel, items, progress=True)
     measured = measure(items, completed)
     measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
@@ -516,8 +515,9 @@ def main(argv=None):
                 f" at iteration {args.iteration}" if args.iteration is not None else "")
         out = utils.output_folder(args.out or session.eval_dir(name), "--out")
         hole_shape = args.hole_shape or config.hole_shape
-        photos, measured, examples = evaluate(network, mean_pixel, config, files, args.count,
-                                              hole_shape, args.seed, args.max_holes)
+        items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
+                         args.max_holes)
+        photos, measured, examples = evaluate(network, mean_pixel, items)
         if not photos:
             raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
                                         f" photo among {len(files)} image files")
@@ -539,9 +539,7 @@ def main(argv=None):
     if args.layers:
         keras_network = network if engine.name_of(network) == "tf" and \
             engine.precision_of(network) == "float32" else quietly_loaded(args)
-        rows = layers_by_period(keras_network, held_out(
-            files, config, args.count, hole_shape, args.seed, mean_pixel, args.max_holes),
-            mean_pixel)
+        rows = layers_by_period(keras_network, items, mean_pixel)
         print(layers_table(rows))
         path = os.path.join(out, "layers.csv")
         write_rows(path, ["layer", "size", "hole", "outside"], rows)

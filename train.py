@@ -99,16 +99,29 @@ def windows_inside(masks, size):
     return -tf.nn.max_pool2d(-masks, size, 1, "VALID")
 
 
+def gradient_magnitude(x):
+    """sqrt(dx^2 + dy^2) of the forward differences at the top-left pixel of every 2x2 window
+    of images x, as realism.gradient_magnitude; (B, H - 1, W - 1, C)."""
+    dx, dy = x[:, :-1, 1:] - x[:, :-1, :-1], x[:, 1:, :-1] - x[:, :-1, :-1]
+    return tf.sqrt(dx * dx + dy * dy)
+
+
 def period_two_excess(response, size, images, outputs, masks, global_batch=None):
-    """Over the size x size windows lying inside the hole, the mean of max(0, the output's
-    response - the photo's), summed over the channels: zero for an output no more patterned at
-    the two-pixel period than the photo; detail the photo has is not penalized, only what the
-    output adds."""
+    """Per image, in the hole: the output's response summed over the size x size windows and
+    the channels, less the photo's scaled by the output's sharpness (its gradient magnitude
+    over the photo's, held constant), at least 0, over the windows: zero for an output no more
+    patterned at the two-pixel period than a photo as sharp as it, whatever texture it draws
+    where; only the period's share beyond that counts."""
     images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
     inside = windows_inside(masks, size)
-    excess = tf.nn.relu(response(outputs) - response(images)) * inside
+    ours = tf.reduce_sum(response(outputs) * inside, [1, 2, 3])
+    theirs = tf.reduce_sum(response(images) * inside, [1, 2, 3])
+    in_2x2 = windows_inside(masks, 2)
+    sharpness = tf.stop_gradient(tf.math.divide_no_nan(
+        tf.reduce_sum(gradient_magnitude(outputs) * in_2x2, [1, 2, 3]),
+        tf.reduce_sum(gradient_magnitude(images) * in_2x2, [1, 2, 3])))
     windows = tf.reduce_sum(inside, [1, 2, 3])
-    per_example = tf.math.divide_no_nan(tf.reduce_sum(excess, [1, 2, 3]), windows)
+    per_example = tf.math.divide_no_nan(tf.nn.relu(ours - theirs * sharpness), windows)
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 

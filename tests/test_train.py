@@ -116,6 +116,35 @@ def test_stripes_excess_counts_what_the_output_adds_in_two_pixel_stripes():
     assert excess(flat, flat + columns, global_batch=2) == pytest.approx(0.6, rel=1e-5)
 
 
+@pytest.mark.parametrize("term", [train.checkerboard_excess, train.stripes_excess])
+def test_the_penalties_allow_any_texture_as_patterned_as_a_photos(term):
+    """Texture drawn anew (white noise, as the photo's but at other places) is not penalized,
+    though it differs from the photo at every pixel; the photo's pattern allowance shrinks
+    with the output's sharpness (a blurred output may carry less of it), and a checkerboard or
+    stripes added to the texture count."""
+    rng = np.random.default_rng(0)
+    photo = 0.5 + 0.1 * rng.standard_normal((4, 24, 24, 3))
+    redrawn = 0.5 + 0.1 * rng.standard_normal((4, 24, 24, 3))
+    mask = np.zeros((4, 24, 24, 1))
+    mask[:, 4:20, 4:20] = 1
+    y, x = np.mgrid[:24, :24]
+    pattern = np.where(((y + x) if term is train.checkerboard_excess else x) % 2 == 0, 0.1,
+                       -0.1)[None, ..., None]
+    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
+    same_kind = float(term(as_tf(photo), as_tf(redrawn), as_tf(mask)))
+    patterned = float(term(as_tf(photo), as_tf(redrawn + pattern), as_tf(mask)))
+    response = (train.checker_response if term is train.checkerboard_excess else
+                train.stripe_response)
+    # What a pixel-by-pixel comparison would count (over the whole image, about as inside).
+    per_pixel = float(tf.reduce_mean(tf.nn.relu(response(as_tf(redrawn))
+                                                - response(as_tf(photo)))))
+    assert same_kind < 0.25 * per_pixel  # 0.007 against 0.066 (checkerboard)
+    assert patterned > 4 * per_pixel  # 0.36
+    # Half the photo's texture plus half its pattern share: sharpness 1/2, allowance halved.
+    assert float(term(as_tf(photo), as_tf(0.5 + (photo - 0.5) / 2), as_tf(mask))) \
+        == pytest.approx(0, abs=1e-6)
+
+
 def test_the_penalties_respond_as_the_realism_measures_do():
     """The training penalties and the realism measures apply the same responses to every
     window: the checkerboard's on 2x2 windows, the stripes' on 3x3 ones, row by row."""

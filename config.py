@@ -170,17 +170,16 @@ class Config:
                     " A session may change it when it resumes",
         choices=("separate", "joint"))
     checkerboard_penalty: float = setting(
-        0.0, "add W times the two-pixel-period excess of the output in the hole (the mean over"
-             " its 2x2 windows of max(0, |[[1,-1],[-1,1]] * output| - the same of the photo))"
-             " to the completion network's loss in phases 1 and 3; not in the paper. 0: none."
-             " A session may change it when it resumes",
+        0.0, "add W times the output's checkerboard excess in the hole (its response to"
+             " [[1,-1],[-1,1]] beyond the photo's times the output's sharpness, per image and"
+             " 2x2 window) to the completion network's loss in phases 1 and 3; not in the"
+             " paper. 0: none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
     stripes_penalty: float = setting(
-        0.0, "add W times the output's excess of two-pixel stripes in the hole (the mean over"
-             " its 3x3 windows of max(0, |[1,-2,1] * output| across plus down - the same of the"
-             " photo)) to the completion network's loss in phases 1 and 3: columns or rows"
-             " alternating, which the checkerboard penalty does not see; not in the paper."
-             " 0: none. A session may change it when it resumes",
+        0.0, "add W times the output's excess of two-pixel stripes in the hole (columns or rows"
+             " alternating, which the checkerboard penalty does not see: the same with the"
+             " stripe response, per 3x3 window) to the completion network's loss in phases 1"
+             " and 3; not in the paper. 0: none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
     upsampling: str = setting(
         "transposed", "how the completion network doubles its resolution, twice: transposed"

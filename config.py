@@ -181,6 +181,13 @@ class Config:
              " stripe response, per 3x3 window) to the completion network's loss in phases 1"
              " and 3; not in the paper. 0: none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
+    d_lowpass: bool = setting(
+        False, "the discriminator sees its images (the whole and the local patch) through a"
+               " 3x3 binomial filter ([1,2,1] x [1,2,1] / 16), blind to the two-pixel period:"
+               " its gradient then carries none of it to the completion network (with the"
+               " paper's strided discriminator, three quarters of that gradient lies there,"
+               " the dot grid's source). Not the paper's. A session may change it when it"
+               " resumes")
     upsampling: str = setting(
         "transposed", "how the completion network doubles its resolution, twice: transposed"
                       " (the paper's 4x4 transposed convolutions) or resize (nearest-neighbour"

@@ -99,6 +99,15 @@ def windows_inside(masks, size):
     return -tf.nn.max_pool2d(-masks, size, 1, "VALID")
 
 
+def lowpass(images):
+    """Images (B, H, W, C) filtered by the binomial [1, 2, 1] / 4 down and across, reflected at
+    the edges (d c b | a b c d): zero response at the two-pixel period, in any direction."""
+    down = tf.concat([images[:, 1:2], images, images[:, -2:-1]], 1)
+    x = 0.25 * down[:, :-2] + 0.5 * down[:, 1:-1] + 0.25 * down[:, 2:]
+    across = tf.concat([x[:, :, 1:2], x, x[:, :, -2:-1]], 2)
+    return 0.25 * across[:, :, :-2] + 0.5 * across[:, :, 1:-1] + 0.25 * across[:, :, 2:]
+
+
 def gradient_magnitude(x):
     """sqrt(dx^2 + dy^2) of the forward differences at the top-left pixel of every 2x2 window
     of images x, as realism.gradient_magnitude; (B, H - 1, W - 1, C)."""
@@ -256,6 +265,8 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         return outputs, utils.blend(part["image"], outputs, part["mask"])
 
     def discriminate(images, patches_at):
+        if config.d_lowpass:
+            images = lowpass(images)
         return D([images, utils.crop_patches(images, patches_at, L)], training=True)
 
     def share_of_mean(values):
@@ -678,6 +689,7 @@ def departures(config):
              f"checkerboard penalty {config.checkerboard_penalty:g}"
              if config.checkerboard_penalty else "",
              f"stripes penalty {config.stripes_penalty:g}" if config.stripes_penalty else "",
+             "low-passed discriminator input" if config.d_lowpass else "",
              "resize upsampling" if config.upsampling == "resize" else "",
              "checkerboard-free transposed init"
              if config.transposed_init != "default" and config.upsampling == "transposed"

@@ -197,12 +197,14 @@ def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
     assert "transposed_init" not in cfg.ARCHITECTURE_SETTINGS
     old = cfg.Config().to_dict()
     for name in ("upsampling", "transposed_init", "d_loss_scale", "label_smoothing",
-                 "checkerboard_penalty", "stripes_penalty", "d_batches"):
+                 "checkerboard_penalty", "stripes_penalty", "d_batches", "d_lowpass"):
         del old[name]  # a session or export saved before these existed: as before them
     restored = cfg.Config.from_dict(old)
     assert (restored.upsampling, restored.transposed_init, restored.d_loss_scale,
             restored.label_smoothing, restored.checkerboard_penalty, restored.stripes_penalty,
-            restored.d_batches) == ("transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate")
+            restored.d_batches, restored.d_lowpass) == (
+        "transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate", False)
+    assert "d_lowpass" not in cfg.ARCHITECTURE_SETTINGS
     assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
 
 

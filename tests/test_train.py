@@ -8,6 +8,7 @@ import re
 import signal
 from types import SimpleNamespace
 
+import cv2
 import keras
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ import report
 import train
 import utils
 import exports
+import model
 from conftest import (TINY_SETTINGS, run_main, run_script, smooth_photo, tiny_args,
                       working_directory)
 from two_devices import fixed_batch
@@ -143,6 +145,51 @@ def test_the_penalties_allow_any_texture_as_patterned_as_a_photos(term):
     # Half the photo's texture plus half its pattern share: sharpness 1/2, allowance halved.
     assert float(term(as_tf(photo), as_tf(0.5 + (photo - 0.5) / 2), as_tf(mask))) \
         == pytest.approx(0, abs=1e-6)
+
+
+def test_a_lowpassed_discriminator_is_blind_to_the_two_pixel_period():
+    """--d-lowpass: the binomial filter (OpenCV's, reflected at the edges) takes a checkerboard
+    and stripes either way to 0 everywhere, edges included; so the discriminator's output does
+    not change when they are added to its images, and its gradient, the adversarial one the
+    completion network gets, has no component along them."""
+    rng = np.random.default_rng(0)
+    images = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
+    kernel = np.array([0.25, 0.5, 0.25])
+    opencv = np.stack([cv2.sepFilter2D(image, -1, kernel, kernel,
+                                       borderType=cv2.BORDER_REFLECT_101) for image in images])
+    np.testing.assert_allclose(train.lowpass(tf.constant(images)).numpy(), opencv, atol=1e-6)
+    y, x = np.mgrid[:32, :32]
+    patterns = [np.where(p % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
+                for p in (y + x, x, y)]
+    D = model.build_context_discriminator(32, 16, width_divisor=8)
+    at = tf.constant([[4, 8], [16, 0]], tf.int32)
+
+    def judged(x):
+        seen = train.lowpass(x)
+        return D([seen, utils.crop_patches(seen, at, 16)], training=False)
+    plain = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(plain)
+        logits = judged(plain)
+        total = tf.reduce_sum(logits)
+    gradient = tape.gradient(total, plain).numpy()
+    for pattern in patterns:
+        assert np.abs(train.lowpass(tf.constant(pattern, tf.float32)).numpy()).max() == 0
+        np.testing.assert_allclose(judged(tf.constant(images + pattern, tf.float32)).numpy(),
+                                   logits.numpy(), atol=1e-5)
+        # The gradient's cosine with the pattern (on both images).
+        whole = np.broadcast_to(pattern, images.shape)
+        assert np.abs((gradient * whole).sum()) < 1e-6 * np.linalg.norm(gradient) \
+            * np.linalg.norm(whole)
+    # Without the filter the same discriminator's gradient is as much along them as along any
+    # direction (cosines 0.006-0.016 here, about 1 / sqrt(6144), against 1e-10 with it).
+    with tf.GradientTape() as tape:
+        tape.watch(plain)
+        raw = tf.reduce_sum(D([plain, utils.crop_patches(plain, at, 16)], training=False))
+    gradient = tape.gradient(raw, plain).numpy()
+    assert max(np.abs((gradient * np.broadcast_to(p, images.shape)).sum())
+               / np.linalg.norm(np.broadcast_to(p, images.shape)) for p in patterns) \
+        > 1e-3 * np.linalg.norm(gradient)
 
 
 def test_the_penalties_respond_as_the_realism_measures_do():
@@ -405,6 +452,10 @@ def test_the_departures_from_the_paper_change_exactly_their_terms():
     assert smooth[0]["discriminator"] != pytest.approx(paper[0]["discriminator"], rel=1e-6)
     for key in ("d_real", "d_completed"):
         assert smooth[0][key] == pytest.approx(paper[0][key], rel=1e-12), key
+
+    blind = run(2, d_lowpass=True)  # the discriminator sees other images: another loss
+    assert blind[0]["discriminator"] != pytest.approx(paper[0]["discriminator"], rel=1e-6)
+    assert not any(np.allclose(a, b) for a, b in zip(paper[2], blind[2]))
 
     paper, penalized = run(3), run(3, checkerboard_penalty=10.0, stripes_penalty=10.0)
     assert "checkerboard" not in paper[0] and penalized[0]["checkerboard"] > 0
@@ -674,13 +725,13 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     make_photos(tmp_path / "photos", 4)
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
                   "--checkerboard-penalty", "1", "--stripes-penalty", "0.5", "--d-batches",
-                  "joint"]
+                  "joint", "--d-lowpass"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
     assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
-            " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, resize"
-            " upsampling\n") in out
+            " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, low-passed"
+            " discriminator input, resize upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "") for r in rows] == [
         ("1", True, True), ("2", False, False), ("3", True, True)]
@@ -688,10 +739,12 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
     resumed[resumed.index("--label-smoothing") + 1] = "0"
     resumed[resumed.index("--stripes-penalty") + 1] = "0"
+    resumed[resumed.index("--d-lowpass")] = "--no-d-lowpass"
     assert run_main(train, resumed, tmp_path) == 0
     out = capsys.readouterr().out
     assert "Changed on resume: --label-smoothing 0.1 -> 0.0" in out
     assert "Changed on resume: --stripes-penalty 0.5 -> 0.0" in out
+    assert "Changed on resume: --d-lowpass True -> False" in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert (rows[-1]["iteration"], rows[-1]["checkerboard"] != "", rows[-1]["stripes"]) == (
         "4", True, "")

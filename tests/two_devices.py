@@ -7,8 +7,8 @@ weight, the largest update on each and the largest difference between the two up
         since logical devices must be set before TensorFlow starts)
 
 --departures trains with the options that depart from the paper's GAN (--d-loss-scale 0.5,
---label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --d-batches joint), whose
-terms must add up over the replicas too.
+--label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --d-batches joint,
+--d-lowpass), whose terms must add up over the replicas too.
 
 --float64 computes every layer but the last of each network in float64. The joint phase needs
 it for a weight-by-weight comparison: there the discriminator judges the completion network's
@@ -100,7 +100,7 @@ def main():
     # Narrow networks (an eighth of the channels) in float64; in float32 the paper's widths,
     # whose updates stand far enough above float32 round-off for a weight-by-weight comparison.
     departures = dict(d_loss_scale=0.5, label_smoothing=0.1, checkerboard_penalty=1.0,
-                      stripes_penalty=1.0, d_batches="joint")
+                      stripes_penalty=1.0, d_batches="joint", d_lowpass=True)
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
         alpha=1.0, width_divisor=8 if policy else 1,

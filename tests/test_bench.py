@@ -1,5 +1,4 @@
 """bench.py: the FLOPs it counts per phase, and bench.py as a user runs it."""
-import glob
 import json
 import re
 import sys

@@ -115,34 +115,45 @@ def gradient_magnitude(x):
     return tf.sqrt(dx * dx + dy * dy)
 
 
-def period_two_excess(response, size, images, outputs, masks, global_batch=None):
+def output_sharpness(images, outputs, masks):
+    """Per image, the output's gradient magnitude over the photo's in the hole's 2x2 windows
+    (realism.sharpness per photo; 0 for a flat photo), held constant: (B,)."""
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    in_2x2 = windows_inside(masks, 2)
+    return tf.stop_gradient(tf.math.divide_no_nan(
+        tf.reduce_sum(gradient_magnitude(outputs) * in_2x2, [1, 2, 3]),
+        tf.reduce_sum(gradient_magnitude(images) * in_2x2, [1, 2, 3])))
+
+
+def period_two_excess(response, size, images, outputs, masks, global_batch=None,
+                      sharpness=None):
     """Per image, in the hole: the output's response summed over the size x size windows and
-    the channels, less the photo's scaled by the output's sharpness (its gradient magnitude
-    over the photo's, held constant), at least 0, over the windows: zero for an output no more
-    patterned at the two-pixel period than a photo as sharp as it, whatever texture it draws
-    where; only the period's share beyond that counts."""
+    the channels, less the photo's scaled by the output's sharpness (output_sharpness, computed
+    when not given), at least 0, over the windows: zero for an output no more patterned at the
+    two-pixel period than a photo as sharp as it, whatever texture it draws where; only the
+    period's share beyond that counts."""
+    if sharpness is None:
+        sharpness = output_sharpness(images, outputs, masks)
     images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
     inside = windows_inside(masks, size)
     ours = tf.reduce_sum(response(outputs) * inside, [1, 2, 3])
     theirs = tf.reduce_sum(response(images) * inside, [1, 2, 3])
-    in_2x2 = windows_inside(masks, 2)
-    sharpness = tf.stop_gradient(tf.math.divide_no_nan(
-        tf.reduce_sum(gradient_magnitude(outputs) * in_2x2, [1, 2, 3]),
-        tf.reduce_sum(gradient_magnitude(images) * in_2x2, [1, 2, 3])))
     windows = tf.reduce_sum(inside, [1, 2, 3])
     per_example = tf.math.divide_no_nan(tf.nn.relu(ours - theirs * sharpness), windows)
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
-def checkerboard_excess(images, outputs, masks, global_batch=None):
+def checkerboard_excess(images, outputs, masks, global_batch=None, sharpness=None):
     """--checkerboard-penalty's term: period_two_excess of |[[1, -1], [-1, 1]]| on 2x2 windows."""
-    return period_two_excess(checker_response, 2, images, outputs, masks, global_batch)
+    return period_two_excess(checker_response, 2, images, outputs, masks, global_batch,
+                             sharpness)
 
 
-def stripes_excess(images, outputs, masks, global_batch=None):
+def stripes_excess(images, outputs, masks, global_batch=None, sharpness=None):
     """--stripes-penalty's term: period_two_excess of |[1, -2, 1]| across and down on 3x3
     windows."""
-    return period_two_excess(stripe_response, 3, images, outputs, masks, global_batch)
+    return period_two_excess(stripe_response, 3, images, outputs, masks, global_batch,
+                             sharpness)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -298,12 +309,14 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         """--checkerboard-penalty's and --stripes-penalty's weighted terms and their metrics
         (none without them)."""
         total, values = 0.0, {}
-        for name, weight, term in (("checkerboard", config.checkerboard_penalty,
-                                    checkerboard_excess),
-                                   ("stripes", config.stripes_penalty, stripes_excess)):
-            if weight:
-                values[name] = term(part["image"], outputs, part["mask"], B)
-                total += weight * values[name]
+        terms = [(name, weight, term) for name, weight, term in (
+            ("checkerboard", config.checkerboard_penalty, checkerboard_excess),
+            ("stripes", config.stripes_penalty, stripes_excess)) if weight]
+        if terms:  # the output's sharpness, which both terms scale by, computed once
+            sharpness = output_sharpness(part["image"], outputs, part["mask"])
+        for name, weight, term in terms:
+            values[name] = term(part["image"], outputs, part["mask"], B, sharpness)
+            total += weight * values[name]
         return total, values
 
     def completion_step(batch):

@@ -19,7 +19,8 @@ DEFAULT_LEARNING_RATE = {"adadelta": 1.0, "adam": 2e-4}
 PHASE_NAMES = {1: "phase 1 completion", 2: "phase 2 discriminator", 3: "phase 3 joint"}
 
 # Settings that define the shape of the networks: a session cannot change them on resume.
-ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer", "width_divisor", "upsampling")
+ARCHITECTURE_SETTINGS = ("image_size", "local_size", "optimizer", "width_divisor", "upsampling",
+                         "gan_loss")
 
 
 class ConfigError(UserError):
@@ -188,6 +189,14 @@ class Config:
                " paper's strided discriminator, three quarters of that gradient lies there,"
                " the dot grid's source). Not the paper's. A session may change it when it"
                " resumes")
+    gan_loss: str = setting(
+        "bce", "the adversarial loss and its discriminator: bce (the paper's: cross-entropy,"
+               " batch norm in the discriminator) or hinge (not the paper's: the hinge loss of"
+               " SN-GAN and DeepFill v2, max(0, 1 - D(real)) + max(0, 1 + D(completed)) for"
+               " the discriminator and -D(completed) for the completion network, with the"
+               " paper's discriminator layers spectrally normalized, without batch norm, leaky"
+               " ReLU). Part of the discriminator: a session keeps it",
+        choices=("bce", "hinge"))
     upsampling: str = setting(
         "transposed", "how the completion network doubles its resolution, twice: transposed"
                       " (the paper's 4x4 transposed convolutions) or resize (nearest-neighbour"
@@ -295,6 +304,8 @@ class Config:
              f" ({self.local_size}) so the local patch can contain the hole")
         need(self.batch_size % self.accumulate == 0, "accumulate",
              f"a divisor of --batch-size ({self.batch_size})")
+        need(self.gan_loss == "bce" or not self.label_smoothing, "label_smoothing",
+             "0 with --gan-loss hinge (its margin does the smoothing's work)")
         need(self.tc + self.td <= self.total_iters, "total_iters",
              f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td})")
 

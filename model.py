@@ -159,6 +159,54 @@ class FusedBatchNorm(layers.BatchNormalization):
         return ops.cast(y, self.compute_dtype)
 
 
+def spectrally_normalized(kernel, u, training):
+    """kernel (..., out) divided by its largest singular value as a (-1, out) matrix (Miyato et
+    al. 2018, "Spectral Normalization for GANs"), estimated by one power iteration from u
+    (1, out), which a training call updates (so the estimate sharpens as training goes). The
+    gradient flows through the singular value, not the iteration's vectors."""
+    w = ops.reshape(ops.cast(kernel, u.dtype), (-1, kernel.shape[-1]))
+    v = ops.stop_gradient(normalized(ops.matmul(u.value, ops.transpose(w))))
+    new_u = ops.stop_gradient(normalized(ops.matmul(v, w)))
+    sigma = ops.sum(ops.matmul(v, w) * new_u)
+    if training:
+        u.assign(new_u)
+    return kernel / ops.cast(sigma, kernel.dtype)
+
+
+def normalized(x):
+    return x / ops.maximum(ops.sqrt(ops.sum(x * x)), 1e-12)
+
+
+class SpectralNormalization:
+    """Mixin of SpectralConv2D and SpectralDense: the power iteration's vector u, a weight
+    that is not trained (mean over replicas: each computes the same)."""
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        units = self.filters if hasattr(self, "filters") else self.units
+        self.u = self.add_weight(shape=(1, units), name="u", trainable=False, autocast=False,
+                                 aggregation="mean",
+                                 initializer="random_normal")
+
+
+@keras.saving.register_keras_serializable(package="glcic")
+class SpectralConv2D(SpectralNormalization, layers.Conv2D):
+    """Conv2D with a spectrally normalized kernel (--gan-loss hinge's discriminator)."""
+
+    def call(self, inputs, training=None):
+        kernel = spectrally_normalized(self.kernel, self.u, training)
+        return self.convolution_op(inputs, kernel) + ops.reshape(self.bias, (1, 1, 1, -1))
+
+
+@keras.saving.register_keras_serializable(package="glcic")
+class SpectralDense(SpectralNormalization, layers.Dense):
+    """Dense with a spectrally normalized kernel (--gan-loss hinge's discriminator)."""
+
+    def call(self, inputs, training=None):
+        kernel = spectrally_normalized(self.kernel, self.u, training)
+        return ops.matmul(inputs, kernel) + self.bias
+
+
 @keras.saving.register_keras_serializable(package="glcic")
 class CheckerboardFree(keras.initializers.Initializer):
     """--transposed-init checkerboard-free: a 4x4 stride-2 transposed kernel (4, 4, out, in)
@@ -261,26 +309,42 @@ def estimate_batch_norm_statistics(network, inputs):
             layer.momentum = momentum
 
 
-def discriminator_branch(x, channels, prefix, dtype, synchronized, width_divisor):
+def discriminator_branch(x, channels, prefix, dtype, synchronized, width_divisor, spectral):
     for i, c in enumerate(channels, 1):
-        x = conv_bn_relu(x, c // width_divisor, 5, stride=2, name=f"{prefix}_conv{i}",
-                         dtype=dtype, synchronized=synchronized)
+        name = f"{prefix}_conv{i}"
+        if spectral:
+            x = layers.ZeroPadding2D(2, name=name.replace("conv", "pad"), dtype=dtype)(x)
+            x = SpectralConv2D(c // width_divisor, 5, strides=2, name=name, dtype=dtype)(x)
+            x = layers.LeakyReLU(0.2, name=name.replace("conv", "relu"), dtype=dtype)(x)
+        else:
+            x = conv_bn_relu(x, c // width_divisor, 5, stride=2, name=name, dtype=dtype,
+                             synchronized=synchronized)
     x = layers.Flatten(name=f"{prefix}_flatten", dtype=dtype)(x)
+    if spectral:
+        x = SpectralDense(FC_UNITS // width_divisor, name=f"{prefix}_fc", dtype=dtype)(x)
+        return layers.LeakyReLU(0.2, name=f"{prefix}_fc_relu", dtype=dtype)(x)
     return layers.Dense(FC_UNITS // width_divisor, activation="relu", name=f"{prefix}_fc",
                         dtype=dtype)(x)
 
 
 def build_context_discriminator(image_size, local_size, dtype=None, synchronized=False,
-                                width_divisor=1):
-    """[whole images (B,S,S,3), local patches (B,L,L,3)] -> real/fake logits (B, 1)."""
+                                width_divisor=1, normalization="batch"):
+    """[whole images (B,S,S,3), local patches (B,L,L,3)] -> real/fake logits (B, 1).
+
+    normalization "batch": the paper's (batch norm and ReLU after every convolution).
+    "spectral" (--gan-loss hinge, not the paper's): the same layers without batch norm, every
+    convolution and fully connected layer spectrally normalized, leaky ReLU (slope 0.2), as
+    the discriminators of SN-GAN and DeepFill v2: each image judged alone, its gradient
+    bounded."""
     images = keras.Input((image_size, image_size, 3), name="image")
     patches = keras.Input((local_size, local_size, 3), name="local_patch")
-    settings = (dtype, synchronized, width_divisor)
+    settings = (dtype, synchronized, width_divisor, normalization == "spectral")
     features = layers.Concatenate(name="concat", dtype=dtype)([
         discriminator_branch(images, GLOBAL_CHANNELS, "global", *settings),
         discriminator_branch(patches, LOCAL_CHANNELS, "local", *settings),
     ])
-    logits = layers.Dense(1, name="logit", dtype="float32")(features)
+    output = SpectralDense if normalization == "spectral" else layers.Dense
+    logits = output(1, name="logit", dtype="float32")(features)
     return keras.Model([images, patches], logits, name="context_discriminator")
 
 

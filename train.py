@@ -75,6 +75,19 @@ def adversarial_loss(fake_logits, global_batch=None):
     return bce(fake_logits, 1.0, global_batch)
 
 
+def hinge_discriminator_loss(real_logits, fake_logits, global_batch=None):
+    """--gan-loss hinge: max(0, 1 - D(real)) + max(0, 1 + D(completed)) (not the paper's)."""
+    per_example = (tf.reduce_mean(tf.nn.relu(1.0 - real_logits), axis=1)
+                   + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits), axis=1))
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def hinge_adversarial_loss(fake_logits, global_batch=None):
+    """--gan-loss hinge: the completion network's term, -D(completed)."""
+    return tf.nn.compute_average_loss(-tf.reduce_mean(fake_logits, axis=1),
+                                      global_batch_size=global_batch)
+
+
 def checker_response(x):
     """|[[1, -1], [-1, 1]]| on every 2x2 window of images x (B, H, W, C): the two-pixel period,
     as realism.checker_response measures it; (B, H - 1, W - 1, C)."""
@@ -190,7 +203,8 @@ def build_training(config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5
     G = build_completion_network(policy, synchronized, config.width_divisor, mean_pixel,
                                  config.upsampling, config.transposed_init)
     D = build_context_discriminator(config.image_size, config.local_size, policy, synchronized,
-                                    config.width_divisor)
+                                    config.width_divisor,
+                                    "spectral" if config.gan_loss == "hinge" else "batch")
     g_opt, d_opt = make_optimizer(config), make_optimizer(config, config.d_learning_rate_at(0))
     step_opts = (g_opt, d_opt)
     if policy == "mixed_float16":
@@ -298,7 +312,8 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
     def discrimination(part, completed):
         """The discriminator's loss and metrics on a micro-batch and its completed images."""
         real, fake = real_and_fake(part, tf.stop_gradient(completed))
-        loss = discriminator_loss(real, fake, B, config.label_smoothing)
+        loss = (hinge_discriminator_loss(real, fake, B) if config.gan_loss == "hinge"
+                else discriminator_loss(real, fake, B, config.label_smoothing))
         return loss, {"discriminator": loss, "d_real": share_of_mean(tf.sigmoid(real)),
                       "d_completed": share_of_mean(tf.sigmoid(fake))}, None
 
@@ -363,7 +378,8 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
                 not_adversarial = recon + penalty
             judged = (discriminate(completed, part["local_fake"])
                       if config.d_batches == "separate" else real_and_fake(part, completed)[1])
-            adv = adversarial_loss(judged, B)
+            adv = (hinge_adversarial_loss if config.gan_loss == "hinge"
+                   else adversarial_loss)(judged, B)
             return (not_adversarial + config.alpha * adv,
                     {"reconstruction": recon, "adversarial": adv, **values},
                     (outputs, at_output.gradient(not_adversarial, outputs)))
@@ -695,7 +711,9 @@ def prepare(config, saved, fresh, chief=True):
 
 def departures(config):
     """The start-up line's tail: the options that depart from the paper's GAN, if any."""
-    parts = ["joint discriminator batches" if config.d_batches == "joint" else "",
+    parts = ["hinge loss, spectrally normalized discriminator"
+             if config.gan_loss == "hinge" else "",
+             "joint discriminator batches" if config.d_batches == "joint" else "",
              f"discriminator phase-3 loss x {config.d_loss_scale:g}"
              if config.d_loss_scale != 1 else "",
              f"label smoothing {config.label_smoothing:g}" if config.label_smoothing else "",

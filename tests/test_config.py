@@ -137,7 +137,7 @@ def test_config_errors_are_user_errors():
 def test_fields_with_choices_are_the_expected_ones():
     assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
                                  "xla", "strategy", "precision", "upsampling",
-                                 "transposed_init", "d_batches"}
+                                 "transposed_init", "d_batches", "gan_loss"}
 
 
 @pytest.mark.parametrize("name", WITH_CHOICES)
@@ -206,6 +206,19 @@ def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
         "transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate", False)
     assert "d_lowpass" not in cfg.ARCHITECTURE_SETTINGS
     assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
+
+
+def test_the_hinge_loss_is_part_of_the_discriminator_and_takes_no_label_smoothing():
+    assert cfg.Config().gan_loss == "bce"  # the paper's
+    assert "gan_loss" in cfg.ARCHITECTURE_SETTINGS  # its discriminator has other weights
+    old = cfg.Config().to_dict()
+    del old["gan_loss"]  # saved before the option existed
+    assert cfg.Config.from_dict(old).gan_loss == "bce"
+    cfg.Config(gan_loss="hinge").validate()
+    with pytest.raises(cfg.ConfigError) as info:
+        cfg.Config(gan_loss="hinge", label_smoothing=0.1).validate()
+    assert str(info.value) == ("--label-smoothing: expected 0 with --gan-loss hinge (its margin"
+                               " does the smoothing's work), got 0.1")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -633,3 +633,70 @@ def test_resize_upsampling_replaces_each_transposed_convolution(tmp_path):
     deconvs = model.conv_flops(64, 64, 4, 256, 128) + model.conv_flops(128, 128, 4, 128, 64)
     assert (model.completion_flops(256, upsampling="resize") - model.completion_flops(256)
             == deconvs * 9 // 4 - deconvs)
+
+
+def test_the_spectral_discriminator_keeps_the_layout_without_batch_norm():
+    """--gan-loss hinge: Table 2's convolutions and FC layers, each spectrally normalized, no
+    batch norm, leaky ReLU; the same logits shape, and every normalized kernel of largest
+    singular value 1 once the power iteration has run."""
+    keras.utils.set_random_seed(0)
+    paper = model.build_context_discriminator(32, 16, width_divisor=8)
+    spectral = model.build_context_discriminator(32, 16, width_divisor=8,
+                                                 normalization="spectral")
+    assert not any(isinstance(layer, layers.BatchNormalization) for layer in spectral.layers)
+    normalized = [layer for layer in spectral.layers
+                  if isinstance(layer, (model.SpectralConv2D, model.SpectralDense))]
+    plain = [layer for layer in paper.layers if isinstance(layer, (layers.Conv2D, layers.Dense))]
+    assert [(layer.name, layer.kernel.shape) for layer in normalized] == [
+        (layer.name, layer.kernel.shape) for layer in plain]  # 6 + 5 convolutions, 3 FC
+    assert len(normalized) == 14
+    assert all(isinstance(spectral.get_layer(f"global_relu{i}"), layers.LeakyReLU)
+               for i in range(1, 7))
+    x = [tf.random.uniform((3, 32, 32, 3), seed=1), tf.random.uniform((3, 16, 16, 3), seed=2)]
+    assert spectral(x, training=False).shape == (3, 1)
+    for _ in range(40):
+        spectral(x, training=True)
+    for layer in normalized:
+        kernel = layer.kernel.numpy()
+        assert np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0] != \
+            pytest.approx(1, abs=0.01)  # the kernel itself is not rescaled
+        divided = model.spectrally_normalized(layer.kernel, layer.u, False).numpy()
+        assert np.linalg.svd(divided.reshape(-1, kernel.shape[-1]), compute_uv=False)[0] \
+            == pytest.approx(1, abs=0.02), layer.name
+
+
+def test_the_power_iteration_moves_only_in_training_and_its_gradient_goes_through_sigma():
+    keras.utils.set_random_seed(0)
+    layer = model.SpectralDense(3)
+    x = tf.random.uniform((4, 5), seed=0)
+    layer(x)
+    u = layer.u.numpy().copy()
+    inference = layer(x, training=False).numpy()
+    np.testing.assert_array_equal(layer.u.numpy(), u)
+    np.testing.assert_array_equal(layer(x, training=False).numpy(), inference)
+    layer(x, training=True)
+    assert not np.allclose(layer.u.numpy(), u)
+    for _ in range(50):
+        layer(x, training=True)
+    # With u converged, the output is x W / sigma(W) + b: scaling W leaves it unchanged, so
+    # the gradient along W itself is zero (it would not be without sigma's derivative).
+    with tf.GradientTape() as tape:
+        total = tf.reduce_sum(layer(x, training=False) ** 2)
+    gradient = tape.gradient(total, layer.kernel).numpy()
+    kernel = layer.kernel.numpy()
+    assert abs(np.sum(gradient * kernel)) < 1e-3 * np.linalg.norm(gradient) * np.linalg.norm(
+        kernel)
+    layer.kernel.assign(kernel * 3)
+    np.testing.assert_allclose(layer(x, training=False).numpy(),
+                               x.numpy() @ (kernel / np.linalg.svd(kernel)[1][0])
+                               + layer.bias.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_the_spectral_discriminator_in_bfloat16_keeps_float32_logits_and_vectors():
+    d = model.build_context_discriminator(32, 16, "mixed_bfloat16", width_divisor=8,
+                                          normalization="spectral")
+    x = [tf.random.uniform((2, 32, 32, 3)), tf.random.uniform((2, 16, 16, 3))]
+    assert d(x, training=True).dtype == tf.float32
+    vectors = [layer.u for layer in d.layers if hasattr(layer, "u")]
+    assert len(vectors) == 14 and all(v.dtype == "float32" for v in vectors)
+    assert d.get_layer("global_conv1").compute_dtype == "bfloat16"

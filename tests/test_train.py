@@ -67,6 +67,50 @@ def test_label_smoothing_lowers_only_the_real_target():
         float(train.discriminator_loss(real, fake)), rel=1e-7)
 
 
+def test_hinge_losses_match_their_formulas():
+    """--gan-loss hinge: max(0, 1 - D(real)) + max(0, 1 + D(completed)), means over the batch,
+    and -D(completed) for the completion network."""
+    real, fake = tf.constant([[2.0], [0.25]]), tf.constant([[0.5], [-3.0]])
+    assert float(train.hinge_discriminator_loss(real, fake)) == pytest.approx(
+        (0 + 0.75) / 2 + (1.5 + 0) / 2)
+    assert float(train.hinge_adversarial_loss(fake)) == pytest.approx(-(0.5 - 3.0) / 2)
+    # A share of the mean over a global batch of 4 (two replicas' halves add up to it).
+    assert float(train.hinge_discriminator_loss(real, fake, 4)) == pytest.approx(2.25 / 4)
+
+
+def test_a_hinge_session_trains_its_spectral_discriminator_and_checkpoints_it(tiny_config,
+                                                                                tmp_path):
+    """Phase 2 and 3 steps with --gan-loss hinge: the hinge loss (2 where every logit is 0),
+    no batch norm in the discriminator, its power-iteration vectors moved by training and
+    restored with it from a checkpoint."""
+    config = tiny_config(gan_loss="hinge", batch_size=4)
+    keras.utils.set_random_seed(0)
+    G, D, g_opt, d_opt, step_opts = train.build_training(config)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in D.layers)
+    vectors = [layer.u for layer in D.layers if hasattr(layer, "u")]
+    assert len(vectors) == 14
+    start = [v.numpy().copy() for v in vectors]
+    steps = train.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32))
+    batch = {k: tf.constant(v) for k, v in fixed_batch(config).items()}
+    first = {k: float(v) for k, v in steps[2](batch).items()}
+    assert first["discriminator"] == pytest.approx(2.0, abs=0.05)  # logits start near 0
+    assert not any(np.allclose(v.numpy(), s) for v, s in zip(vectors, start))
+    metrics = [{k: float(v) for k, v in steps[3](batch).items()} for _ in range(3)]
+    assert all(m["adversarial"] == pytest.approx(0, abs=0.2) for m in metrics)
+    assert metrics[-1]["discriminator"] < first["discriminator"]
+    checkpoint = tf.train.Checkpoint(context_discriminator=D)
+    path = checkpoint.save(str(tmp_path / "ckpt"))
+    x = [tf.constant(batch["image"]), utils.crop_patches(batch["image"], batch["local_real"],
+                                                         config.local_size)]
+    judged = D(x, training=False).numpy()
+    _, again, *_ = train.build_training(config)
+    tf.train.Checkpoint(context_discriminator=again).restore(path).assert_consumed()
+    for layer in again.layers:
+        if hasattr(layer, "u"):
+            np.testing.assert_array_equal(layer.u.numpy(), D.get_layer(layer.name).u.numpy())
+    np.testing.assert_allclose(again(x, training=False).numpy(), judged, rtol=1e-6)
+
+
 def test_checkerboard_excess_counts_what_the_output_adds_at_the_two_pixel_period():
     """A checkerboard of amplitude 0.1 on a flat photo: every 2x2 window answers 4 x 0.1 per
     channel; a photo with the same checkerboard cancels it; windows crossing the hole's edge and
@@ -714,6 +758,28 @@ def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_trainin
         " --image-size 32; drop the flag, or use --fresh or another --session\n")
     saved = utils.read_json(os.path.join(str(copy_training), session.session_file("tiny")))
     assert saved["config"]["image_size"] == 32
+
+
+@pytest.mark.slow
+def test_a_hinge_session_says_so_resumes_and_keeps_its_loss(tmp_path, make_photos, capsys):
+    """--gan-loss hinge: named in the start-up line, kept on resume without the flag (its
+    discriminator's weights are the checkpoint's), and refused a change to bce."""
+    make_photos(tmp_path / "photos", 4)
+    args = tiny_args("photos", session="hinge", tc=1, td=1, total=3) + ["--gan-loss", "hinge"]
+    assert run_main(train, args, tmp_path) == 0
+    assert (", alpha 0.0004, widths / 8, hinge loss, spectrally normalized discriminator\n"
+            in capsys.readouterr().out)
+    resumed = tiny_args("photos", session="hinge", tc=1, td=1, total=4)
+    assert run_main(train, resumed, tmp_path) == 0
+    out = capsys.readouterr().out
+    assert "Resuming session 'hinge' at iteration 3 (phase 3 joint)" in out
+    assert "hinge loss, spectrally normalized discriminator" in out
+    rows = report.read_csv(os.path.join(tmp_path, session.results_dir("hinge"), "losses.csv"))
+    assert [r["iteration"] for r in rows][-1] == "4"
+    assert run_main(train, resumed + ["--gan-loss", "bce", "--total-iters", "5"], tmp_path) == 2
+    assert capsys.readouterr().err == (
+        "error: --gan-loss bce conflicts with session 'hinge', which was trained with"
+        " --gan-loss hinge; drop the flag, or use --fresh or another --session\n")
 
 
 @pytest.mark.slow

@@ -2,13 +2,15 @@
 the same weights on the same global batch; prints as JSON the losses of both and, for each
 weight, the largest update on each and the largest difference between the two updates.
 
-    python -m tests.two_devices [--float64] [--departures] [PHASE ...]
+    python -m tests.two_devices [--float64] [--departures] [--hinge] [PHASE ...]
         (default: phases 1 2 3 in float32; run by tests/test_distribute.py in a fresh process,
         since logical devices must be set before TensorFlow starts)
 
 --departures trains with the options that depart from the paper's GAN (--d-loss-scale 0.5,
 --label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --d-batches joint,
---d-lowpass), whose terms must add up over the replicas too.
+--d-lowpass), whose terms must add up over the replicas too. --hinge trains with --gan-loss
+hinge (its spectrally normalized discriminator's power-iteration vectors are updated on every
+replica alike), without --label-smoothing, which it does not take.
 
 --float64 computes every layer but the last of each network in float64. The joint phase needs
 it for a weight-by-weight comparison: there the discriminator judges the completion network's
@@ -101,10 +103,13 @@ def main():
     # whose updates stand far enough above float32 round-off for a weight-by-weight comparison.
     departures = dict(d_loss_scale=0.5, label_smoothing=0.1, checkerboard_penalty=1.0,
                       stripes_penalty=1.0, d_batches="joint", d_lowpass=True)
+    if "--departures" not in args:
+        departures = {}
+    if "--hinge" in args:
+        departures = dict(departures, gan_loss="hinge", label_smoothing=0.0)
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
-        alpha=1.0, width_divisor=8 if policy else 1,
-        **(departures if "--departures" in args else {})))
+        alpha=1.0, width_divisor=8 if policy else 1, **departures))
     phases = [int(p) for p in args if not p.startswith("--")] or [1, 2, 3]
     keras.utils.set_random_seed(0)
     G, D, _, _, _ = train.build_training(config, policy)

@@ -208,6 +208,16 @@ class SpectralDense(SpectralNormalization, layers.Dense):
 
 
 @keras.saving.register_keras_serializable(package="glcic")
+class LeakyReLU(layers.LeakyReLU):
+    """Keras' LeakyReLU as max(x, slope * x): the same values and gradients, without
+    TensorFlow's LeakyRelu op, whose fusion with the convolution before it (grappler's
+    remapper) fails in the training step and logs an error for every traced step."""
+
+    def call(self, inputs):
+        return ops.maximum(inputs, inputs * self.negative_slope)
+
+
+@keras.saving.register_keras_serializable(package="glcic")
 class CheckerboardFree(keras.initializers.Initializer):
     """--transposed-init checkerboard-free: a 4x4 stride-2 transposed kernel (4, 4, out, in)
     that is a 3x3 kernel drawn as Keras draws a 3x3 convolution's (Glorot uniform) convolved
@@ -315,14 +325,14 @@ def discriminator_branch(x, channels, prefix, dtype, synchronized, width_divisor
         if spectral:
             x = layers.ZeroPadding2D(2, name=name.replace("conv", "pad"), dtype=dtype)(x)
             x = SpectralConv2D(c // width_divisor, 5, strides=2, name=name, dtype=dtype)(x)
-            x = layers.LeakyReLU(0.2, name=name.replace("conv", "relu"), dtype=dtype)(x)
+            x = LeakyReLU(0.2, name=name.replace("conv", "relu"), dtype=dtype)(x)
         else:
             x = conv_bn_relu(x, c // width_divisor, 5, stride=2, name=name, dtype=dtype,
                              synchronized=synchronized)
     x = layers.Flatten(name=f"{prefix}_flatten", dtype=dtype)(x)
     if spectral:
         x = SpectralDense(FC_UNITS // width_divisor, name=f"{prefix}_fc", dtype=dtype)(x)
-        return layers.LeakyReLU(0.2, name=f"{prefix}_fc_relu", dtype=dtype)(x)
+        return LeakyReLU(0.2, name=f"{prefix}_fc_relu", dtype=dtype)(x)
     return layers.Dense(FC_UNITS // width_divisor, activation="relu", name=f"{prefix}_fc",
                         dtype=dtype)(x)
 

@@ -650,8 +650,11 @@ def test_the_spectral_discriminator_keeps_the_layout_without_batch_norm():
     assert [(layer.name, layer.kernel.shape) for layer in normalized] == [
         (layer.name, layer.kernel.shape) for layer in plain]  # 6 + 5 convolutions, 3 FC
     assert len(normalized) == 14
-    assert all(isinstance(spectral.get_layer(f"global_relu{i}"), layers.LeakyReLU)
+    assert all(isinstance(spectral.get_layer(f"global_relu{i}"), model.LeakyReLU)
                for i in range(1, 7))
+    z = tf.constant(np.linspace(-2, 2, 9, dtype=np.float32))
+    np.testing.assert_array_equal(model.LeakyReLU(0.2)(z).numpy(),
+                                  layers.LeakyReLU(0.2)(z).numpy())
     x = [tf.random.uniform((3, 32, 32, 3), seed=1), tf.random.uniform((3, 16, 16, 3), seed=2)]
     assert spectral(x, training=False).shape == (3, 1)
     for _ in range(40):

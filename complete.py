@@ -5,6 +5,7 @@
     python complete.py --session NAME --input photos/ --mask masks/ --output completed/
     python complete.py --session NAME --export exported/      # then: --model exported/ instead of --session
     python complete.py --session NAME --export compact/ --float16   # one file, under half the size
+    python complete.py --session NAME --export mean/ --average 1100 1200 1300   # checkpoints averaged
     python complete.py --model exported/ --export compact/ --float16  # an export, exported again
     python complete.py --input photo.jpg --mask mask.png --output out.png   # the pretrained model
 
@@ -31,6 +32,7 @@ from PIL import Image  # noqa: E402
 import config as cfg  # noqa: E402
 import engine  # noqa: E402
 import exports  # noqa: E402
+import session  # noqa: E402
 import utils  # noqa: E402
 from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
 from utils import UserError  # noqa: E402
@@ -248,6 +250,12 @@ def parse_args(argv):
                         help="with --export: one file of float16 kernels (biases and batch-norm"
                              " statistics stay float32), under half the size of the .keras file;"
                              " no SavedModel")
+    parser.add_argument("--average", type=int, nargs="+", metavar="N",
+                        help="with --export and --session: export the mean of the completion"
+                             " network's weights (batch-norm statistics included) over the"
+                             " session's checkpoints of these iterations, e.g. its last three;"
+                             " in phase 3 the fills swing from one checkpoint to the next, and"
+                             " the mean is steadier than any one (docs/results.md)")
     parser.add_argument("--input", help="a photo, or a folder of photos")
     parser.add_argument("--mask", help="mask image (white = hole, the photo's size), or a folder"
                                        " of masks named like the photos")
@@ -263,9 +271,17 @@ def parse_args(argv):
                              " (default: 4000000)")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
+    if args.average and not (args.export and args.session):
+        parser.error("--average applies only to --export DIR with --session NAME")
+    if args.average and args.iteration is not None:
+        parser.error("give either --iteration or --average")
+    if args.average and len(set(args.average)) != len(args.average):
+        parser.error(f"--average: expected different iterations, got"
+                     f" {' '.join(map(str, args.average))}")
     if args.export:
         if args.engine or args.precision or any([args.input, args.mask, args.box, args.output]):
-            parser.error("--export takes only --session, --iteration, --model and --float16")
+            parser.error("--export takes only --session, --iteration, --average, --model and"
+                         " --float16")
     elif args.float16:
         parser.error("--float16 applies only to --export DIR")
     else:
@@ -277,9 +293,10 @@ def parse_args(argv):
 
 
 def export(args):
-    """--export DIR: the completion network of --session, --model or the pretrained model,
-    written to DIR with its mean pixel and configuration; an export's records of its origin
-    (convert.py's "source") and of its training are kept."""
+    """--export DIR: the completion network of --session (one checkpoint, or the mean of
+    several: --average), --model or the pretrained model, written to DIR with its mean pixel
+    and configuration; an export's records of its origin (convert.py's "source") and of its
+    training are kept."""
     if args.session:
         name = f"session '{args.session}'"
     else:
@@ -289,12 +306,18 @@ def export(args):
         if os.path.realpath(args.export) == os.path.realpath(folder):
             raise UserError(f"--export {args.export}: that is the folder of {name} itself;"
                             " export to another folder")
-    network, mean_pixel, config = exports.load_model(args.session, args.model, args.iteration,
-                                                     "tf", "float32")
-    if args.session:
+    if args.average:
+        iterations = sorted(args.average)
+        network, mean_pixel, config = session.load_averaged_network(args.session, iterations)
+        name += f" (the mean of its checkpoints of iterations {', '.join(map(str, iterations))})"
+        records = {"training": {"iteration": iterations[-1], "averaged": iterations}}
+    else:
+        network, mean_pixel, config = exports.load_model(args.session, args.model,
+                                                         args.iteration, "tf", "float32")
+    if args.session and not args.average:
         records = {"training": exports.training(args.session, args.iteration)}
-    else:  # as the export recorded them: the mean pixel not rounded to float32, the
-        # configuration without the settings added since
+    elif not args.session:  # as the export recorded them: the mean pixel not rounded to
+        # float32, the configuration without the settings added since
         meta = exports.read_metadata(folder)[2]
         mean_pixel, config = meta["mean_pixel"], meta["config"]
         records = {key: meta.get(key) for key in ("source", "training")}

@@ -293,6 +293,19 @@ class Checkpoints:
 # Using a trained session
 
 
+def load_averaged_network(name, iterations):
+    """(completion network, mean pixel, config) of session NAME whose weights (batch-norm
+    statistics included) are the mean of its checkpoints of these iterations: checkpoint
+    averaging, complete.py --export --average."""
+    network, mean_pixel, config = load_completion_network(name, iterations[0])
+    total = [w.astype(np.float64) for w in network.get_weights()]
+    for iteration in iterations[1:]:
+        total = [t + w for t, w in zip(total, load_completion_network(name, iteration)[0]
+                                        .get_weights())]
+    network.set_weights([(t / len(iterations)).astype(np.float32) for t in total])
+    return network, mean_pixel, config
+
+
 def load_completion_network(name, iteration=None):
     """(completion network, mean pixel, config) of session NAME: its newest checkpoint, or the
     one saved at `iteration`."""

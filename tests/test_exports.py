@@ -203,9 +203,9 @@ def test_without_a_pretrained_model_say_what_to_give(tmp_path, monkeypatch, make
     (["--model", "m", "--iteration", "2", "--input", "p.png", "--box", "1,1,5,5", "--output",
       "o.png"], "--iteration applies only to --session NAME"),
     (["--model", "m", "--export", "exported", "--input", "p.png"],
-     "--export takes only --session, --iteration, --model and --float16"),
+     "--export takes only --session, --iteration, --average, --model and --float16"),
     (["--session", "s", "--export", "exported", "--engine", "onnx"],
-     "--export takes only --session, --iteration, --model and --float16"),
+     "--export takes only --session, --iteration, --average, --model and --float16"),
     (["--session", "s", "--model", "m", "--export", "exported"],
      "argument --model: not allowed with argument --session"),
 ])
@@ -238,6 +238,43 @@ def test_export_of_an_older_iteration(copy_training, monkeypatch, capsys):
     assert complete.main(["--session", "tiny", "--iteration", "3", "--export", "p3"]) == 2
     assert capsys.readouterr().err.strip().endswith(
         "error: --session tiny: no checkpoint of iteration 3; it has 2, 4, 5")
+
+
+def test_an_export_of_averaged_checkpoints(copy_training, monkeypatch, capsys):
+    """--average N ...: every weight (batch-norm statistics included) the mean of the
+    checkpoints' of those iterations, recorded so; and its misuses, one line each."""
+    monkeypatch.chdir(copy_training)
+    assert complete.main(["--session", "tiny", "--export", "mean", "--average", "5", "4"]) == 0
+    assert ("of session 'tiny' (the mean of its checkpoints of iterations 4, 5) to mean/"
+            in capsys.readouterr().out)
+    assert utils.read_json("mean/glcic.json")["training"] == {"iteration": 5, "averaged": [4, 5]}
+    exported, _, _ = exports.read("mean")
+    at_4, at_5 = (session.load_completion_network("tiny", i)[0] for i in (4, 5))
+    assert len(exported.weights) == len(at_4.weights)
+    moved = 0
+    for mean, a, b in zip(exported.weights, at_4.weights, at_5.weights, strict=True):
+        np.testing.assert_allclose(mean.numpy(), (a.numpy() + b.numpy()) / 2, rtol=1e-6,
+                                   atol=1e-7)
+        moved += not np.array_equal(a.numpy(), b.numpy())
+    assert moved > 10  # the two checkpoints differ, so the mean is neither
+
+    for args, message in (
+            (["--session", "tiny", "--export", "x", "--average", "4", "3"],
+             "--session tiny: no checkpoint of iteration 3; it has 2, 4, 5"),
+            (["--model", "mean", "--export", "x", "--average", "4", "5"],
+             "--average applies only to --export DIR with --session NAME"),
+            (["--session", "tiny", "--export", "x", "--average", "4", "--iteration", "5"],
+             "give either --iteration or --average"),
+            (["--session", "tiny", "--export", "x", "--average", "4", "4"],
+             "--average: expected different iterations, got 4 4")):
+        try:
+            status = complete.main(args)
+        except SystemExit as stop:
+            status = stop.code
+        assert status == 2
+        err = capsys.readouterr().err.strip()
+        assert err.endswith("error: " + message) and "\n" not in err, err
+    assert not os.path.exists("x")
 
 
 def completion(model, name):

@@ -314,13 +314,13 @@ def export(args):
     else:
         network, mean_pixel, config = exports.load_model(args.session, args.model,
                                                          args.iteration, "tf", "float32")
-    if args.session and not args.average:
-        records = {"training": exports.training(args.session, args.iteration)}
-    elif not args.session:  # as the export recorded them: the mean pixel not rounded to
-        # float32, the configuration without the settings added since
-        meta = exports.read_metadata(folder)[2]
-        mean_pixel, config = meta["mean_pixel"], meta["config"]
-        records = {key: meta.get(key) for key in ("source", "training")}
+        if args.session:
+            records = {"training": exports.training(args.session, args.iteration)}
+        else:  # as the export recorded them: the mean pixel not rounded to float32, the
+            # configuration without the settings added since
+            meta = exports.read_metadata(folder)[2]
+            mean_pixel, config = meta["mean_pixel"], meta["config"]
+            records = {key: meta.get(key) for key in ("source", "training")}
     exports.write(network, mean_pixel, config, args.export, float16=args.float16, **records)
     print(f"Exported the completion network of {name} to {os.path.normpath(args.export)}/"
           + (" (float16)" if args.float16 else ""))

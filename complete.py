@@ -6,6 +6,7 @@
     python complete.py --session NAME --export exported/      # then: --model exported/ instead of --session
     python complete.py --session NAME --export compact/ --float16   # one file, under half the size
     python complete.py --session NAME --export mean/ --average 1100 1200 1300   # checkpoints averaged
+    python complete.py --session NAME --export raw/ --raw   # not the moving average of --ema-decay
     python complete.py --model exported/ --export compact/ --float16  # an export, exported again
     python complete.py --input photo.jpg --mask mask.png --output out.png   # the pretrained model
 
@@ -256,6 +257,11 @@ def parse_args(argv):
                              " session's checkpoints of these iterations, e.g. its last three;"
                              " in phase 3 the fills swing from one checkpoint to the next, and"
                              " the mean is steadier than any one (docs/results.md)")
+    parser.add_argument("--raw", action="store_true",
+                        help="with --export and --session: the completion network's own weights,"
+                             " not the moving average of them that a session trained with"
+                             " --ema-decay keeps (which the session's samples, evaluations and"
+                             " completions use)")
     parser.add_argument("--input", help="a photo, or a folder of photos")
     parser.add_argument("--mask", help="mask image (white = hole, the photo's size), or a folder"
                                        " of masks named like the photos")
@@ -273,6 +279,8 @@ def parse_args(argv):
     exports.check_model_flags(parser, args)
     if args.average and not (args.export and args.session):
         parser.error("--average applies only to --export DIR with --session NAME")
+    if args.raw and not (args.export and args.session):
+        parser.error("--raw applies only to --export DIR with --session NAME")
     if args.average and args.iteration is not None:
         parser.error("give either --iteration or --average")
     if args.average and len(set(args.average)) != len(args.average):
@@ -280,8 +288,8 @@ def parse_args(argv):
                      f" {' '.join(map(str, args.average))}")
     if args.export:
         if args.engine or args.precision or any([args.input, args.mask, args.box, args.output]):
-            parser.error("--export takes only --session, --iteration, --average, --model and"
-                         " --float16")
+            parser.error("--export takes only --session, --iteration, --average, --raw, --model"
+                         " and --float16")
     elif args.float16:
         parser.error("--float16 applies only to --export DIR")
     else:
@@ -308,19 +316,25 @@ def export(args):
                             " export to another folder")
     if args.average:
         iterations = sorted(args.average)
-        network, mean_pixel, config = session.load_averaged_network(args.session, iterations)
+        network, mean_pixel, config = session.load_averaged_network(args.session, iterations,
+                                                                    args.raw)
         name += f" (the mean of its checkpoints of iterations {', '.join(map(str, iterations))})"
         records = {"training": {"iteration": iterations[-1], "averaged": iterations}}
+    elif args.session:
+        network, mean_pixel, config = session.load_completion_network(
+            args.session, args.iteration, args.raw)
+        records = {"training": exports.training(args.session, args.iteration, args.raw)}
+        if "moving_average" in records["training"]:
+            name += " (the moving average of its weights)"
+        elif args.raw:
+            name += " (its own weights)"
     else:
-        network, mean_pixel, config = exports.load_model(args.session, args.model,
-                                                         args.iteration, "tf", "float32")
-        if args.session:
-            records = {"training": exports.training(args.session, args.iteration)}
-        else:  # as the export recorded them: the mean pixel not rounded to float32, the
-            # configuration without the settings added since
-            meta = exports.read_metadata(folder)[2]
-            mean_pixel, config = meta["mean_pixel"], meta["config"]
-            records = {key: meta.get(key) for key in ("source", "training")}
+        network, mean_pixel, config = exports.load_model(None, args.model, None, "tf", "float32")
+        # as the export recorded them: the mean pixel not rounded to float32, the
+        # configuration without the settings added since
+        meta = exports.read_metadata(folder)[2]
+        mean_pixel, config = meta["mean_pixel"], meta["config"]
+        records = {key: meta.get(key) for key in ("source", "training")}
     exports.write(network, mean_pixel, config, args.export, float16=args.float16, **records)
     print(f"Exported the completion network of {name} to {os.path.normpath(args.export)}/"
           + (" (float16)" if args.float16 else ""))

@@ -210,6 +210,16 @@ class Config:
                    " one convolved with a 2x2 box, so the layer starts as resize upsampling"
                    " does: nearest neighbour, then a 3x3 convolution). Only for new networks",
         choices=("default", "checkerboard-free"))
+    ema_decay: float = setting(
+        0.0, "keep an exponential moving average of the completion network's weights (its"
+             " batch-norm statistics included), moved towards them by 1 - D after every"
+             " iteration that trains it (phases 1 and 3): D = 0.995 averages over about the"
+             " last 1 / (1 - D) = 200 iterations. Sample grids, evaluations, complete.py,"
+             " evaluate.py, serve.py and exports of the session then use the average"
+             " (complete.py --export --raw: the network itself). 0: none, as the paper. A"
+             " session may change it when it resumes; turned on, the average starts from the"
+             " network as it is",
+        check=lambda v: 0 <= v < 1, expected="a number in [0, 1)")
     checkpoint_every: int = setting(
         1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)

@@ -128,15 +128,20 @@ def damaged(flag, folder, error):
                            f" ({type(error).__name__}: {error}); export it again")
 
 
-def training(name, iteration=None):
+def training(name, iteration=None, raw=False):
     """What an export of session NAME records of its training: the iteration of its checkpoint
-    (by default the newest) and, if train.py evaluated it, the held-out scores then ({method:
-    {column: value}}, from results/NAME/eval.csv)."""
-    if iteration is None:
-        iteration = session.checkpoint_number(session.latest_checkpoint(session.folder(name)))
+    (by default the newest), the moving average's decay and count if the export is of one
+    (--ema-decay, not `raw`) and, if train.py evaluated it, the held-out scores then ({method:
+    {column: value}}, from results/NAME/eval.csv; of the average, with --ema-decay)."""
+    checkpoint = session.checkpoint_path(name, iteration)
+    iteration = session.checkpoint_number(checkpoint)
     record = {"iteration": iteration}
+    average = session.moving_average(checkpoint)
+    if average and not raw:
+        record["moving_average"] = {"decay": round(average["decay"], 6),
+                                    "updates": average["updates"]}
     path = session.eval_history(name)
-    if os.path.exists(path):
+    if os.path.exists(path) and not (raw and average):  # the scores are the average's
         with open(path, newline="") as f:
             rows = [row for row in csv.DictReader(f) if row["iteration"] == str(iteration)]
         held_out = {row["method"]: {column: float(value) for column, value in row.items()

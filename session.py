@@ -1,7 +1,8 @@
 """A training session on disk. This is the only module that knows where a session's files are:
 
     saved_sessions/NAME/session.json    the resolved configuration and the mean pixel
-    saved_sessions/NAME/checkpoints/    the newest 3 checkpoints (networks, optimizers, iteration)
+    saved_sessions/NAME/checkpoints/    the newest 3 checkpoints (networks, optimizers, iteration,
+                                        the moving average of --ema-decay)
     saved_sessions/NAME/phase_ends/     one checkpoint kept at the end of every phase
     saved_sessions/NAME/onnx/           iteration-N.onnx: the completion network of checkpoint N
                                         converted for ONNX Runtime (engine.py), on first use
@@ -32,6 +33,9 @@ from model import NETWORK_VERSION, build_completion_network
 
 SESSIONS, LOGS, RESULTS = "saved_sessions", "logs", "results"
 ROLLING, PHASE_ENDS = "checkpoints", "phase_ends"
+# A checkpoint's moving average of the completion network (train.py --ema-decay) and its count
+AVERAGE_NETWORK, AVERAGE_UPDATES, AVERAGE_DECAY = (
+    "average_network", "average_updates", "average_decay")
 
 
 class SessionError(utils.UserError):
@@ -258,7 +262,9 @@ class Checkpoints:
         candidates = self.candidates()
         for path in candidates:
             try:
-                self.checkpoint.restore(path).assert_nontrivial_match()
+                status = self.checkpoint.restore(path).assert_nontrivial_match()
+                if not hasattr(self.checkpoint, AVERAGE_NETWORK) and moving_average(path):
+                    status.expect_partial()  # --ema-decay turned off: its average is dropped
                 return path
             except (tf.errors.OpError, ValueError, AssertionError, IndexError, KeyError) as error:
                 reason = str(error).strip().splitlines()[0][:160]
@@ -293,31 +299,22 @@ class Checkpoints:
 # Using a trained session
 
 
-def load_averaged_network(name, iterations):
+def load_averaged_network(name, iterations, raw=False):
     """(completion network, mean pixel, config) of session NAME whose weights (batch-norm
     statistics included) are the mean of its checkpoints of these iterations: checkpoint
-    averaging, complete.py --export --average."""
-    network, mean_pixel, config = load_completion_network(name, iterations[0])
+    averaging, complete.py --export --average (raw: as load_completion_network)."""
+    network, mean_pixel, config = load_completion_network(name, iterations[0], raw)
     total = [w.astype(np.float64) for w in network.get_weights()]
     for iteration in iterations[1:]:
-        total = [t + w for t, w in zip(total, load_completion_network(name, iteration)[0]
+        total = [t + w for t, w in zip(total, load_completion_network(name, iteration, raw)[0]
                                         .get_weights())]
     network.set_weights([(t / len(iterations)).astype(np.float32) for t in total])
     return network, mean_pixel, config
 
 
-def load_completion_network(name, iteration=None):
-    """(completion network, mean pixel, config) of session NAME: its newest checkpoint, or the
-    one saved at `iteration`."""
+def checkpoint_path(name, iteration=None):
+    """The path of session NAME's newest checkpoint, or of the one saved at `iteration`."""
     directory = folder(name)
-    try:
-        saved = utils.read_json(session_file(name))
-        config = cfg.Config.from_dict(saved["config"])
-        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise SessionError(f"--session {name}: no readable session in {directory}/ (train one"
-                           f" with python train.py --session {name})")
-    check_network_version(saved, name, "train it again with --fresh")
     path = latest_checkpoint(directory)
     if path is None:
         raise SessionError(f"--session {name}: no checkpoint in {directory}/ yet; train longer"
@@ -328,7 +325,42 @@ def load_completion_network(name, iteration=None):
             raise SessionError(f"--session {name}: no checkpoint of iteration {iteration}; it has"
                                f" {', '.join(map(str, sorted(paths)))}")
         path = paths[iteration]
+    return path
+
+
+def moving_average(path):
+    """The moving average of --ema-decay in checkpoint `path`: {"decay": of its last update,
+    "updates": how many}, or None if it has none."""
+    reader = tf.train.load_checkpoint(path)
+    values = {}
+    for name, key in (("decay", AVERAGE_DECAY), ("updates", AVERAGE_UPDATES)):
+        key += "/.ATTRIBUTES/VARIABLE_VALUE"
+        values[name] = reader.get_tensor(key).item() if reader.has_tensor(key) else 0
+    return values if values["updates"] else None
+
+
+def read_session(name):
+    """(config, mean pixel) of session NAME, as its session.json records them."""
+    try:
+        saved = utils.read_json(session_file(name))
+        config = cfg.Config.from_dict(saved["config"])
+        mean_pixel = np.asarray(saved["mean_pixel"], np.float32)
+    except (OSError, ValueError, KeyError, TypeError):
+        raise SessionError(f"--session {name}: no readable session in {folder(name)}/ (train"
+                           f" one with python train.py --session {name})")
+    check_network_version(saved, name, "train it again with --fresh")
+    return config, mean_pixel
+
+
+def load_completion_network(name, iteration=None, raw=False):
+    """(completion network, mean pixel, config) of session NAME: its newest checkpoint, or the
+    one saved at `iteration`. The moving average of its weights where the checkpoint has one
+    (--ema-decay: what its sample grids and evaluations showed), unless `raw`: the network
+    itself."""
+    config, mean_pixel = read_session(name)
+    path = checkpoint_path(name, iteration)
     network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
                                        upsampling=config.upsampling)
-    tf.train.Checkpoint(completion_network=network).restore(path).expect_partial()
+    which = AVERAGE_NETWORK if not raw and moving_average(path) else "completion_network"
+    tf.train.Checkpoint(**{which: network}).restore(path).expect_partial()
     return network, mean_pixel, config

@@ -399,6 +399,35 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
             3: distributed(joint_step)}
 
 
+class MovingAverage:
+    """--ema-decay D: a second completion network whose every weight (batch-norm statistics
+    included) follows the trained one's, w_avg <- D * w_avg + (1 - D) * w, after each
+    iteration that trains it. The first update copies the network (`updates` counts them, 0:
+    none yet, so an average turned on when a session resumes starts from the network as it is).
+    Built like G, under the same strategy: in cross-replica context the update writes every
+    replica's copy."""
+
+    def __init__(self, G, config, policy=None, synchronized=False, mean_pixel=(0.5, 0.5, 0.5)):
+        self.network = build_completion_network(policy, synchronized, config.width_divisor,
+                                                mean_pixel, config.upsampling)
+        self.updates = tf.Variable(0, dtype=tf.int64, trainable=False, name="average_updates")
+        self.decay = tf.Variable(0.0, trainable=False, name="average_decay")  # the last update's
+        pairs = list(zip(self.network.weights, G.weights))
+        if [a.shape for a, _ in pairs] != [w.shape for _, w in pairs]:
+            raise AssertionError("the moving average's weights do not match the network's")
+        decay = float(config.ema_decay)
+
+        @tf.function
+        def update():
+            d = tf.where(self.updates > 0, decay, 0.0)
+            for average, weight in pairs:
+                average.assign(tf.cast(d, average.dtype) * average
+                               + tf.cast(1.0 - d, average.dtype) * weight)
+            self.updates.assign_add(1)
+            self.decay.assign(decay)
+        self.update = update
+
+
 @dataclass
 class Training:
     """What a checkpoint holds, and the step functions that update it."""
@@ -408,6 +437,13 @@ class Training:
     checkpoint: tf.train.Checkpoint
     iteration: tf.Variable    # iterations done
     data_offset: tf.Variable  # batches skipped by rollbacks: iteration k uses batch k + offset
+    average: MovingAverage = None  # --ema-decay's
+
+    @property
+    def shown(self):
+        """The completion network that samples, evaluations and exports use: the moving
+        average with --ema-decay, else the network itself."""
+        return self.average.network if self.average else self.G
 
 
 def build(config, mean_pixel, strategy):
@@ -418,10 +454,15 @@ def build(config, mean_pixel, strategy):
         iteration = tf.Variable(0, dtype=tf.int64, trainable=False, name="iteration")
         data_offset = tf.Variable(0, dtype=tf.int64, trainable=False, name="data_offset")
         steps = make_steps(G, D, *step_opts, config, mean_pixel, jit_compile, strategy)
+        average = (MovingAverage(G, config, policy, strategy.num_replicas_in_sync > 1,
+                                 mean_pixel) if config.ema_decay else None)
+    kept = {session.AVERAGE_NETWORK: average.network,
+            session.AVERAGE_UPDATES: average.updates,
+            session.AVERAGE_DECAY: average.decay} if average else {}
     checkpoint = tf.train.Checkpoint(completion_network=G, context_discriminator=D,
                                      completion_optimizer=g_opt, discriminator_optimizer=d_opt,
-                                     iteration=iteration, data_offset=data_offset)
-    return Training(G, D, steps, checkpoint, iteration, data_offset)
+                                     iteration=iteration, data_offset=data_offset, **kept)
+    return Training(G, D, steps, checkpoint, iteration, data_offset, average)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -444,10 +485,10 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
               " raise --total-iters to train longer, or use --fresh to start over")
         return 0
     reporter = report.Reporter(config, session.logs_dir(config.session),
-                               session.results_dir(config.session), run.G,
+                               session.results_dir(config.session), run.shown,
                                validation_batch(config, train_files, val_files), mean_pixel, n,
                                chief, held_out=held_out(config, val_files, mean_pixel, chief))
-    estimate = batch_norm_estimator(config, train_files, mean_pixel, run.G)
+    estimate = batch_norm_estimator(config, train_files, mean_pixel, run)
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
@@ -465,6 +506,8 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
                 batches = stream(config, train_files, strategy, n, run)
                 learning_rate = set_learning_rates(run, learning_rates(config, n))
                 continue
+            if run.average and phase != 2:
+                run.average.update()
             n += 1
             run.iteration.assign(n)
             phase_end = n == config.phase_range(phase)[1]
@@ -503,11 +546,11 @@ def shown_or_saved(config, n, phase_end):
         config.checkpoint_every, config.sample_every, config.eval_every))
 
 
-def batch_norm_estimator(config, files, mean_pixel, G):
+def batch_norm_estimator(config, files, mean_pixel, run):
     """With --bn-batches N, a function that sets the batch-norm statistics of the completion
-    network G to their mean over N fixed training batches (elements the training stream never
-    reaches), computed on a plain copy of G (outside any distribution strategy) and copied
-    back; None with --bn-batches 0."""
+    network (and of its moving average, if any) to their mean over N fixed training batches
+    (elements the training stream never reaches), computed on a plain copy (outside any
+    distribution strategy) and copied back; None with --bn-batches 0."""
     if not config.bn_batches:
         return None
     batches = data_loader.training_dataset(files, config, BATCH_NORM_ELEMENTS)
@@ -517,9 +560,10 @@ def batch_norm_estimator(config, files, mean_pixel, G):
                                     upsampling=config.upsampling)
 
     def estimate():
-        copy.set_weights(G.get_weights())
-        estimate_batch_norm_statistics(copy, inputs)
-        G.set_weights(copy.get_weights())
+        for network in {id(n): n for n in (run.G, run.shown)}.values():
+            copy.set_weights(network.get_weights())
+            estimate_batch_norm_statistics(copy, inputs)
+            network.set_weights(copy.get_weights())
     return estimate
 
 
@@ -724,7 +768,9 @@ def departures(config):
              "resize upsampling" if config.upsampling == "resize" else "",
              "checkerboard-free transposed init"
              if config.transposed_init != "default" and config.upsampling == "transposed"
-             else ""]
+             else "",
+             f"moving average of the completion network (decay {config.ema_decay:g})"
+             if config.ema_decay else ""]
     return "".join(f", {part}" for part in parts if part)
 
 

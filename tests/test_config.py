@@ -180,6 +180,7 @@ def test_width_divisor_must_divide_32():
     ("label_smoothing", (0.0, 0.1, 0.49), (-0.1, 0.5, 1.0), "a number in [0, 0.5)"),
     ("checkerboard_penalty", (0.0, 0.1, 10.0), (-0.1,), "a non-negative weight"),
     ("stripes_penalty", (0.0, 0.1, 10.0), (-0.1,), "a non-negative weight"),
+    ("ema_decay", (0.0, 0.5, 0.999), (-0.1, 1.0, 2.0), "a number in [0, 1)"),
 ])
 def test_the_departures_from_the_paper_take_their_ranges(name, good, bad, message):
     assert cfg.Config().__dict__[name] == FIELDS[name].default  # the paper's by default
@@ -197,13 +198,14 @@ def test_the_upsampling_is_part_of_the_network_and_the_initializer_is_not():
     assert "transposed_init" not in cfg.ARCHITECTURE_SETTINGS
     old = cfg.Config().to_dict()
     for name in ("upsampling", "transposed_init", "d_loss_scale", "label_smoothing",
-                 "checkerboard_penalty", "stripes_penalty", "d_batches", "d_lowpass"):
+                 "checkerboard_penalty", "stripes_penalty", "d_batches", "d_lowpass",
+                 "ema_decay"):
         del old[name]  # a session or export saved before these existed: as before them
     restored = cfg.Config.from_dict(old)
     assert (restored.upsampling, restored.transposed_init, restored.d_loss_scale,
             restored.label_smoothing, restored.checkerboard_penalty, restored.stripes_penalty,
-            restored.d_batches, restored.d_lowpass) == (
-        "transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate", False)
+            restored.d_batches, restored.d_lowpass, restored.ema_decay) == (
+        "transposed", "default", 1.0, 0.0, 0.0, 0.0, "separate", False, 0.0)
     assert "d_lowpass" not in cfg.ARCHITECTURE_SETTINGS
     assert "d_batches" not in cfg.ARCHITECTURE_SETTINGS
 

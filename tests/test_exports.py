@@ -266,7 +266,11 @@ def test_an_export_of_averaged_checkpoints(copy_training, monkeypatch, capsys):
             (["--session", "tiny", "--export", "x", "--average", "4", "--iteration", "5"],
              "give either --iteration or --average"),
             (["--session", "tiny", "--export", "x", "--average", "4", "4"],
-             "--average: expected different iterations, got 4 4")):
+             "--average: expected different iterations, got 4 4"),
+            (["--model", "mean", "--export", "x", "--raw"],
+             "--raw applies only to --export DIR with --session NAME"),
+            (["--session", "tiny", "--input", "photo.png", "--box", "1,1,4,4", "--output",
+              "x.png", "--raw"], "--raw applies only to --export DIR with --session NAME")):
         try:
             status = complete.main(args)
         except SystemExit as stop:

@@ -760,6 +760,84 @@ def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_trainin
     assert saved["config"]["image_size"] == 32
 
 
+def test_the_moving_average_copies_the_network_then_follows_it(tiny_config):
+    """--ema-decay D: the first update copies every weight of the network (batch-norm
+    statistics included), each later one moves the average by 1 - D towards it; phase 2's
+    discriminator-only iterations are not counted by the loop (tested with a session below)."""
+    G = model.build_completion_network(width_divisor=8)
+    average = train.MovingAverage(G, tiny_config(ema_decay=0.75))
+    assert len(average.network.weights) == len(G.weights) == 99
+    first = G.get_weights()
+    average.update()
+    for a, w in zip(average.network.get_weights(), first):
+        np.testing.assert_array_equal(a, w)
+    G.set_weights([w + 1.0 for w in first])
+    average.update()
+    for a, w in zip(average.network.get_weights(), first):
+        np.testing.assert_allclose(a, w + 0.25, rtol=0, atol=1e-6)
+    assert (int(average.updates), float(average.decay)) == (2, 0.75)
+
+
+@pytest.mark.slow
+def test_a_session_with_a_moving_average_uses_it_and_may_drop_it(tmp_path, make_photos, capsys):
+    """--ema-decay 0.5: updated after phase 1's and phase 3's iterations, kept in checkpoints,
+    what loading the session and its exports give (the network itself with --raw); dropped on
+    a resume with 0 (without warnings about the checkpoint's unused values), and started again
+    from the network when turned on again."""
+    make_photos(tmp_path / "photos", 4)
+    args = tiny_args("photos", session="ema", tc=1, td=1, total=3, every=1)
+    # Without --bn-batches, which would estimate the average's statistics afresh.
+    assert run_main(train, args + ["--ema-decay", "0.5", "--bn-batches", "0"], tmp_path) == 0
+    assert ", widths / 8, moving average of the completion network (decay 0.5)\n" in (
+        capsys.readouterr().out)
+
+    def networks(iteration):
+        with working_directory(tmp_path):
+            path = session.checkpoint_path("ema", iteration)
+            return (session.moving_average(path),
+                    session.load_completion_network("ema", iteration)[0].get_weights(),
+                    session.load_completion_network("ema", iteration, raw=True)[0].get_weights())
+    first, after_first, raw_first = networks(1)
+    assert first == {"decay": 0.5, "updates": 1}
+    for a, w in zip(after_first, raw_first):  # the first update copied the network
+        np.testing.assert_array_equal(a, w)
+    third, average, raw = networks(3)
+    assert third == {"decay": 0.5, "updates": 2}  # iterations 1 and 3; not 2 (phase 2)
+    assert not all(np.array_equal(a, w) for a, w in zip(average, raw))
+    for a, w1, w3 in zip(average, raw_first, raw):
+        np.testing.assert_allclose(a, 0.5 * w1 + 0.5 * w3, rtol=1e-6, atol=1e-7)
+
+    assert run_main(complete, ["--session", "ema", "--export", "avg"], tmp_path) == 0
+    assert run_main(complete, ["--session", "ema", "--export", "raw", "--raw"], tmp_path) == 0
+    assert capsys.readouterr().out.splitlines()[-2:] == [
+        "Exported the completion network of session 'ema' (the moving average of its weights)"
+        " to avg/",
+        "Exported the completion network of session 'ema' (its own weights) to raw/"]
+    with working_directory(tmp_path):
+        for folder, expected in (("avg", average), ("raw", raw)):
+            for a, w in zip(exports.read(folder)[0].get_weights(), expected):
+                np.testing.assert_array_equal(a, w)
+        assert utils.read_json("avg/glcic.json")["training"]["moving_average"] == {
+            "decay": 0.5, "updates": 2}
+        assert "moving_average" not in utils.read_json("raw/glcic.json")["training"]
+
+    dropped = tiny_args("photos", session="ema", tc=1, td=1, total=4, every=1)
+    assert run_main(train, dropped + ["--ema-decay", "0"], tmp_path) == 0
+    out, err = capsys.readouterr()
+    assert "Changed on resume: --ema-decay 0.5 -> 0.0" in out
+    assert "could not be found" not in err
+    fourth, loaded, raw = networks(4)
+    assert fourth is None
+    for a, w in zip(loaded, raw):
+        np.testing.assert_array_equal(a, w)
+    again = tiny_args("photos", session="ema", tc=1, td=1, total=5, every=1)
+    assert run_main(train, again + ["--ema-decay", "0.9", "--bn-batches", "2"], tmp_path) == 0
+    fifth, average, raw = networks(5)
+    assert fifth == {"decay": pytest.approx(0.9), "updates": 1}  # started again: a copy
+    for a, w in zip(average, raw):
+        np.testing.assert_array_equal(a, w)
+
+
 @pytest.mark.slow
 def test_a_hinge_session_says_so_resumes_and_keeps_its_loss(tmp_path, make_photos, capsys):
     """--gan-loss hinge: named in the start-up line, kept on resume without the flag (its

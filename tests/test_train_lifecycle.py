@@ -136,6 +136,7 @@ def max_relative_difference(one_largest, two_largest, largest_difference):
     ["--float64", "3"],
     ["--float64", "--departures", "3"],
     ["--float64", "--hinge", "2", "3"],
+    ["--float64", "--ema", "1", "3"],
     pytest.param(["--float64", "1", "2", "3"], marks=pytest.mark.soak),
     pytest.param(["1", "2", "3"], marks=pytest.mark.soak),
 ])
@@ -173,11 +174,14 @@ def test_mirrored_on_two_devices_matches_one_device(args):
             # The same update of every weight (trainable or batch-norm statistic), to
             # round-off: the two replicas' gradients add up to the one-device gradient, and the
             # synchronized batch-norm statistics equal the one-device ones.
-            differences = [max_relative_difference(*weight) for net in ("G", "D")
-                           for weight in compared[net]]
+            differences = [max_relative_difference(*weight) for net in ("G", "D", "A")
+                           for weight in compared.get(net, [])]
             # Every weight of both (and G's mean pixel; the spectrally normalized
-            # discriminator's power-iteration vectors, without its batch norms).
-            assert len(differences) == 99 + (42 if "--hinge" in args else 72)
+            # discriminator's power-iteration vectors, without its batch norms), and of the
+            # moving average of --ema-decay, whose copies on the two replicas stay alike.
+            assert len(differences) == (99 + (42 if "--hinge" in args else 72)
+                                        + (99 if "--ema" in args else 0))
+            assert compared.get("copies", 0.0) == 0.0
             assert max(differences) < 1e-2, (phase, max(differences))
 
 

@@ -2,7 +2,7 @@
 the same weights on the same global batch; prints as JSON the losses of both and, for each
 weight, the largest update on each and the largest difference between the two updates.
 
-    python -m tests.two_devices [--float64] [--departures] [--hinge] [PHASE ...]
+    python -m tests.two_devices [--float64] [--departures] [--hinge] [--ema] [PHASE ...]
         (default: phases 1 2 3 in float32; run by tests/test_distribute.py in a fresh process,
         since logical devices must be set before TensorFlow starts)
 
@@ -10,7 +10,9 @@ weight, the largest update on each and the largest difference between the two up
 --label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --d-batches joint,
 --d-lowpass), whose terms must add up over the replicas too. --hinge trains with --gan-loss
 hinge (its spectrally normalized discriminator's power-iteration vectors are updated on every
-replica alike), without --label-smoothing, which it does not take.
+replica alike), without --label-smoothing, which it does not take. --ema keeps the moving
+average of --ema-decay 0.5, updated after each phase's step; "A" is its update, and "copies"
+the largest difference between the replicas' copies of its weights (0: every replica's alike).
 
 --float64 computes every layer but the last of each network in float64. The joint phase needs
 it for a weight-by-weight comparison: there the discriminator judges the completion network's
@@ -62,6 +64,10 @@ def run(strategy, config, batch, initial, phases, policy):
             optimizer.build(network.trainable_variables)
         steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5, np.float32),
                                  strategy=strategy)
+        average = (train.MovingAverage(G, config, policy, strategy.num_replicas_in_sync > 1)
+                   if config.ema_decay else None)
+        if average:  # from the same weights on both strategies (the first update copies G)
+            average.network.set_weights(initial[0])
     replicas = strategy.num_replicas_in_sync
     share = GLOBAL_BATCH // replicas
 
@@ -72,13 +78,23 @@ def run(strategy, config, batch, initial, phases, policy):
     results = {}
     for phase in phases:
         before = G.get_weights(), D.get_weights()
+        before_average = average.network.get_weights() if average else []
         metrics = steps[phase](distributed)
+        if average:
+            average.update()
         # Each phase's update of every weight (trainable or batch-norm statistic).
         results[f"phase{phase}"] = {
             "metrics": {k: float(v) for k, v in metrics.items()},
             **{name: [w - b for w, b in zip(net.get_weights(), old)]
                for name, net, old in (("G", G, before[0]), ("D", D, before[1]))},
         }
+        if average:
+            results[f"phase{phase}"]["A"] = [w - b for w, b in zip(
+                average.network.get_weights(), before_average)]
+            results[f"phase{phase}"]["copies"] = max(
+                float(np.max(np.abs(c.numpy() - v.numpy())))
+                for v in average.network.weights
+                for c in strategy.experimental_local_results(v))
     return results
 
 
@@ -90,7 +106,9 @@ def compare(one, two):
     return {phase: {
         "metrics": {"default": one[phase]["metrics"], "mirrored": two[phase]["metrics"]},
         **{net: [[largest(a), largest(b), largest(b - a)]
-                 for a, b in zip(one[phase][net], two[phase][net])] for net in ("G", "D")},
+                 for a, b in zip(one[phase][net], two[phase][net])]
+           for net in ("G", "D", "A") if net in one[phase]},
+        **({"copies": two[phase]["copies"]} if "copies" in two[phase] else {}),
     } for phase in one}
 
 
@@ -107,6 +125,8 @@ def main():
         departures = {}
     if "--hinge" in args:
         departures = dict(departures, gan_loss="hinge", label_smoothing=0.0)
+    if "--ema" in args:
+        departures = dict(departures, ema_decay=0.5)
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=GLOBAL_BATCH,
         alpha=1.0, width_divisor=8 if policy else 1, **departures))

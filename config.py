@@ -222,6 +222,11 @@ class Config:
         check=lambda v: 0 <= v < 1, expected="a number in [0, 1)")
     checkpoint_every: int = setting(
         1000, "save a checkpoint every N iterations (also at phase ends and on Ctrl-C)", **EVERY)
+    keep_checkpoints: int = setting(
+        3, "how many of the checkpoints written every --checkpoint-every iterations to keep, the"
+           " newest (default: 3; 0: every one). Those at phase ends are always kept. Not part of"
+           " the networks: a session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative number (0: every one)")
     summary_every: int = setting(100, "write TensorBoard scalars every N iterations", **EVERY)
     sample_every: int = setting(
         1000, "write validation grids (TensorBoard and results) every N iterations", **EVERY)

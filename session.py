@@ -1,8 +1,9 @@
 """A training session on disk. This is the only module that knows where a session's files are:
 
     saved_sessions/NAME/session.json    the resolved configuration and the mean pixel
-    saved_sessions/NAME/checkpoints/    the newest 3 checkpoints (networks, optimizers, iteration,
-                                        the moving average of --ema-decay)
+    saved_sessions/NAME/checkpoints/    the newest checkpoints (networks, optimizers, iteration,
+                                        the moving average of --ema-decay): 3, or
+                                        --keep-checkpoints
     saved_sessions/NAME/phase_ends/     one checkpoint kept at the end of every phase
     saved_sessions/NAME/onnx/           iteration-N.onnx: the completion network of checkpoint N
                                         converted for ONNX Runtime (engine.py), on first use
@@ -88,7 +89,7 @@ def onnx_file(name, iteration=None):
 
 def prune_onnx(name):
     """Delete the ONNX conversions of checkpoints that session NAME no longer has (the rolling
-    checkpoints keep only the newest three)."""
+    checkpoints keep only the newest few)."""
     kept = {checkpoint_number(path) for path in all_checkpoints(folder(name))}
     for path in glob.glob(os.path.join(folder(name), "onnx", "iteration-*.onnx")):
         number = os.path.basename(path)[len("iteration-"):-len(".onnx")]
@@ -233,19 +234,20 @@ def move_aside(name):
 
 
 class Checkpoints:
-    """Rolling checkpoints (the newest 3) plus one kept at the end of every phase.
+    """Rolling checkpoints (the newest `keep`, 0: all) plus one kept at the end of every phase.
 
     A checkpoint is whole or ignored: TensorFlow writes the files first and the `checkpoint`
     index last (atomically); a save that fails has its files removed, and a restore skips
     damaged checkpoints for the next older one."""
 
-    def __init__(self, checkpoint, directory, task=None):
+    def __init__(self, checkpoint, directory, task=None, keep=3):
         """task: a non-chief worker of a multi-worker run, which takes part in every save
         (all workers do) but writes to a scratch folder deleted at once."""
         self.checkpoint, self.directory, self.saved_at = checkpoint, directory, None
         self.scratch = os.path.join(directory, f".{task}") if task else None
         self.rolling = tf.train.CheckpointManager(
-            checkpoint, os.path.join(self.scratch or directory, ROLLING), max_to_keep=3)
+            checkpoint, os.path.join(self.scratch or directory, ROLLING),
+            max_to_keep=keep or None)
         self.phase_ends = tf.train.CheckpointManager(
             checkpoint, os.path.join(self.scratch or directory, PHASE_ENDS), max_to_keep=None)
 

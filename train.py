@@ -478,7 +478,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
     task, chief = devices.worker(strategy)
     run = start(config, mean_pixel, strategy, why)
     checkpoints = session.Checkpoints(run.checkpoint, session.folder(config.session),
-                                      None if chief else task)
+                                      None if chief else task, config.keep_checkpoints)
     n = resume(config, run, checkpoints)
     if n >= config.total_iters:
         print(f"Session '{config.session}' already finished {config.total_iters} iterations;"

@@ -303,6 +303,18 @@ def test_checkpoints_are_saved_when_due_and_phase_ends_are_kept(tmp_path):
     assert checkpoints.restore() == str(rolling / "ckpt-10") and float(value) == 10.0
 
 
+@pytest.mark.parametrize("keep, expected", [(2, [8, 10]), (0, [2, 4, 6, 8, 10])])
+def test_keep_checkpoints_sets_how_many_rolling_checkpoints_stay(tmp_path, keep, expected):
+    value = tf.Variable(0.0)
+    checkpoints = session.Checkpoints(tf.train.Checkpoint(value=value),
+                                      str(tmp_path / "session"), keep=keep)
+    for n in range(1, 11):
+        value.assign(float(n))
+        checkpoints.save_if_due(n, every=2, phase_end=n == 3)
+    assert [session.checkpoint_number(p) for p in checkpoints.candidates()] == (
+        sorted(expected + [3], reverse=True))
+
+
 def test_a_damaged_newest_checkpoint_is_skipped_for_the_previous_one(tmp_path, capsys):
     value, checkpoints = tiny_checkpoints(tmp_path)
     for number in (1, 2, 3):

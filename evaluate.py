@@ -17,8 +17,10 @@ union of a photo's holes). Realism of the fills
 (realism.py), measures of the whole set of fills: SWD in the hole (lower is better, 0 for the
 photos themselves; beside it the SWD of two halves of the photos against each other, the scale
 of the distance between two sets of real photos), sharpness, checkerboard and stripes (1 is the
-photos') and the checkerboard and stripe excess (1 is the photos'; above 1, a two-pixel
-artefact, which can lower SWD: never judge realism by SWD alone). Writes, in results/NAME/eval for --session NAME,
+photos'), the checkerboard and stripe excess (1 is the photos'; above 1, a two-pixel
+artefact, which can lower SWD: never judge realism by SWD alone) and the colour distance to
+each photo's own colours in its hole (lower is better; blotches of colours the scene does not
+have pass the others). Writes, in results/NAME/eval for --session NAME,
 results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
 pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
 pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
@@ -193,7 +195,7 @@ def measure(items, completed, reference=None):
     """Everything measured of each method's completions, as metrics.json keeps it: "mean"
     ({method: {column: value}}: COLUMNS averaged over the photos, and realism.COLUMNS, which
     are measures of the whole set), "per_photo" ({method: {column: [value per photo]}}:
-    COLUMNS, sharpness_hole, checkerboard_hole and stripes_hole) and "swd_levels" ({method: [SWD per
+    COLUMNS, sharpness_hole, checkerboard_hole, stripes_hole and colour_hole) and "swd_levels" ({method: [SWD per
     pyramid level]}). reference: realism.photo_reference of the items, when already at
     hand (the same for every method and every evaluation of the same items)."""
     photos, holes = photos_and_holes(items)
@@ -206,7 +208,8 @@ def measure(items, completed, reference=None):
         mean[method].update({column: found[column] for column in realism.COLUMNS})
         per_photo[method].update(sharpness_hole=found["sharpness_per_photo"],
                                  checkerboard_hole=found["checkerboard_per_photo"],
-                                 stripes_hole=found["stripes_per_photo"])
+                                 stripes_hole=found["stripes_per_photo"],
+                                 colour_hole=found["colour_per_photo"])
         levels[method] = found["swd_levels"]
     return dict(mean=mean, per_photo=per_photo, swd_levels=levels)
 
@@ -246,7 +249,7 @@ def column_title(column):
 
 
 def value_format(column):
-    if column.startswith(("psnr", "swd")):
+    if column.startswith(("psnr", "swd", "colour")):
         return ".2f"
     return ".3f" if column in realism.COLUMNS else ".4f"
 
@@ -287,7 +290,8 @@ def write_rows(path, fields, rows):
 
 def better(column):
     if column in realism.COLUMNS:
-        return "lower is better" if column == "swd_hole" else "1 is the photos'"
+        return ("lower is better" if column in ("swd_hole", "colour_hole")
+                else "1 is the photos'")
     return ("higher" if column.split("_")[0] in HIGHER_IS_BETTER else "lower") + " is better"
 
 
@@ -307,8 +311,8 @@ def plot_metrics(path, header, measured):
                       color=colors[:len(METHODS)])
         ax.bar_label(bars, fmt="%.2f" if column.startswith("psnr") else "%.3g", fontsize=8)
         if column in realism.COLUMNS:
-            ax.axhline(measured["swd_floor"] if column == "swd_hole" else 1.0, color="gray",
-                       ls=":", lw=1)
+            ax.axhline(measured["swd_floor"] if column == "swd_hole" else
+                       0.0 if column == "colour_hole" else 1.0, color="gray", ls=":", lw=1)
         ax.set_title(f"{column_title(column)} ({better(column)})")
         ax.set_xticks(range(len(METHODS)), METHODS, rotation=30, ha="right", fontsize=9)
         ax.margins(y=0.15)

@@ -18,6 +18,13 @@ whether it bought any, each comparing the completions with the photos inside the
   the checkerboard's [[1, -1], [-1, 1]] does not see: the second difference [1, -2, 1] across,
   smoothed down by [1, 2, 1] / 4, plus the same turned a quarter (a checkerboard answers
   neither); stripe excess = stripes / sharpness, read as the checkerboard excess.
+- colour distance: how far the colours of each fill are from the photo's own colours in its
+  hole, wherever they lie: the sliced Wasserstein distance between the two sets of hole pixels
+  in CIELAB (in units of L*, a* and b*: a distance of about 1 is the smallest difference
+  people see), averaged over the photos; lower is better, 0 for the photo itself. The other
+  measures compare texture with the photos' texture, not colours with the scene's: a fill of
+  colour blotches the scene does not have can pass them, not this. A blur keeps the hole's
+  colours but narrows their spread, and scores between.
 
 Images: lists (or stacks) of same-sized (H, W, 3) uint8 arrays or floats in [0, 1]; holes:
 bool (H, W) each.
@@ -34,7 +41,9 @@ EPSILON = 1e-8  # a channel's std below this is a flat fill's: its values become
 SCALE = 1e3  # SWD is reported times this, as ProGAN does
 COLUMNS = {"swd_hole": "SWD hole", "sharpness_hole": "sharpness",  # the measures of a set
            "checkerboard_hole": "checkerboard", "checkerboard_excess": "checker excess",
-           "stripes_hole": "stripes", "stripes_excess": "stripe excess"}
+           "stripes_hole": "stripes", "stripes_excess": "stripe excess",
+           "colour_hole": "colour distance"}
+COLOUR_DIRECTIONS = 64  # random directions of the colour distance (3-D: 64 are plenty)
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # a 2x2 window: top-left, top-right, bottom-...
 SQUARE = tuple((dy, dx) for dy in range(3) for dx in range(3))  # a 3x3 window, row by row
 
@@ -309,18 +318,42 @@ def stripes(completions, photos, holes):
     return hole_ratio(stripe_response, completions, photos, holes, SQUARE)
 
 
+def lab(pixels):
+    """(K, 3) RGB in [0, 1] -> CIELAB (L* in [0, 100], a* and b* in about [-128, 127]):
+    OpenCV's conversion, for sRGB under D65."""
+    return cv2.cvtColor(np.asarray(pixels, np.float32)[None], cv2.COLOR_RGB2Lab)[0]
+
+
+def colour_distance(completions, photos, holes, seed=0):
+    """The sliced Wasserstein distance between each completion's and its photo's hole pixels
+    in CIELAB: (mean over the photos, [per photo]); nan for a photo without a hole."""
+    per_photo = []
+    for completion, photo, hole in zip(completions, photos, holes):
+        hole = np.asarray(hole, bool)
+        if not hole.any():
+            per_photo.append(float("nan"))
+            continue
+        fill, own = (lab(as_images(image)[hole]) for image in (completion, photo))
+        per_photo.append(sliced_wasserstein(fill, own, COLOUR_DIRECTIONS, seed))
+    found = [value for value in per_photo if not np.isnan(value)]
+    return (float(np.mean(found)) if found else float("nan")), per_photo
+
+
 def measure(completions, photos, holes, seed=0, reference=None):
     """Every realism measure of a set of completions: COLUMNS, the SWD per level and the
-    per-photo ratios. reference: as swd's. The excess is nan for a flat fill (sharpness 0)."""
+    per-photo ratios and colour distances. reference: as swd's. The excess is nan for a flat
+    fill (sharpness 0)."""
     swd_hole, swd_levels = swd(completions, photos, holes, seed, reference)
     sharp, sharp_per_photo = sharpness(completions, photos, holes)
     checker, checker_per_photo = checkerboard(completions, photos, holes)
     striped, stripes_per_photo = stripes(completions, photos, holes)
+    colour, colour_per_photo = colour_distance(completions, photos, holes, seed)
     return dict(swd_hole=swd_hole, sharpness_hole=sharp, checkerboard_hole=checker,
                 checkerboard_excess=checker / sharp if sharp > 0 else float("nan"),
                 stripes_hole=striped, stripes_excess=striped / sharp if sharp > 0 else float("nan"),
-                swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,
-                checkerboard_per_photo=checker_per_photo, stripes_per_photo=stripes_per_photo)
+                colour_hole=colour, swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,
+                checkerboard_per_photo=checker_per_photo, stripes_per_photo=stripes_per_photo,
+                colour_per_photo=colour_per_photo)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ EVAL_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image")
 EVAL_TAGS = {**{column: column for column in EVAL_COLUMNS}, "swd_hole": "swd",
              "sharpness_hole": "sharpness", "checkerboard_hole": "checkerboard",
              "checkerboard_excess": "checkerboard_excess", "stripes_hole": "stripes",
-             "stripes_excess": "stripes_excess"}
+             "stripes_excess": "stripes_excess", "colour_hole": "colour"}
 EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS, *realism.COLUMNS]
 EVAL_GRID_TAG = "eval/masked_input | model | model + blend | ground_truth"
 
@@ -238,9 +238,9 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
               "swd_hole": "SWD in the hole, x1e3 (lower is better)",
               "sharpness_hole": "sharpness in the hole (1 is the photos')",
               "checkerboard_excess": "checkerboard excess (1 is the photos')",
-              "stripes_excess": "stripe excess (1 is the photos')"}
+              "stripes_excess": "stripe excess (1 is the photos')",
+              "colour_hole": "colour distance in the hole, CIELAB (lower is better)"}
     fig, axes = plt.subplots(2, 4, figsize=(4.6 * 4, 6.6))
-    axes.flat[-1].axis("off")
     for ax, (column, title) in zip(axes.flat, titles.items()):
         for method in EVAL_RUNS:
             points = [(int(r["iteration"]), float(r[column])) for r in rows

@@ -167,7 +167,10 @@ def _assert_realism_of_the_mean_fill(stdout, report, images, holes):
     row = next(line for line in stdout.splitlines()[stdout.splitlines().index(header):]
                if line.startswith("mean pixel  "))
     assert row.split()[2:] == [f"{flat['swd_hole']:.2f}", "0.000", "0.000", "nan", "0.000",
-                               "nan"]
+                               "nan", f"{flat['colour_hole']:.2f}"]
+    # The colour distance of the mean-pixel fill: its colour against each hole's own, in CIELAB.
+    assert flat["colour_hole"] == pytest.approx(realism.colour_distance(filled, images, holes)[0])
+    assert 1 < flat["colour_hole"] < 100
 
 
 def test_same_seed_same_numbers_other_seed_other_holes(root, capsys):

@@ -250,6 +250,32 @@ def test_stripes_escape_the_checkerboard_measure_not_the_stripe_excess(textured)
     assert striped["stripes_excess"] > 1.4 > 2 * blurred["stripes_excess"]  # 1.53 and 0.69
 
 
+def test_the_colour_distance_sees_colours_the_photo_lacks_wherever_they_lie():
+    """0 for the photo's own hole pixels in another order; a blur (the hole's mean colours)
+    scores between; a fill as sharp as the photo but tinted, which SWD and the ratios barely
+    notice, scores far; a photo without a hole is nan."""
+    rng = np.random.default_rng(1)
+    photo = np.clip(0.5 + 0.05 * rng.standard_normal((32, 32, 3)), 0, 1)
+    hole = np.zeros((32, 32), bool)
+    hole[8:24, 6:26] = True
+    shuffled, blurred, tinted = photo.copy(), photo.copy(), photo.copy()
+    shuffled[hole] = rng.permutation(photo[hole])
+    blurred[hole] = photo[hole].mean(axis=0)
+    tinted[hole] = np.clip(photo[hole] + [-0.2, 0.1, 0.1], 0, 1)  # cyan, as sharp (1.0)
+    mean, per_photo = realism.colour_distance(
+        [shuffled, blurred, tinted, photo], [photo] * 4, [hole] * 3 + [np.zeros_like(hole)])
+    assert per_photo[0] == pytest.approx(0, abs=1e-9)
+    assert 4 < per_photo[1] < per_photo[2] / 2  # 5.7 and 13.4 (CIELAB units)
+    assert math.isnan(per_photo[3]) and mean == pytest.approx(np.mean(per_photo[:3]))
+    # uint8 images give the same, to their rounding
+    as_uint8 = [np.round(x * 255).astype(np.uint8) for x in (tinted, photo)]
+    assert realism.colour_distance([as_uint8[0]], [as_uint8[1]], [hole])[0] == pytest.approx(
+        per_photo[2], abs=0.2)
+    measured = realism.measure([tinted], [photo], [hole])
+    assert measured["colour_hole"] == pytest.approx(per_photo[2])
+    assert measured["colour_per_photo"] == pytest.approx([per_photo[2]])
+
+
 def test_the_floor_is_far_below_a_flat_fill():
     rng = np.random.default_rng(7)
     photos, holes = textures(rng, 32), rectangles(rng, 32)

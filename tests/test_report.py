@@ -95,7 +95,7 @@ def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
     for folder in (logs, logs / "eval_blend", logs / "eval_telea"):
         events = read_events(folder)
         for tag in [*report.EVAL_COLUMNS, "swd", "sharpness", "checkerboard",
-                    "checkerboard_excess", "stripes", "stripes_excess"]:
+                    "checkerboard_excess", "stripes", "stripes_excess", "colour"]:
             # The quick preset evaluates every 20 iterations and at each phase's end.
             assert [e.step for e in events.Tensors(f"eval/{tag}")] == [2, 4, 5]
     model_events = read_events(logs)

@@ -182,6 +182,14 @@ class Config:
              " stripe response, per 3x3 window) to the completion network's loss in phases 1"
              " and 3; not in the paper. 0: none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
+    coarse_loss: float = setting(
+        0.0, "add W times the coarse reconstruction loss to the completion network's loss in"
+             " phases 1 and 3: the L1 distance between the completed image and the photo"
+             " averaged over 4x4 blocks, weighted by each block's share of the hole (the"
+             " fill's colours at a quarter of the resolution, blind to its texture). Holds the"
+             " colours in place while the adversarial term adds texture; not in the paper. 0:"
+             " none. A session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative weight")
     d_lowpass: bool = setting(
         False, "the discriminator sees its images (the whole and the local patch) through a"
                " 3x3 binomial filter ([1,2,1] x [1,2,1] / 16), blind to the two-pixel period:"

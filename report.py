@@ -19,7 +19,7 @@ from config import PHASE_NAMES
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
 LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed",
-          "checkerboard", "stripes")
+          "checkerboard", "stripes", "coarse")
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
@@ -109,7 +109,7 @@ class Reporter:
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
             for name in ("reconstruction", "discriminator", "adversarial", "checkerboard",
-                         "stripes"):
+                         "stripes", "coarse"):
                 if name in means:
                     tf.summary.scalar(f"loss/{name}", means[name])
             if "d_real" in means:
@@ -288,12 +288,13 @@ def plot_losses(history, folder):
               "grad_d": "gradient norm, discriminator",
               "adversarial_share": "adversarial share of the output gradient",
               "checkerboard": "checkerboard excess (penalized)",
-              "stripes": "two-pixel stripes excess (penalized)"}
+              "stripes": "two-pixel stripes excess (penalized)",
+              "coarse": "coarse reconstruction (4x4 blocks)"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
-        penalized = [name for name in ("checkerboard", "stripes")  # --...-penalty
+        penalized = [name for name in ("checkerboard", "stripes", "coarse")  # --...-penalty
                      if any(r.get(name, "") != "" for r in rows)]
         names = names[:1] + penalized + names[1:]
         columns = min(len(names), 4)

@@ -106,6 +106,19 @@ def stripe_response(x):
     return tf.abs(across) + tf.abs(down)
 
 
+def coarse_reconstruction(images, outputs, masks, global_batch=None, block=4):
+    """--coarse-loss's term: the completed image (the output in the hole, the photo around it)
+    and the photo averaged over `block` x `block` blocks, their L1 distance per block weighted
+    by the block's share of the hole, averaged over blocks and channels as reconstruction_loss
+    averages over pixels: the fill's colours at a coarse scale, whatever its texture."""
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    completed = masks * outputs + (1 - masks) * images
+    pool = lambda x: tf.nn.avg_pool2d(x, block, block, "VALID")  # noqa: E731
+    per_example = tf.reduce_mean(pool(masks) * tf.abs(pool(completed) - pool(images)),
+                                 [1, 2, 3])
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
 def windows_inside(masks, size):
     """1 where a size x size window of masks (B, H, W, 1) lies entirely in the hole, else 0:
     the minimum over the window; (B, H - size + 1, W - size + 1, 1)."""
@@ -321,9 +334,12 @@ def make_steps(G, D, g_opt, d_opt, config, mean_pixel, jit_compile=False, strate
         return reconstruction_loss(part["image"], outputs, part["mask"], config.recon_loss, B)
 
     def penalties(part, outputs):
-        """--checkerboard-penalty's and --stripes-penalty's weighted terms and their metrics
-        (none without them)."""
+        """--checkerboard-penalty's, --stripes-penalty's and --coarse-loss's weighted terms and
+        their metrics (none without them)."""
         total, values = 0.0, {}
+        if config.coarse_loss:
+            values["coarse"] = coarse_reconstruction(part["image"], outputs, part["mask"], B)
+            total += config.coarse_loss * values["coarse"]
         terms = [(name, weight, term) for name, weight, term in (
             ("checkerboard", config.checkerboard_penalty, checkerboard_excess),
             ("stripes", config.stripes_penalty, stripes_excess)) if weight]
@@ -764,6 +780,7 @@ def departures(config):
              f"checkerboard penalty {config.checkerboard_penalty:g}"
              if config.checkerboard_penalty else "",
              f"stripes penalty {config.stripes_penalty:g}" if config.stripes_penalty else "",
+             f"coarse loss {config.coarse_loss:g}" if config.coarse_loss else "",
              "low-passed discriminator input" if config.d_lowpass else "",
              "resize upsampling" if config.upsampling == "resize" else "",
              "checkerboard-free transposed init"

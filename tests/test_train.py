@@ -760,6 +760,28 @@ def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_trainin
     assert saved["config"]["image_size"] == 32
 
 
+def test_the_coarse_reconstruction_sees_colours_in_the_hole_not_texture():
+    """--coarse-loss's term: 0 for a fill whose 4x4 blocks have the photo's means (a
+    checkerboard added to the photo), the mean block error times the hole's share of the
+    block for a shifted colour, and nothing of the output outside the hole."""
+    images = tf.fill([1, 8, 8, 3], 0.5)
+    masks = tf.concat([tf.ones([1, 8, 4, 1]), tf.zeros([1, 8, 4, 1])], 2)  # the left half
+    masks = tf.tensor_scatter_nd_update(masks, [[0, 0, 0, 0]], [0.0])  # less one pixel
+    checker = 0.2 * (-1.0) ** (np.arange(8)[:, None] + np.arange(8)[None])
+    textured = images + tf.constant(checker[None, :, :, None], tf.float32)
+    # Only the block missing a pixel (the photo's there, not +0.2): its mean is off by
+    # 0.2 / 16, times its share of the hole, 15/16, averaged over the 4 blocks.
+    assert float(train.coarse_reconstruction(images, textured, masks)) == pytest.approx(
+        0.2 / 16 * 15 / 16 / 4, rel=1e-5)
+    shifted = images + 0.1
+    # Blocks of the left column: 15/16 and 16/16 of the hole, error 0.1 * share each.
+    expected = (15 / 16 * 0.1 * 15 / 16 + 16 / 16 * 0.1 * 16 / 16) / 4
+    assert float(train.coarse_reconstruction(images, shifted, masks)) == pytest.approx(
+        expected, rel=1e-5)
+    outside = tf.where(masks > 0, images, images + 0.3)  # the output outside is not used
+    assert float(train.coarse_reconstruction(images, outside, masks)) == 0.0
+
+
 def test_the_moving_average_copies_the_network_then_follows_it(tiny_config):
     """--ema-decay D: the first update copies every weight of the network (batch-norm
     statistics included), each later one moves the average by 1 - D towards it; phase 2's
@@ -869,16 +891,18 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     make_photos(tmp_path / "photos", 4)
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
                   "--checkerboard-penalty", "1", "--stripes-penalty", "0.5", "--d-batches",
-                  "joint", "--d-lowpass"]
+                  "joint", "--d-lowpass", "--coarse-loss", "2"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
     assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
-            " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, low-passed"
+            " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, coarse loss"
+            " 2, low-passed"
             " discriminator input, resize upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
-    assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "") for r in rows] == [
-        ("1", True, True), ("2", False, False), ("3", True, True)]
+    assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "", r["coarse"] != "")
+            for r in rows] == [("1", True, True, True), ("2", False, False, False),
+                               ("3", True, True, True)]
 
     resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
     resumed[resumed.index("--label-smoothing") + 1] = "0"

@@ -203,9 +203,9 @@ def test_without_a_pretrained_model_say_what_to_give(tmp_path, monkeypatch, make
     (["--model", "m", "--iteration", "2", "--input", "p.png", "--box", "1,1,5,5", "--output",
       "o.png"], "--iteration applies only to --session NAME"),
     (["--model", "m", "--export", "exported", "--input", "p.png"],
-     "--export takes only --session, --iteration, --average, --model and --float16"),
+     "--export takes only --session, --iteration, --average, --raw, --model and --float16"),
     (["--session", "s", "--export", "exported", "--engine", "onnx"],
-     "--export takes only --session, --iteration, --average, --model and --float16"),
+     "--export takes only --session, --iteration, --average, --raw, --model and --float16"),
     (["--session", "s", "--model", "m", "--export", "exported"],
      "argument --model: not allowed with argument --session"),
 ])

@@ -504,7 +504,8 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
                                session.results_dir(config.session), run.shown,
                                validation_batch(config, train_files, val_files), mean_pixel, n,
                                chief, held_out=held_out(config, val_files, mean_pixel, chief))
-    estimate = batch_norm_estimator(config, train_files, mean_pixel, run)
+    estimate = batch_norm_estimator(config, train_files, mean_pixel,
+                                    *{id(n): n for n in (run.G, run.shown)}.values())
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
@@ -562,9 +563,9 @@ def shown_or_saved(config, n, phase_end):
         config.checkpoint_every, config.sample_every, config.eval_every))
 
 
-def batch_norm_estimator(config, files, mean_pixel, run):
+def batch_norm_estimator(config, files, mean_pixel, *networks):
     """With --bn-batches N, a function that sets the batch-norm statistics of the completion
-    network (and of its moving average, if any) to their mean over N fixed training batches
+    networks given (the network and its moving average, if any) to their mean over N fixed training batches
     (elements the training stream never reaches), computed on a plain copy (outside any
     distribution strategy) and copied back; None with --bn-batches 0."""
     if not config.bn_batches:
@@ -576,7 +577,7 @@ def batch_norm_estimator(config, files, mean_pixel, run):
                                     upsampling=config.upsampling)
 
     def estimate():
-        for network in {id(n): n for n in (run.G, run.shown)}.values():
+        for network in networks:
             copy.set_weights(network.get_weights())
             estimate_batch_norm_statistics(copy, inputs)
             network.set_weights(copy.get_weights())

@@ -16,10 +16,10 @@ compiled function is traced and run --warmup times before the clock starts.
 
 Then inference by engine: images/s and milliseconds per call of the completion network as
 complete.py runs it, by TensorFlow in float32 (tf) and in the reduced precision (tf bfloat16:
-batch norms folded, float32 weights), and by ONNX Runtime in float32 (onnx, the same weights
-converted by engine.py), at each --inference-sizes and --inference-batches: --warmup untimed
-calls, then timed ones until --min-seconds have passed (two at least). The engine complete.py
-chooses by default is marked.
+batch norms folded, the weights in that precision), and by ONNX Runtime in float32 (onnx, the
+same weights converted by engine.py), at each --inference-sizes and --inference-batches:
+--warmup untimed calls, then timed ones until --min-seconds have passed (two at least). The
+engine complete.py chooses by default is marked.
 
 --pytorch times pytorch_port.py's networks and steps on the same work, each figure right after
 glcic's, in NCHW and channels-last layouts, in float32 and under PyTorch's own CPU autocast to
@@ -218,7 +218,7 @@ def inference_engines(network, engines, folder, reduced):
     if "tf" in engines:
         functions["tf"] = engine.forward(network)
         if reduced != "float32":
-            copy = engine.folded(network, f"mixed_{reduced}")  # kept alive by the function
+            copy = engine.folded(network, reduced)  # kept alive by the function
             functions[f"tf_{reduced}"] = lambda x, copy=copy: engine.forward(copy)(x)
     if "onnx" in engines:
         ready, skipped = engine.available()

@@ -293,19 +293,48 @@ def test_auto_chooses_bfloat16_tensorflow_only_where_the_cpu_has_it():
                                " bfloat16; use --precision float32, or --engine tf")
 
 
-def test_the_bfloat16_copy_keeps_float32_weights_and_output():
+def test_the_bfloat16_copy_holds_bfloat16_weights_and_a_float32_output_layer():
     network = tiny_network(3)
     copy = engine.for_network(network, None, "tf", "bfloat16")
     assert copy is not network and engine.precision_of(copy) == "bfloat16"
     assert engine.precision_of(network) == "float32"
-    assert {w.dtype for w in copy.weights} == {"float32"}
+    assert {w.dtype for w in network.weights} == {"float32"}  # the network itself is untouched
+    assert {w.dtype for layer in copy.layers[:-1] for w in layer.weights} == {"bfloat16"}
+    assert {w.dtype for w in copy.layers[-1].weights} == {"float32"}
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in copy.layers)
     assert copy.layers[-1].compute_dtype == "float32"
     assert {layer.compute_dtype for layer in copy.layers[1:-1]} == {"bfloat16"}
     x = tf.constant(np.random.default_rng(0).uniform(size=(1, 24, 32, 4)).astype(np.float32))
     y = engine.forward(copy)(x)
     assert y.dtype == tf.float32 and y.shape == (1, 24, 32, 3)
+    # What a mixed policy computes (float32 weights, each cast to bfloat16 at every call): the
+    # same roundings, so the same outputs but for the order of float32 sums.
+    mixed = engine.folded(network, "mixed_bfloat16")
+    assert {w.dtype for w in mixed.weights} == {"float32"}
+    np.testing.assert_allclose(y.numpy(), engine.forward(mixed)(x).numpy(), atol=1e-5)
     assert engine.for_network(network, None, "tf", "float32") is network
+
+
+BFLOAT16 = tf.bfloat16.as_numpy_dtype
+
+
+def test_the_folding_is_computed_from_the_float32_weights():
+    """Each folded kernel is the float32 product rounded once to bfloat16, not a product of
+    weights already rounded."""
+    x = np.random.default_rng(5).uniform(size=(2, 32, 32, 4)).astype(np.float32)
+    network = calibrated_network(x, 5)
+    copy = engine.folded(network, "bfloat16")
+    norm = network.get_layer("bn1")
+    scale = norm.gamma.numpy() / np.sqrt(norm.moving_variance.numpy() + norm.epsilon)
+    kernel, bias = network.get_layer("conv1").get_weights()
+    assert not np.allclose(scale, 1.0, atol=0.05)  # statistics that change the kernel
+    expected = (kernel * scale).astype(BFLOAT16)
+    folded_kernel = copy.get_layer("conv1").kernel.numpy()
+    assert folded_kernel.dtype == BFLOAT16
+    np.testing.assert_array_equal(folded_kernel, expected)
+    expected_bias = ((bias - norm.moving_mean.numpy()) * scale + norm.beta.numpy())
+    np.testing.assert_array_equal(copy.get_layer("conv1").bias.numpy(),
+                                  expected_bias.astype(BFLOAT16))
 
 
 def trained_and_photos():

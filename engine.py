@@ -278,7 +278,8 @@ def choose(engine=None, precision="auto", gpu=None, path=None):
 
     auto is a rule on the machine, from bench.py's figures (docs/performance.md): on a CPU
     that computes bfloat16 natively (avx512_bf16, amx_bf16 or ARM's bf16 in /proc/cpuinfo),
-    TensorFlow in bfloat16, 1.9x TensorFlow's and ONNX Runtime's float32 there; on a GPU,
+    TensorFlow in bfloat16, 1.8-2.1x the faster of TensorFlow's and ONNX Runtime's float32
+    there with AVX-512 BF16 and 3.2-5.4x with AMX; on a GPU,
     TensorFlow in float16; elsewhere float32 by ONNX Runtime, as fast as TensorFlow's float32
     on an AVX2 CPU, where bfloat16 is emulated and many times slower. ONNX Runtime runs
     float32 only. Nothing is timed at start-up."""

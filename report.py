@@ -47,9 +47,12 @@ class Reporter:
     in the results folder. Only the chief writes (chief=False: the other workers of a
     multi-worker run keep quiet)."""
 
-    def __init__(self, config, logs, results, G, val_batch, mean_pixel, start, chief=True,
+    def __init__(self, config, logs, results, shown, val_batch, mean_pixel, start, chief=True,
                  held_out=()):
-        self.config, self.G, self.chief, self.results = config, G, chief, results
+        """shown: a function returning the completion network that samples and evaluations
+        show (asked each time: with --ema-decay it is the network until the average's first
+        update, the average after)."""
+        self.config, self.shown, self.chief, self.results = config, shown, chief, results
         self.writer = (tf.summary.create_file_writer(logs) if chief
                        else tf.summary.create_noop_writer())
         self.val = {k: tf.constant(v) for k, v in val_batch.items()}
@@ -127,7 +130,7 @@ class Reporter:
     def samples(self, phase, iteration):
         if not self.chief:
             return
-        outputs = self.G(utils.completion_input(self.val["image"], self.val["mask"],
+        outputs = self.shown()(utils.completion_input(self.val["image"], self.val["mask"],
                                                 self.mean_pixel), training=False)
         grid = utils.sample_grid(self.val["image"], self.val["mask"], outputs, self.mean_pixel)
         with self.writer.as_default(step=iteration):
@@ -148,7 +151,7 @@ class Reporter:
             floor, _ = evaluate.swd_floor(self.held_out)
             if not np.isnan(floor):
                 self.baseline[FLOOR] = {"swd_hole": floor}
-        completed = evaluate.fill_items(self.G, mean_pixel, self.held_out,
+        completed = evaluate.fill_items(self.shown(), mean_pixel, self.held_out,
                                         ("model", "model + blend"))
         scores = {**evaluate.measure(self.held_out, completed, self.reference)["mean"],
                   **self.baseline}

@@ -457,9 +457,10 @@ class Training:
 
     @property
     def shown(self):
-        """The completion network that samples, evaluations and exports use: the moving
-        average with --ema-decay, else the network itself."""
-        return self.average.network if self.average else self.G
+        """The completion network that samples and evaluations use: the moving average with
+        --ema-decay once it has been updated (phase 1 or 3), else the network itself (in a
+        phase 2 that comes first, as after --init-from, the average is not made yet)."""
+        return self.average.network if self.average and self.average.updates > 0 else self.G
 
 
 def build(config, mean_pixel, strategy):
@@ -501,11 +502,11 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
               " raise --total-iters to train longer, or use --fresh to start over")
         return 0
     reporter = report.Reporter(config, session.logs_dir(config.session),
-                               session.results_dir(config.session), run.shown,
+                               session.results_dir(config.session), lambda: run.shown,
                                validation_batch(config, train_files, val_files), mean_pixel, n,
                                chief, held_out=held_out(config, val_files, mean_pixel, chief))
     estimate = batch_norm_estimator(config, train_files, mean_pixel,
-                                    *{id(n): n for n in (run.G, run.shown)}.values())
+                                    *([run.G, run.average.network] if run.average else [run.G]))
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     learning_rate = None
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:

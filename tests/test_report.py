@@ -238,7 +238,7 @@ def reporter_parts(tmp_path, make_photos, tiny_config, tiny_network):
         val = data_loader.validation_batch(files, config)
         items = evaluate.held_out(files, config, held_out, config.hole_shape, 0, MEAN_PIXEL)
         return report.Reporter(config, str(tmp_path / "events"), str(tmp_path / "grids"),
-                               tiny_network, val, MEAN_PIXEL, start, chief, items)
+                               lambda: tiny_network, val, MEAN_PIXEL, start, chief, items)
     return make
 
 

@@ -789,8 +789,13 @@ def test_the_moving_average_copies_the_network_then_follows_it(tiny_config):
     G = model.build_completion_network(width_divisor=8)
     average = train.MovingAverage(G, tiny_config(ema_decay=0.75))
     assert len(average.network.weights) == len(G.weights) == 99
+    # Samples and evaluations show the network until the average's first update (a phase 2
+    # that comes first, as after --init-from, must not show an average never made).
+    run = train.Training(G, None, {}, None, None, None, average)
+    assert run.shown is G
     first = G.get_weights()
     average.update()
+    assert run.shown is average.network
     for a, w in zip(average.network.get_weights(), first):
         np.testing.assert_array_equal(a, w)
     G.set_weights([w + 1.0 for w in first])

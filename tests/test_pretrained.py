@@ -60,3 +60,44 @@ def test_it_completes_a_photo_by_default(tmp_path, capsys):
     assert not np.array_equal(out[hole], mean_fill[hole])
     assert evaluate.l1(out / 255, photo / 255, hole) < evaluate.l1(mean_fill / 255, photo / 255,
                                                                    hole)
+
+
+GAN = os.path.join(os.path.dirname(exports.PRETRAINED), "wallpapers-gan")
+
+
+def test_the_adversarially_trained_model_is_small_and_says_how_it_was_trained():
+    assert set(os.listdir(GAN)) - {exports.ONNX_FILE} == FILES
+    assert 1_000_000 < os.path.getsize(os.path.join(GAN, exports.FLOAT16_WEIGHTS)) < 15_000_000
+    mean_pixel, config, meta = exports.read_metadata(GAN)
+    first, _, _ = exports.read_metadata(exports.PRETRAINED)
+    np.testing.assert_array_equal(mean_pixel, first)  # the phase-1 model's, trained on
+    assert meta["network_version"] == NETWORK_VERSION
+    assert (config.init_from, config.tc, config.td, config.total_iters) == (
+        "pretrained/wallpapers", 0, 300, 1600)
+    assert (config.d_batches, config.d_lowpass, config.alpha, config.recon_loss,
+            config.checkerboard_penalty, config.stripes_penalty, config.ema_decay) == (
+        "joint", True, 0.02, "l1", 1.0, 0.1, 0.995)
+    assert (config.data_dir, config.val_split, config.val_dir) == (["prepared/wallpapers"], 12, "")
+    # The moving average of checkpoint 1200: 900 updates, one per phase-3 iteration.
+    assert meta["training"]["iteration"] == 1200
+    assert meta["training"]["moving_average"] == {"decay": 0.995, "updates": 900}
+
+
+def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):
+    rng = np.random.default_rng(1)
+    smooth = np.cumsum(rng.normal(0, 3, (96, 128, 3)), axis=0)
+    photo = np.clip(smooth - smooth.min() + 40, 0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    assert run_main(complete, ["--model", GAN, "--input", "photo.png", "--box", "40,30,36,28",
+                               "--output", "out.png"], tmp_path) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[30:58, 40:76] = True
+    np.testing.assert_array_equal(out[~hole], photo[~hole])
+    # A fill of its own: neither the mean-pixel fill it starts from nor the phase-1 model's.
+    mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(GAN)[0])
+    assert not np.array_equal(out[hole], mean_fill[hole])
+    assert run_main(complete, ["--input", "photo.png", "--box", "40,30,36,28", "--output",
+                               "first.png"], tmp_path) == 0
+    first = np.asarray(Image.open(tmp_path / "first.png"))
+    assert np.abs(out[hole].astype(int) - first[hole].astype(int)).mean() > 2

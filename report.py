@@ -131,7 +131,7 @@ class Reporter:
         if not self.chief:
             return
         outputs = self.shown()(utils.completion_input(self.val["image"], self.val["mask"],
-                                                self.mean_pixel), training=False)
+                                                      self.mean_pixel), training=False)
         grid = utils.sample_grid(self.val["image"], self.val["mask"], outputs, self.mean_pixel)
         with self.writer.as_default(step=iteration):
             tf.summary.image(GRID_TAG, grid[None], step=iteration)

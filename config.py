@@ -243,6 +243,12 @@ class Config:
               " (--val-dir, or --val-split of --data-dir) with evaluate.py's seeded holes"
               " and log its metrics to TensorBoard under eval/; 0: never",
         check=lambda v: v >= 0, expected="a non-negative iteration count")
+    eval_hole_sets: int = setting(
+        1, "give each validation photo N hole sets at each evaluation (--eval-every): those of"
+           " evaluate.py's seeds 0 to N - 1, pooled, as evaluate.py --validation --hole-sets N"
+           " scores them. A steadier curve on a few validation photos, for N times the"
+           " evaluation's time. A session may change it when it resumes",
+        check=lambda v: v >= 1, expected="at least 1")
     bn_batches: int = setting(
         0, "before the completion network is saved, sampled or evaluated, set its batch-norm"
            " statistics to their mean over N fixed training batches (0: keep the running"

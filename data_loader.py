@@ -111,6 +111,17 @@ def split_validation(files, seed, split):
             [f for i, f in enumerate(files) if i in held])
 
 
+def validation_photos(config, files):
+    """(training photos, validation photos, where the validation photos come from) of a
+    session's settings: the photos of its --val-dir, or its seeded --val-split of `files`, the
+    photos of its --data-dir."""
+    if config.val_dir:
+        return files, find_images([config.val_dir], "--val-dir"), f"--val-dir {config.val_dir}"
+    train, validation = split_validation(files, config.seed, config.val_split)
+    return train, validation, (f"--val-split {config.val_split} of --data-dir" if len(files) > 1
+                               else "the only photo of --data-dir, also trained on")
+
+
 def install_default_photos(folder=DEFAULT_DATA_DIR):
     """Copy the photos that scikit-image, scikit-learn and matplotlib ship into `folder`/photos.
 

@@ -5,26 +5,28 @@
     python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
     python evaluate.py --session NAME --data-dir PHOTOS --max-holes 3   # 1 to 3 holes a photo
     python evaluate.py --data-dir PHOTOS --layers   # also: which layers make a two-pixel period
+    python evaluate.py --session NAME --iteration N --validation --hole-sets 5   # to choose
 
 Each photo is centre-cropped to the session's image size and gets one seeded random hole (with
 --max-holes N, 1 to N, as training draws them; the first is the one-hole run's): the same holes
-for every method, and for every run with the same --seed. Methods: the completion
-network ("model"), the network with the paper's post-processing ("model + blend"), the mean
-pixel the network sees in the hole ("mean pixel"), and OpenCV's fast marching (Telea) and
-Navier-Stokes inpainting. Distortion, on [0, 1] values, inside the hole and over the whole
-image: mean L1, mean L2 (MSE), PSNR and SSIM, averaged over the photos (in the hole: over the
-union of a photo's holes). Realism of the fills
+for every method, and for every run with the same --seed (--hole-sets N: each photo N times,
+with the holes of N seeds). --validation scores a session's own validation photos, to choose a
+checkpoint or settings on. Methods: the completion network ("model"), the network with the
+paper's post-processing ("model + blend"), the mean pixel the network sees in the hole ("mean
+pixel"), and OpenCV's fast marching (Telea) and Navier-Stokes inpainting. Distortion, on [0, 1]
+values, inside the hole and over the whole image: mean L1, mean L2 (MSE), PSNR and SSIM,
+averaged over the photos (in the hole: over the union of a photo's holes). Realism of the fills
 (realism.py), measures of the whole set of fills: SWD in the hole (lower is better, 0 for the
 photos themselves; beside it the SWD of two halves of the photos against each other, the scale
 of the distance between two sets of real photos), sharpness, checkerboard and stripes (1 is the
-photos'), the checkerboard and stripe excess (1 is the photos'; above 1, a two-pixel
-artefact, which can lower SWD: never judge realism by SWD alone) and the colour distance to
-each photo's own colours in its hole (lower is better; blotches of colours the scene does not
-have pass the others). Writes, in results/NAME/eval for --session NAME,
-results/model-DIRNAME/eval for --model .../DIRNAME and results/pretrained-wallpapers/eval for the
-pretrained model (or --out DIR): metrics.csv, metrics.json (with the per-photo values, SWD per
-pyramid level and the photos' own), metrics.png, examples.png and crops.png (the holes up close,
-2x); with --layers, layers.csv.
+photos'), the checkerboard and stripe excess (1 is the photos'; above 1, a two-pixel artefact,
+which can lower SWD: never judge realism by SWD alone) and the colour distance to each photo's
+own colours in its hole (lower is better; blotches of colours the scene does not have pass the
+others). Writes, in results/NAME/eval for --session NAME, results/model-DIRNAME/eval for
+--model .../DIRNAME and results/pretrained-wallpapers/eval for the pretrained model, in
+results/NAME/eval-validation with --validation (or --out DIR): metrics.csv, metrics.json (with
+the per-photo values, SWD per pyramid level and the photos' own), metrics.png, examples.png and
+crops.png (the holes up close, 2x); with --layers, layers.csv.
 """
 import contextlib
 import csv
@@ -133,31 +135,37 @@ def fill_all(network, masked, hole, mean_pixel, methods=METHODS):
     return {method: results[method] for method in methods}
 
 
-def held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes=1):
+def held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes=1, hole_sets=1):
     """Up to `count` of the photos, in order, each centre-cropped to the image size with one
     seeded hole, or 1 to max_holes of them as training draws them (data_loader.more_holes): a
     list of dicts (path, image, hole (bool H x W, the union of the holes), boxes (y, x, h, w)
-    of each hole, masked: the hole mean-filled). The holes of files[i] depend on (seed, i)
-    only, and the first is the same whatever max_holes."""
-    size, items = config.image_size, []
+    of each hole, masked: the hole mean-filled, hole_set). The holes of files[i] depend on
+    (seed, i) only, and the first is the same whatever max_holes. With hole_sets N > 1 the
+    same photos follow again with the holes of seed + 1, ..., seed + N - 1 (set k: the holes
+    that seed + k gives alone): N times as many items, set after set."""
+    size, photos = config.image_size, []
     more = dataclasses.replace(config, hole_shape=hole_shape, max_holes=max_holes)
     for index, path in enumerate(files):
-        if len(items) == count:
+        if len(photos) == count:
             break
         photo = data_loader.try_load(path, size)
-        if photo is None:
-            continue
-        image = np.round(data_loader.center_crop(photo, size) * 255).astype(np.uint8)
-        rng = np.random.default_rng([seed, index])
-        mask, box = data_loader.random_mask(rng, size, config.hole_min, config.hole_max,
-                                            hole_shape)
-        boxes = [box.tolist()]
-        if max_holes > 1:
-            others, other_boxes = data_loader.more_holes(more, [seed, index, 2])
-            mask, boxes = np.maximum(mask, others), boxes + other_boxes.tolist()
-        hole = mask[..., 0] > 0
-        items.append(dict(path=path, image=image, hole=hole, boxes=boxes,
-                          masked=complete.mean_fill(image, hole, mean_pixel)))
+        if photo is not None:
+            photos.append((index, path, np.round(data_loader.center_crop(photo, size) * 255)
+                           .astype(np.uint8)))
+    items = []
+    for hole_set in range(hole_sets):
+        for index, path, image in photos:
+            rng = np.random.default_rng([seed + hole_set, index])
+            mask, box = data_loader.random_mask(rng, size, config.hole_min, config.hole_max,
+                                                hole_shape)
+            boxes = [box.tolist()]
+            if max_holes > 1:
+                others, other_boxes = data_loader.more_holes(more, [seed + hole_set, index, 2])
+                mask, boxes = np.maximum(mask, others), boxes + other_boxes.tolist()
+            hole = mask[..., 0] > 0
+            items.append(dict(path=path, image=image, hole=hole, boxes=boxes,
+                              masked=complete.mean_fill(image, hole, mean_pixel),
+                              hole_set=hole_set))
     return items
 
 
@@ -233,7 +241,8 @@ def evaluate(network, mean_pixel, items):
     measured = measure(items, completed)
     measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
     photos = [dict(path=item["path"], hole=item["boxes"][0], holes=item["boxes"],
-                   hole_pixels=int(item["hole"].sum())) for item in items]
+                   hole_pixels=int(item["hole"].sum()), hole_set=item["hole_set"])
+              for item in items]
     return photos, measured, examples(items, completed, EXAMPLES)
 
 
@@ -470,8 +479,15 @@ def report(folder, header, settings, photos, measured, examples):
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
     exports.add_model_flags(parser)
-    parser.add_argument("--data-dir", nargs="+", required=True, metavar="DIR",
+    parser.add_argument("--data-dir", nargs="+", metavar="DIR",
                         help="folder(s) of photos, searched recursively")
+    parser.add_argument("--validation", action="store_true",
+                        help="with --session: score the session's own validation photos"
+                             " instead of --data-dir's: those of its --val-dir, or those its"
+                             " --val-split set aside from its --data-dir (run it where the"
+                             " session was trained, with the same photos). They are for"
+                             " choosing settings and checkpoints; report on other photos."
+                             " Written to results/NAME/eval-validation")
     parser.add_argument("--hole-shape", choices=cfg.HOLE_SHAPES,
                         help="rect or free (default: the session's hole shape)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -480,6 +496,11 @@ def parse_args(argv):
                         help="holes per photo: each photo gets 1 to N (each count equally"
                              " likely), as training's --max-holes draws them; the first is the"
                              " one of --max-holes 1 (default: 1)")
+    parser.add_argument("--hole-sets", type=int, default=1, metavar="N",
+                        help="score each photo N times, with the holes of --seed, --seed + 1,"
+                             " ..., --seed + N - 1 (each set the holes that seed gives alone),"
+                             " all fills pooled in the means and the realism measures: steadier"
+                             " numbers on a few photos, for N times the time (default: 1)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
     parser.add_argument("--layers", action="store_true",
@@ -497,6 +518,19 @@ def parse_args(argv):
     return args
 
 
+def check_photo_flags(args):
+    """One source of photos: --data-dir, or --validation with --session."""
+    if args.validation and not args.session:
+        raise utils.UserError("--validation: expected --session NAME, whose validation photos"
+                              " to score")
+    if args.validation and args.data_dir:
+        raise utils.UserError("--validation and --data-dir: give one, the session's validation"
+                              " photos or these folders")
+    if not args.validation and not args.data_dir:
+        raise utils.UserError("--data-dir: expected folder(s) of photos (or --validation with"
+                              " --session)")
+
+
 def main(argv=None):
     args = parse_args(argv)
     try:
@@ -506,10 +540,16 @@ def main(argv=None):
             raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
         if args.max_holes < 1:
             raise utils.UserError(f"--max-holes {args.max_holes}: expected at least 1")
-        files = data_loader.find_images(args.data_dir)
+        if args.hole_sets < 1:
+            raise utils.UserError(f"--hole-sets {args.hole_sets}: expected at least 1")
+        check_photo_flags(args)
+        files = None if args.validation else data_loader.find_images(args.data_dir)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
                                                          args.iteration, args.engine,
                                                          args.precision)
+        if args.validation:
+            _, files, validation = data_loader.validation_photos(
+                config, data_loader.photo_files(config.data_dir))
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         if model:
             name = exports.results_name(args.model or exports.PRETRAINED)
@@ -517,26 +557,34 @@ def main(argv=None):
         else:
             name, source = args.session, f"session '{args.session}'" + (
                 f" at iteration {args.iteration}" if args.iteration is not None else "")
-        out = utils.output_folder(args.out or session.eval_dir(name), "--out")
+        if args.validation:
+            source += f", its validation photos ({validation})"
+        out = utils.output_folder(args.out or session.eval_dir(name) + (
+            "-validation" if args.validation else ""), "--out")
         hole_shape = args.hole_shape or config.hole_shape
         items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
-                         args.max_holes)
+                         args.max_holes, args.hole_sets)
         photos, measured, examples = evaluate(network, mean_pixel, items)
         if not photos:
-            raise data_loader.DataError(f"--data-dir {' '.join(args.data_dir)}: no decodable"
-                                        f" photo among {len(files)} image files")
+            raise data_loader.DataError(
+                f"{'the validation photos' if args.validation else '--data-dir'}"
+                f" {' '.join(args.data_dir or config.data_dir)}: no decodable photo among"
+                f" {len(files)} image files")
     except utils.UserError as error:
         return utils.print_error(error)
     several = f", 1 to {args.max_holes} per photo" if args.max_holes > 1 else ""
-    header = (f"{source}: {len(photos)} photos ({config.image_size}x{config.image_size} centre"
-              f" crops), {hole_shape} holes ({config.hole_min}-{config.hole_max} px{several}),"
-              f" seed {args.seed}, engine {engine.name_of(network)}, {engine.precision_of(network)}"
-              f" ({network.precision_why})")
+    seeds = (f"seeds {args.seed}-{args.seed + args.hole_sets - 1} ({args.hole_sets} hole sets,"
+             f" {len(photos)} fills)" if args.hole_sets > 1 else f"seed {args.seed}")
+    header = (f"{source}: {len(photos) // args.hole_sets} photos ({config.image_size}x"
+              f"{config.image_size} centre crops), {hole_shape} holes ({config.hole_min}-"
+              f"{config.hole_max} px{several}), {seeds}, engine {engine.name_of(network)},"
+              f" {engine.precision_of(network)} ({network.precision_why})")
     settings = dict(session=args.session, iteration=args.iteration, model=model,
                     engine=engine.name_of(network), precision=engine.precision_of(network),
-                    data_dir=args.data_dir,
+                    data_dir=config.data_dir if args.validation else args.data_dir,
+                    validation=args.validation,
                     hole_shape=hole_shape, max_holes=args.max_holes, seed=args.seed,
-                    count=args.count,
+                    hole_sets=args.hole_sets, count=args.count,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(out, header, settings, photos, measured, examples)

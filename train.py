@@ -636,7 +636,7 @@ def held_out(config, val_files, mean_pixel, chief):
     if not chief or not config.eval_every:
         return []
     return evaluate.held_out(val_files, config, evaluate.DEFAULT_COUNT, config.hole_shape,
-                             evaluate.DEFAULT_SEED, mean_pixel)
+                             evaluate.DEFAULT_SEED, mean_pixel, hole_sets=config.eval_hole_sets)
 
 
 def stream(config, files, strategy, n, run):
@@ -740,14 +740,7 @@ def prepare(config, saved, fresh, chief=True):
         data_loader.compute_mean_pixel(files, config.seed)  # checks that some photo decodes
     else:  # also checks that some photo decodes
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
-    if config.val_dir:
-        train_files, val_files = files, data_loader.find_images([config.val_dir], "--val-dir")
-        source = f"--val-dir {config.val_dir}"
-    else:
-        train_files, val_files = data_loader.split_validation(files, config.seed,
-                                                              config.val_split)
-        source = (f"--val-split {config.val_split} of --data-dir" if len(files) > 1
-                  else "the only photo of --data-dir, also trained on")
+    train_files, val_files, source = data_loader.validation_photos(config, files)
     lock = session.start(config, mean_pixel, fresh, chief)
     holes = f"holes {config.hole_min}-{config.hole_max} ({config.hole_shape})"
     if config.max_holes > 1:

@@ -323,3 +323,78 @@ def test_crops_show_the_holes_enlarged_pixel_for_pixel(tmp_path):
     truth = grid[22:22 + cell, (columns - 1) * (cell + 2):]
     np.testing.assert_array_equal(truth, np.repeat(np.repeat(image[0:26, 14:40], 2, 0), 2, 1))
     np.testing.assert_array_equal(grid[22:22 + cell, cell + 2:2 * cell + 2], 0)  # "model"
+
+
+def test_hole_sets_score_each_photo_with_the_holes_of_several_seeds(root, capsys):
+    """--hole-sets 3: set k holds the holes that --seed 1 + k gives alone, the photos in the
+    same order in each set; the means and the realism measures pool the 3 x 2 fills."""
+    singles = [run_evaluate(root, capsys, "--count", "2", "--seed", str(seed))[1]
+               for seed in (1, 2, 3)]
+    out, pooled = run_evaluate(root, capsys, "--count", "2", "--seed", "1", "--hole-sets", "3")
+    assert ": 2 photos (32x32 centre crops)" in out
+    assert "seeds 1-3 (3 hole sets, 6 fills), engine" in out
+    assert pooled["settings"]["hole_sets"] == 3 and pooled["settings"]["seed"] == 1
+    assert [p["hole_set"] for p in pooled["photos"]] == [0, 0, 1, 1, 2, 2]
+    assert [p["path"] for p in pooled["photos"]] == [p["path"] for p in singles[0]["photos"]] * 3
+    assert [p["hole"] for p in pooled["photos"]] == [p["hole"] for single in singles
+                                                      for p in single["photos"]]
+    assert len({tuple(p["hole"]) for p in pooled["photos"]}) > 2  # other holes, set to set
+    for method in evaluate.METHODS:
+        for column in evaluate.COLUMNS:
+            values = [v for single in singles for v in single["per_photo"][method][column]]
+            assert pooled["per_photo"][method][column] == pytest.approx(values, abs=1e-12)
+            assert pooled["mean"][method][column] == pytest.approx(np.mean(values))
+    # The realism measures are of the whole set: not the mean of the three sets' values.
+    swd = pooled["mean"]["mean pixel"]["swd_hole"]
+    assert swd != pytest.approx(np.mean([s["mean"]["mean pixel"]["swd_hole"] for s in singles]))
+    # One hole set is the default run.
+    _, default = run_evaluate(root, capsys, "--count", "2", "--seed", "1")
+    _, one = run_evaluate(root, capsys, "--count", "2", "--seed", "1", "--hole-sets", "1")
+    assert one["mean"] == default["mean"] and one["photos"] == default["photos"]
+
+
+def test_validation_scores_the_photos_the_session_kept_aside(root, capsys):
+    """--validation: the photos the session's --val-split kept aside from its --data-dir (or
+    its --val-dir), written to results/NAME/eval-validation beside the other evaluations."""
+    path = root / session.session_file("s")
+    saved = json.loads(path.read_text())
+    saved["config"].update(data_dir=["photos"], val_split=2)
+    path.write_text(json.dumps(saved))
+    assert run_main(evaluate, ["--session", "s", "--validation", "--hole-sets", "2"], root) == 0
+    out = capsys.readouterr().out
+    assert ("session 's', its validation photos (--val-split 2 of --data-dir): 2 photos"
+            in out)
+    folder = root / (session.eval_dir("s") + "-validation")
+    assert os.path.join(session.eval_dir("s") + "-validation", "metrics.json") in out
+    report = json.loads((folder / "metrics.json").read_text())
+    files = data_loader.find_images([str(root / "photos")])
+    kept = data_loader.split_validation(files, 0, 2)[1]
+    assert [str(root / p["path"]) for p in report["photos"]] == kept * 2
+    assert report["settings"]["validation"] and report["settings"]["data_dir"] == ["photos"]
+    assert not (root / session.eval_dir("s")).exists()
+    # The same photos given as a folder score the same.
+    os.makedirs(root / "kept")
+    for file in kept:
+        os.symlink(file, root / "kept" / os.path.basename(file))
+    _, direct = run_evaluate(root, capsys, "--data-dir", "kept", "--hole-sets", "2")
+    assert direct["mean"] == report["mean"]
+    # With --val-dir, that folder's photos.
+    saved["config"].update(val_dir="kept")
+    path.write_text(json.dumps(saved))
+    assert run_main(evaluate, ["--session", "s", "--validation"], root) == 0
+    assert "its validation photos (--val-dir kept): 2 photos" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--session", "s", "--data-dir", "photos", "--hole-sets", "0"],
+     "error: --hole-sets 0: expected at least 1"),
+    (["--validation"], "error: --validation: expected --session NAME, whose validation photos"),
+    (["--session", "s", "--validation", "--data-dir", "photos"],
+     "error: --validation and --data-dir: give one"),
+    (["--session", "s"], "error: --data-dir: expected folder(s) of photos (or --validation"),
+])
+def test_which_photos_one_line_exit_2_nothing_written(root, capsys, args, message):
+    assert run_main(evaluate, args, root) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message)
+    assert not (root / session.results_dir("s")).exists()

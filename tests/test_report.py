@@ -136,6 +136,31 @@ def test_held_out_scores_equal_what_evaluate_py_measures(tiny_training, tmp_path
         assert row["iteration"] == "5"
         for column in [*evaluate.COLUMNS, *realism.COLUMNS]:
             assert float(row[column]) == pytest.approx(measured[row["method"]][column], abs=2e-6)
+    # evaluate.py --validation finds that photo itself, from the session's settings.
+    os.symlink(root / "photos", tmp_path / "photos")
+    assert run_main(evaluate, ["--session", "tiny", "--validation"], tmp_path) == 0
+    assert evaluate_json(tmp_path / (session.eval_dir("tiny") + "-validation")
+                         / "metrics.json") == measured
+
+
+def test_evaluations_during_training_give_each_photo_eval_hole_sets(tmp_path, make_photos):
+    """--eval-hole-sets N: the validation photos with evaluate.py's holes of seeds 0 to N - 1,
+    as evaluate.py --validation --hole-sets N scores them; 1 (the default) is seed 0's."""
+    import train
+    make_photos(tmp_path / "photos", 3, size=(40, 48))
+    files = data_loader.find_images([str(tmp_path / "photos")])
+    config = cfg.resolve(cfg.preset_config("quick"), dict(eval_hole_sets=3))
+    items = train.held_out(config, files, MEAN_PIXEL, chief=True)
+    assert [item["hole_set"] for item in items] == [0] * 3 + [1] * 3 + [2] * 3
+    for seed in range(3):
+        alone = evaluate.held_out(files, config, evaluate.DEFAULT_COUNT, "rect", seed,
+                                  MEAN_PIXEL)
+        for item, single in zip(items[3 * seed:3 * seed + 3], alone):
+            assert item["path"] == single["path"] and item["boxes"] == single["boxes"]
+            np.testing.assert_array_equal(item["masked"], single["masked"])
+    one = train.held_out(cfg.resolve(config, dict(eval_hole_sets=1)), files, MEAN_PIXEL, True)
+    assert [item["boxes"] for item in one] == [item["boxes"] for item in items[:3]]
+    assert train.held_out(config, files, MEAN_PIXEL, chief=False) == []
 
 
 def evaluate_json(path):

@@ -5,7 +5,7 @@
     python evaluate.py --data-dir PHOTOS        # the pretrained model in pretrained/wallpapers
     python evaluate.py --session NAME --data-dir PHOTOS --max-holes 3   # 1 to 3 holes a photo
     python evaluate.py --data-dir PHOTOS --layers   # also: which layers make a two-pixel period
-    python evaluate.py --session NAME --iteration N --validation --hole-sets 5   # to choose
+    python evaluate.py --session NAME --iteration 900 1000 1100 --validation --hole-sets 5
 
 Each photo is centre-cropped to the session's image size and gets one seeded random hole (with
 --max-holes N, 1 to N, as training draws them; the first is the one-hole run's): the same holes
@@ -478,7 +478,7 @@ def report(folder, header, settings, photos, measured, examples):
 
 def parse_args(argv):
     parser = cfg.ArgumentParser(description=__doc__.split("\n")[0])
-    exports.add_model_flags(parser)
+    exports.add_model_flags(parser, several=True)
     parser.add_argument("--data-dir", nargs="+", metavar="DIR",
                         help="folder(s) of photos, searched recursively")
     parser.add_argument("--validation", action="store_true",
@@ -531,54 +531,74 @@ def check_photo_flags(args):
                               " --session)")
 
 
+def check_flags(args):
+    if args.count < 1:
+        raise utils.UserError(f"--count {args.count}: expected at least 1 photo")
+    if args.seed < 0:
+        raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
+    if args.max_holes < 1:
+        raise utils.UserError(f"--max-holes {args.max_holes}: expected at least 1")
+    if args.hole_sets < 1:
+        raise utils.UserError(f"--hole-sets {args.hole_sets}: expected at least 1")
+    if len(args.iterations) > 1 and args.layers:
+        raise utils.UserError("--layers: give one --iteration, not several")
+    check_photo_flags(args)
+
+
+def photo_items(args, config, mean_pixel, files):
+    """(the held-out items, where the photos come from, the hole shape): --data-dir's `files`
+    or the session's validation photos, with --hole-sets sets of seeded holes."""
+    where = ""
+    if args.validation:
+        _, files, validation = data_loader.validation_photos(
+            config, data_loader.photo_files(config.data_dir))
+        where = f", its validation photos ({validation})"
+    hole_shape = args.hole_shape or config.hole_shape
+    items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
+                     args.max_holes, args.hole_sets)
+    if not items:
+        photos = (f"session '{args.session}'{where}" if args.validation
+                  else f"--data-dir {' '.join(args.data_dir)}")
+        raise data_loader.DataError(f"{photos}: no decodable photo among {len(files)} image"
+                                    " files")
+    return items, where, hole_shape
+
+
+def describe(args, config, items, hole_shape, network):
+    """The photos, holes and engine, as the header says them."""
+    several = f", 1 to {args.max_holes} per photo" if args.max_holes > 1 else ""
+    seeds = (f"seeds {args.seed}-{args.seed + args.hole_sets - 1} ({args.hole_sets} hole sets,"
+             f" {len(items)} fills)" if args.hole_sets > 1 else f"seed {args.seed}")
+    return (f"{len(items) // args.hole_sets} photos ({config.image_size}x{config.image_size}"
+            f" centre crops), {hole_shape} holes ({config.hole_min}-{config.hole_max}"
+            f" px{several}), {seeds}, engine {engine.name_of(network)},"
+            f" {engine.precision_of(network)} ({network.precision_why})")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    args.iterations = args.iteration or [None]
+    args.iteration = args.iterations[0]
     try:
-        if args.count < 1:
-            raise utils.UserError(f"--count {args.count}: expected at least 1 photo")
-        if args.seed < 0:
-            raise utils.UserError(f"--seed {args.seed}: expected a non-negative integer")
-        if args.max_holes < 1:
-            raise utils.UserError(f"--max-holes {args.max_holes}: expected at least 1")
-        if args.hole_sets < 1:
-            raise utils.UserError(f"--hole-sets {args.hole_sets}: expected at least 1")
-        check_photo_flags(args)
+        check_flags(args)
         files = None if args.validation else data_loader.find_images(args.data_dir)
         network, mean_pixel, config = exports.load_model(args.session, args.model,
                                                          args.iteration, args.engine,
                                                          args.precision)
-        if args.validation:
-            _, files, validation = data_loader.validation_photos(
-                config, data_loader.photo_files(config.data_dir))
+        items, where, hole_shape = photo_items(args, config, mean_pixel, files)
         model = None if args.session else args.model or exports.PRETRAINED_NAME
-        if model:
-            name = exports.results_name(args.model or exports.PRETRAINED)
-            source = f"model {model}"
-        else:
-            name, source = args.session, f"session '{args.session}'" + (
-                f" at iteration {args.iteration}" if args.iteration is not None else "")
-        if args.validation:
-            source += f", its validation photos ({validation})"
+        name = exports.results_name(args.model or exports.PRETRAINED) if model else args.session
         out = utils.output_folder(args.out or session.eval_dir(name) + (
             "-validation" if args.validation else ""), "--out")
-        hole_shape = args.hole_shape or config.hole_shape
-        items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
-                         args.max_holes, args.hole_sets)
+        if len(args.iterations) > 1:
+            return compare_checkpoints(args, network, mean_pixel, config, items, where,
+                                       hole_shape, out)
         photos, measured, examples = evaluate(network, mean_pixel, items)
-        if not photos:
-            raise data_loader.DataError(
-                f"{'the validation photos' if args.validation else '--data-dir'}"
-                f" {' '.join(args.data_dir or config.data_dir)}: no decodable photo among"
-                f" {len(files)} image files")
     except utils.UserError as error:
         return utils.print_error(error)
-    several = f", 1 to {args.max_holes} per photo" if args.max_holes > 1 else ""
-    seeds = (f"seeds {args.seed}-{args.seed + args.hole_sets - 1} ({args.hole_sets} hole sets,"
-             f" {len(photos)} fills)" if args.hole_sets > 1 else f"seed {args.seed}")
-    header = (f"{source}: {len(photos) // args.hole_sets} photos ({config.image_size}x"
-              f"{config.image_size} centre crops), {hole_shape} holes ({config.hole_min}-"
-              f"{config.hole_max} px{several}), {seeds}, engine {engine.name_of(network)},"
-              f" {engine.precision_of(network)} ({network.precision_why})")
+    source = f"model {model}" if model else f"session '{args.session}'" + (
+        f" at iteration {args.iteration}" if args.iteration is not None else "")
+    header = f"{source}{where}: {describe(args, config, items, hole_shape, network)}"
     settings = dict(session=args.session, iteration=args.iteration, model=model,
                     engine=engine.name_of(network), precision=engine.precision_of(network),
                     data_dir=config.data_dir if args.validation else args.data_dir,
@@ -596,10 +616,72 @@ def main(argv=None):
         path = os.path.join(out, "layers.csv")
         write_rows(path, ["layer", "size", "hole", "outside"], rows)
         print(f"Wrote {path}")
+    print_skipped()
+    return 0
+
+
+def print_skipped():
     skipped = data_loader.BAD_FILES.sorted()
     if skipped:
         print(f"Skipped {len(skipped)} undecodable file(s): see the warnings above")
+
+
+# ---------------------------------------------------------------------------------------------
+# Several checkpoints of a session (--iteration N N ...), on the same photos and holes
+
+CHECKPOINT_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image", "swd_hole", "sharpness_hole",
+                      "checkerboard_excess", "stripes_excess", "colour_hole")
+CHECKPOINT_METHODS = ("model", "model + blend")
+BASELINES = ("OpenCV Telea", "OpenCV Navier-Stokes")
+
+
+def compare_checkpoints(args, network, mean_pixel, config, items, where, hole_shape, out):
+    """Score each of the session's checkpoints args.iterations (the first already loaded as
+    `network`) on the items, and once the network of its --init-from (when there) and the
+    baselines; print one table and write checkpoints.csv."""
+    reference = realism.photo_reference(*photos_and_holes(items))
+    rows = [dict(method=method, iteration="", **scores) for method, scores in measure(
+        items, fill_items(None, mean_pixel, items, BASELINES), reference)["mean"].items()]
+    if config.init_from and os.path.isdir(config.init_from):  # where the session started
+        start, start_mean_pixel, _ = exports.load_model(None, config.init_from, None,
+                                                        args.engine, args.precision)
+        completed = fill_items(start, start_mean_pixel, items, ("model",))
+        rows.insert(0, dict(measure(items, completed, reference)["mean"]["model"],
+                            method=f"--init-from {config.init_from}", iteration=""))
+    for iteration in args.iterations:
+        if network is None:
+            network = exports.load_model(args.session, None, iteration, args.engine,
+                                         args.precision)[0]
+        completed = fill_items(network, mean_pixel, items, CHECKPOINT_METHODS, progress=True)
+        rows += [dict(method=method, iteration=iteration, **scores) for method, scores in
+                 measure(items, completed, reference)["mean"].items()]
+        header = (f"session '{args.session}' at iterations"
+                  f" {', '.join(map(str, args.iterations))}{where}:"
+                  f" {describe(args, config, items, hole_shape, network)}")
+        network = None
+    print(checkpoints_table(header, rows))
+    path = os.path.join(out, "checkpoints.csv")
+    write_rows(path, ["method", "iteration", *COLUMNS, *realism.COLUMNS], rows)
+    print(f"Wrote {path}")
+    print_skipped()
     return 0
+
+
+def checkpoints_table(header, rows):
+    """A row per checkpoint and method, then the network the session started from (if any)
+    and the baselines; the lowest hole L1 and SWD of the model's rows named below."""
+    width = max(22, *(len(r["method"]) + 2 for r in rows))
+    lines = [header, f"{'method':{width}s}{'iteration':>10s}" + "".join(
+        f"{column_title(c):>16s}" for c in CHECKPOINT_COLUMNS)]
+    ordered = [r for r in rows if r["iteration"] != ""] + [r for r in rows if r["iteration"] == ""]
+    lines += [f"{r['method']:{width}s}{r['iteration']!s:>10s}" + "".join(
+        f"{r[c]:>16{value_format(c)}}" for c in CHECKPOINT_COLUMNS) for r in ordered]
+    model = [r for r in rows if r["method"] == "model"]
+    for column, title in (("l1_hole", "hole L1"), ("swd_hole", "SWD")):
+        best = min(model, key=lambda r: r[column])
+        lines.append(f"Lowest {title} of the model: iteration {best['iteration']}"
+                     f" ({best[column]:{value_format(column)}})")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

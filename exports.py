@@ -161,15 +161,18 @@ def results_name(folder):
     return "model-" + os.path.basename(os.path.realpath(folder))
 
 
-def add_model_flags(parser):
-    """--session NAME or --model DIR (neither: the pretrained model), and --iteration N."""
+def add_model_flags(parser, several=False):
+    """--session NAME or --model DIR (neither: the pretrained model), and --iteration N (with
+    several=True, --iteration N [N ...]: a list)."""
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--session", help="a session trained by train.py --session NAME (default:"
                                           f" the pretrained model {PRETRAINED_NAME})")
     source.add_argument("--model", metavar="DIR", help="a folder written by complete.py --export"
                                                        f" or convert.py (default: {PRETRAINED_NAME})")
-    parser.add_argument("--iteration", type=int, metavar="N",
-                        help="with --session: its checkpoint of iteration N (default: the newest)")
+    parser.add_argument("--iteration", type=int, metavar="N", nargs="+" if several else None,
+                        help="with --session: its checkpoint of iteration N (default: the newest)"
+                             + ("; several: each scored on the same photos and holes, in one"
+                                " table (checkpoints.csv), to choose one" if several else ""))
     parser.add_argument("--engine", choices=engines.ENGINES,
                         help="what runs the completion network: onnx (ONNX Runtime, converted"
                              " once and kept beside the checkpoint or export) or tf (TensorFlow)"

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import complete
 import data_loader
 import engine
 import evaluate
@@ -398,3 +399,49 @@ def test_which_photos_one_line_exit_2_nothing_written(root, capsys, args, messag
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message)
     assert not (root / session.results_dir("s")).exists()
+
+
+def test_several_checkpoints_score_on_the_same_holes_in_one_table(copy_training, capsys):
+    """--iteration 2 5: each checkpoint as evaluate.py scores it alone (the same photos and
+    holes), the network the session started from (--init-from) and the baselines, in one
+    table and checkpoints.csv."""
+    root = copy_training
+    alone = {}
+    for iteration in (2, 5):
+        assert run_main(evaluate, ["--session", "tiny", "--data-dir", "photos", "--iteration",
+                                   iteration], root) == 0
+        alone[iteration] = json.loads(
+            (root / session.eval_dir("tiny") / "metrics.json").read_text())["mean"]
+    # As if the session had started from an export of its checkpoint 2.
+    assert run_main(complete, ["--session", "tiny", "--iteration", 2, "--export", "start"],
+                    root) == 0
+    path = root / session.session_file("tiny")
+    saved = json.loads(path.read_text())
+    saved["config"]["init_from"] = "start"
+    path.write_text(json.dumps(saved))
+    start = alone[2]["model"]
+    capsys.readouterr()
+    assert run_main(evaluate, ["--session", "tiny", "--data-dir", "photos", "--iteration", 2, 5],
+                    root) == 0
+    out = capsys.readouterr().out
+    assert "session 'tiny' at iterations 2, 5: 5 photos" in out
+    with open(root / session.eval_dir("tiny") / "checkpoints.csv") as f:
+        rows = list(csv.DictReader(f))
+    started = f"--init-from {saved['config']['init_from']}"
+    assert [(r["method"], r["iteration"]) for r in rows] == [
+        (started, ""), ("OpenCV Telea", ""), ("OpenCV Navier-Stokes", ""), ("model", "2"),
+        ("model + blend", "2"), ("model", "5"), ("model + blend", "5")]
+    for row in rows:
+        scored = (start if row["method"] == started else alone[int(row["iteration"])][row["method"]]
+                  if row["iteration"] else alone[5][row["method"]])
+        for column in ("l1_hole", "psnr_hole", "ssim_image", "swd_hole", "sharpness_hole"):
+            assert float(row[column]) == pytest.approx(scored[column], rel=1e-6), (row, column)
+    lines = out.splitlines()
+    best = min((r for r in rows if r["method"] == "model"), key=lambda r: float(r["l1_hole"]))
+    assert f"Lowest hole L1 of the model: iteration {best['iteration']}" in out
+    assert any(line.split()[:2] == ["model", "5"] for line in lines)
+    assert f"Wrote {os.path.join(session.eval_dir('tiny'), 'checkpoints.csv')}" in lines
+    # --layers looks at one network.
+    assert run_main(evaluate, ["--session", "tiny", "--data-dir", "photos", "--iteration", 2, 5,
+                               "--layers"], root) == 2
+    assert capsys.readouterr().err == "error: --layers: give one --iteration, not several\n"

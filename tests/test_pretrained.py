@@ -76,11 +76,11 @@ def test_the_adversarially_trained_model_is_small_and_says_how_it_was_trained():
         "pretrained/wallpapers", 0, 300, 1600)
     assert (config.d_batches, config.d_lowpass, config.alpha, config.recon_loss,
             config.checkerboard_penalty, config.stripes_penalty, config.ema_decay) == (
-        "joint", True, 0.02, "l1", 1.0, 0.1, 0.995)
+        "joint", True, 0.04, "l1", 1.0, 0.1, 0.995)
     assert (config.data_dir, config.val_split, config.val_dir) == (["prepared/wallpapers"], 12, "")
-    # The moving average of checkpoint 1200: 900 updates, one per phase-3 iteration.
-    assert meta["training"]["iteration"] == 1200
-    assert meta["training"]["moving_average"] == {"decay": 0.995, "updates": 900}
+    # The moving average of checkpoint 1100: 800 updates, one per phase-3 iteration.
+    assert meta["training"]["iteration"] == 1100
+    assert meta["training"]["moving_average"] == {"decay": 0.995, "updates": 800}
 
 
 def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):

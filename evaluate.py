@@ -648,6 +648,8 @@ def compare_checkpoints(args, network, mean_pixel, config, items, where, hole_sh
         completed = fill_items(start, start_mean_pixel, items, ("model",))
         rows.insert(0, dict(measure(items, completed, reference)["mean"]["model"],
                             method=f"--init-from {config.init_from}", iteration=""))
+    header = (f"session '{args.session}' at iterations {', '.join(map(str, args.iterations))}"
+              f"{where}: {describe(args, config, items, hole_shape, network)}")
     for iteration in args.iterations:
         if network is None:
             network = exports.load_model(args.session, None, iteration, args.engine,
@@ -655,9 +657,6 @@ def compare_checkpoints(args, network, mean_pixel, config, items, where, hole_sh
         completed = fill_items(network, mean_pixel, items, CHECKPOINT_METHODS, progress=True)
         rows += [dict(method=method, iteration=iteration, **scores) for method, scores in
                  measure(items, completed, reference)["mean"].items()]
-        header = (f"session '{args.session}' at iterations"
-                  f" {', '.join(map(str, args.iterations))}{where}:"
-                  f" {describe(args, config, items, hole_shape, network)}")
         network = None
     print(checkpoints_table(header, rows))
     path = os.path.join(out, "checkpoints.csv")

@@ -569,7 +569,8 @@ def describe(args, config, items, hole_shape, network):
     several = f", 1 to {args.max_holes} per photo" if args.max_holes > 1 else ""
     seeds = (f"seeds {args.seed}-{args.seed + args.hole_sets - 1} ({args.hole_sets} hole sets,"
              f" {len(items)} fills)" if args.hole_sets > 1 else f"seed {args.seed}")
-    return (f"{len(items) // args.hole_sets} photos ({config.image_size}x{config.image_size}"
+    count = len(items) // args.hole_sets
+    return (f"{count} photo{'' if count == 1 else 's'} ({config.image_size}x{config.image_size}"
             f" centre crops), {hole_shape} holes ({config.hole_min}-{config.hole_max}"
             f" px{several}), {seeds}, engine {engine.name_of(network)},"
             f" {engine.precision_of(network)} ({network.precision_why})")

@@ -58,6 +58,14 @@ class Config:
         list, "folder(s) of photos, searched recursively (default: data/, filled on first use"
               " with the photos that scikit-image, scikit-learn and matplotlib ship)",
         nargs="+", metavar="DIR")
+    data_weights: list = setting(
+        list, "with several --data-dir folders, how often each is drawn from: one weight per"
+              " folder, e.g. --data-weights 1 1 draws each folder's photos half of the time"
+              " however many each holds (default: every photo equally often). Not part of the"
+              " networks: a session may change them when it resumes",
+        nargs="+", metavar="W", type=float,
+        check=lambda v: all(has_type(w, float) and w > 0 for w in v),
+        expected="positive numbers, one per --data-dir folder")
     val_dir: str = setting(
         "", "folder of validation photos for the sample grids and --eval-every (default:"
             " --val-split of --data-dir)")
@@ -326,6 +334,8 @@ class Config:
         def need(ok, name, expected):
             if not ok:
                 raise ConfigError(f"{flag(name)}: expected {expected}, got {getattr(self, name)}")
+        need(not self.data_weights or len(self.data_weights) == len(self.data_dir),
+             "data_weights", f"one weight per --data-dir folder ({len(self.data_dir)})")
         need(self.local_size <= self.image_size, "local_size",
              f"at most --image-size ({self.image_size})")
         need(self.hole_min <= self.hole_max, "hole_max", f"at least --hole-min ({self.hole_min})")
@@ -435,8 +445,8 @@ def resolve(base, overrides):
     values = dataclasses.asdict(base)
     if "preset" in overrides and overrides["preset"] != base.preset:
         values.update(dataclasses.asdict(preset_config(overrides["preset"])))
-        values.update(data_dir=base.data_dir, val_dir=base.val_dir, val_split=base.val_split,
-                      session=base.session)
+        values.update(data_dir=base.data_dir, data_weights=base.data_weights,
+                      val_dir=base.val_dir, val_split=base.val_split, session=base.session)
     values.update(overrides)
     if "val_split" in overrides and values["val_dir"]:
         raise ConfigError(f"--val-split {values['val_split']}: not used with --val-dir"

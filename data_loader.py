@@ -93,6 +93,29 @@ def photo_files(folders):
     return find_images([DEFAULT_DATA_DIR])
 
 
+def draw_probabilities(files, folders, weights):
+    """The cumulative probabilities of drawing each of `files` (found in `folders`) when each
+    folder is drawn from with its weight (--data-weights) and its photos equally often within
+    it; None without weights (every photo equally often)."""
+    if not weights:
+        return None
+    owner = np.empty(len(files), np.int64)
+    for i, path in enumerate(files):
+        for index, folder in enumerate(folders):
+            if not os.path.relpath(path, folder).startswith(os.pardir):
+                owner[i] = index
+                break
+        else:
+            raise ValueError(f"{path} is in none of {folders}")
+    counts = np.bincount(owner, minlength=len(folders))
+    empty = [folders[i] for i in range(len(folders)) if counts[i] == 0]
+    if empty:  # all of its photos are validation photos
+        raise DataError(f"--data-weights: --data-dir {empty[0]} has no photo left to train on")
+    probabilities = np.asarray(weights, np.float64)[owner] / counts[owner]
+    cumulative = np.cumsum(probabilities)
+    return cumulative / cumulative[-1]
+
+
 def split_validation(files, seed, split):
     """(training photos, validation photos): a fixed, seeded selection of the photos is kept
     aside, `split` (--val-split) of them: a number of photos (an int), or a fraction (a float:
@@ -375,11 +398,16 @@ def training_dataset(files, config, start_element=0, input_context=None):
     if input_context is not None:
         batch_size = input_context.get_per_replica_batch_size(config.batch_size)
     min_side = config.image_size * 3 // 2
+    cumulative = draw_probabilities(files, config.data_dir, config.data_weights)
 
     def load(k):
         rng = np.random.default_rng([config.seed, int(k)])
         for _ in range(1000):
-            path = files[rng.integers(len(files))]
+            if cumulative is None:
+                path = files[rng.integers(len(files))]
+            else:
+                path = files[min(np.searchsorted(cumulative, rng.random(), side="right"),
+                                 len(files) - 1)]
             if path in BAD_FILES:
                 continue
             image = try_load(path, min_side)

@@ -741,6 +741,7 @@ def prepare(config, saved, fresh, chief=True):
     else:  # also checks that some photo decodes
         mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     train_files, val_files, source = data_loader.validation_photos(config, files)
+    data_loader.draw_probabilities(train_files, config.data_dir, config.data_weights)  # checks
     lock = session.start(config, mean_pixel, fresh, chief)
     holes = f"holes {config.hole_min}-{config.hole_max} ({config.hole_shape})"
     if config.max_holes > 1:
@@ -759,7 +760,9 @@ def prepare(config, saved, fresh, chief=True):
           + f", alpha {config.alpha}"
           + (f", widths / {config.width_divisor}" if config.width_divisor > 1 else "")
           + departures(config))
-    print(f"Photos: {len(train_files)} for training, {len(val_files)} for validation"
+    weights = (f", folders drawn in the ratio {':'.join(f'{w:g}' for w in config.data_weights)}"
+               if config.data_weights else "")
+    print(f"Photos: {len(train_files)} for training{weights}, {len(val_files)} for validation"
           f" ({source}); mean pixel {utils.rounded(mean_pixel)}")
     return train_files, val_files, mean_pixel, lock
 

@@ -1097,3 +1097,75 @@ def test_the_validation_batch_has_as_many_holes_and_stays_fixed(photo_files):
         np.testing.assert_array_equal(first[key], one[key], err_msg=key)
     assert np.all(first["mask"] >= one["mask"])
     assert (first["mask"].sum(axis=(1, 2, 3)) > one["mask"].sum(axis=(1, 2, 3))).any()
+
+
+# ------------------------------------------------------------------------------------------
+# --data-weights: how often each folder is drawn from
+
+
+def colour_folders(tmp_path, counts):
+    """One folder per count, its photos a plain colour of its own (red, green, blue, ...)."""
+    folders = []
+    for index, count in enumerate(counts):
+        folder = tmp_path / f"folder{index}"
+        folder.mkdir()
+        for i in range(count):
+            pixel = np.zeros(3, np.uint8)
+            pixel[index] = 255
+            save(np.tile(pixel, (SIZE * 2, SIZE * 2, 1)), folder / f"p{i}.png")
+        folders.append(str(folder))
+    return folders
+
+
+def folder_shares(folders, weights, batches=40):
+    config = dataclasses.replace(loader_config(seed=3), data_dir=folders, data_weights=weights)
+    files = data_loader.find_images(folders)
+    images = np.concatenate([b["image"] for b in take(
+        data_loader.training_dataset(files, config), batches)])
+    owner = images.mean(axis=(1, 2)).argmax(axis=1)  # the colour says the folder
+    return np.bincount(owner, minlength=len(folders)) / len(owner)
+
+
+def test_data_weights_draw_each_folder_as_often_as_its_weight(tmp_path):
+    folders = colour_folders(tmp_path, [9, 1])
+    unweighted = folder_shares(folders, [])
+    assert unweighted[1] < 0.25  # 1 photo in 10: about a tenth of the draws
+    even = folder_shares(folders, [1, 1])
+    assert 0.35 < even[1] < 0.65  # 160 draws, half expected from the lone photo
+    skewed = folder_shares(folders, [1, 3])
+    assert skewed[1] > 0.6
+
+
+def test_data_weights_probabilities_exact(tmp_path):
+    folders = colour_folders(tmp_path, [3, 1])
+    files = data_loader.find_images(folders)
+    cumulative = data_loader.draw_probabilities(files, folders, [1.0, 2.0])
+    np.testing.assert_allclose(np.diff(cumulative, prepend=0), [1 / 9, 1 / 9, 1 / 9, 2 / 3])
+    assert data_loader.draw_probabilities(files, folders, []) is None
+
+
+def test_data_weights_without_weights_the_stream_is_unchanged(tmp_path):
+    folders = colour_folders(tmp_path, [2, 3])
+    files = data_loader.find_images(folders)
+    plain = take(data_loader.training_dataset(files, loader_config(seed=5)), 3)
+    config = dataclasses.replace(loader_config(seed=5), data_dir=folders)
+    same = take(data_loader.training_dataset(files, config), 3)
+    for a, b in zip(plain, same):
+        np.testing.assert_array_equal(a["image"], b["image"])
+
+
+def test_data_weights_folder_left_without_photos_exact_message(tmp_path):
+    folders = colour_folders(tmp_path, [3, 1])
+    files = data_loader.find_images(folders)[:3]  # the lone photo is a validation photo
+    with pytest.raises(DataError) as error:
+        data_loader.draw_probabilities(files, folders, [1.0, 1.0])
+    assert str(error.value) == (f"--data-weights: --data-dir {folders[1]} has no photo left to"
+                                " train on")
+
+
+def test_data_weights_one_per_folder_exact_message():
+    with pytest.raises(config_module.ConfigError) as error:
+        config_module.resolve(config_module.preset_config("quick"),
+                              dict(data_dir=["a", "b"], data_weights=[1.0]))
+    assert str(error.value) == "--data-weights: expected one weight per --data-dir folder (2),"\
+        " got [1.0]"

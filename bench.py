@@ -51,7 +51,7 @@ import config as cfg
 import data_loader
 import devices
 import prepare
-import train
+import phases
 import utils
 from model import build_completion_network, completion_flops, discriminator_flops
 
@@ -349,6 +349,27 @@ def derive(figures, config, peaks, inputs, pytorch, default):
     return figures
 
 
+def training_steps(config, batch, inputs, precisions, mean_pixel, jit_compile):
+    """({"phase1[_<precision>]": step on `batch`, ..., "inference[_<precision>]": ...}, the
+    traced steps {precision: {phase: step}}, the float32 networks {"G": ..., "D": ...}): each
+    precision's own networks and steps, from the same weights as float32's."""
+    training, traced, networks = {}, {}, {}
+    for p in precisions:
+        G, D, _, _, step_opts = phases.build_training(config, devices.POLICIES[p],
+                                                     mean_pixel=mean_pixel)
+        if networks:  # the same weights as float32's
+            G.set_weights(networks["G"].get_weights())
+            D.set_weights(networks["D"].get_weights())
+        networks = networks or {"G": G, "D": D}
+        traced[p] = phases.make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
+        infer = tf.function(lambda x, G=G: G(x, training=False), jit_compile=jit_compile)
+        for name, step in [*((f"phase{k}", functools.partial(s, batch))
+                             for k, s in traced[p].items()),
+                           ("inference", functools.partial(infer, inputs))]:
+            training[name + suffix(p)] = step
+    return training, traced, networks
+
+
 def run(config, files, steps, warmup, precision="auto", sizes=(128, 256, 512), batches=(1, 8),
         engines=ENGINES, min_seconds=3.0, rounds=1, pytorch=False, profile=None):
     """All figures: (settings, figures of the first round and of the machine, figures of each
@@ -366,20 +387,8 @@ def run(config, files, steps, warmup, precision="auto", sizes=(128, 256, 512), b
     mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
     batch = next(iter(data_loader.training_dataset(files, config)))
     inputs = utils.completion_input(batch["image"], batch["mask"], tf.constant(mean_pixel))
-    training, traced, networks = {}, {}, {}
-    for p in precisions:
-        G, D, _, _, step_opts = train.build_training(config, devices.POLICIES[p],
-                                                     mean_pixel=mean_pixel)
-        if networks:  # the same weights as float32's
-            G.set_weights(networks["G"].get_weights())
-            D.set_weights(networks["D"].get_weights())
-        networks = networks or {"G": G, "D": D}
-        traced[p] = train.make_steps(G, D, *step_opts, config, mean_pixel, jit_compile)
-        infer = tf.function(lambda x, G=G: G(x, training=False), jit_compile=jit_compile)
-        for name, step in [*((f"phase{k}", functools.partial(s, batch))
-                             for k, s in traced[p].items()),
-                           ("inference", functools.partial(infer, inputs))]:
-            training[name + suffix(p)] = step
+    training, traced, networks = training_steps(config, batch, inputs, precisions, mean_pixel,
+                                                jit_compile)
     G, D = networks["G"], networks["D"]
     # complete.py's network: float32 weights whatever the training precision
     network = build_completion_network(width_divisor=config.width_divisor, mean_pixel=mean_pixel,
@@ -429,19 +438,28 @@ def run(config, files, steps, warmup, precision="auto", sizes=(128, 256, 512), b
     for name, (seconds, ops) in profiles.items():
         figures[f"{name}_profiled_seconds_per_step"] = seconds
         figures[f"{name}_op_seconds_per_step"] = ops
-    settings = dict(image_size=config.image_size, local_size=config.local_size,
-                    batch_size=config.batch_size, steps=steps, warmup=warmup,
-                    xla=jit_compile, precision=reduced, precision_why=why,
-                    precisions=precisions, default_engine=default["engine"],
-                    device="GPU" if tf.config.list_physical_devices("GPU") else "CPU",
-                    cpu=cpu_name(), bfloat16_flags=devices.bfloat16_flags(),
-                    onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
-                    tensorflow=tf.__version__, traces=traces,
-                    inference_sizes=list(sizes), inference_batches=list(batches),
-                    engines=[e for e in functions if not e.startswith("pytorch")],
-                    onnx_skipped=onnx_skipped, min_seconds=min_seconds, rounds=rounds,
-                    pytorch=pytorch_version() if pytorch else None, profile=profile)
+    settings = run_settings(config, steps, warmup, jit_compile, (reduced, why), precisions,
+                            default, functions, onnx_skipped, (sizes, batches), min_seconds,
+                            rounds, pytorch, profile, traces)
     return settings, figures, each_round
+
+
+def run_settings(config, steps, warmup, jit_compile, precision, precisions, default, functions,
+                 onnx_skipped, inference, min_seconds, rounds, pytorch, profile, traces):
+    """What a run measured with, on what: the settings part of bench.py's output."""
+    (reduced, why), (sizes, batches) = precision, inference
+    return dict(image_size=config.image_size, local_size=config.local_size,
+                batch_size=config.batch_size, steps=steps, warmup=warmup,
+                xla=jit_compile, precision=reduced, precision_why=why,
+                precisions=precisions, default_engine=default["engine"],
+                device="GPU" if tf.config.list_physical_devices("GPU") else "CPU",
+                cpu=cpu_name(), bfloat16_flags=devices.bfloat16_flags(),
+                onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
+                tensorflow=tf.__version__, traces=traces,
+                inference_sizes=list(sizes), inference_batches=list(batches),
+                engines=[e for e in functions if not e.startswith("pytorch")],
+                onnx_skipped=onnx_skipped, min_seconds=min_seconds, rounds=rounds,
+                pytorch=pytorch_version() if pytorch else None, profile=profile)
 
 
 def cpu_name():

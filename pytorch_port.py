@@ -1,5 +1,5 @@
 """The completion network, the context discriminator and the three training steps in PyTorch,
-computing what model.py and train.py compute, so that bench.py --pytorch can time both
+computing what model.py, losses.py and phases.py compute, so that bench.py --pytorch can time both
 frameworks on the same work. glcic itself never imports this module; PyTorch is optional
 (pip install torch==2.13.0).
 
@@ -175,7 +175,7 @@ def copy_from_keras(torch_module, keras_model):
 
 
 # ---------------------------------------------------------------------------------------------
-# Training: train.py's losses, networks, optimizers and steps
+# Training: losses.py's losses, phases.py's networks, optimizers and steps
 
 
 def use_available_cores():
@@ -214,7 +214,7 @@ def adversarial_loss(fake_logits):
 
 
 def build_training(config, mean_pixel=(0.5, 0.5, 0.5), channels_last=False):
-    """train.build_training in PyTorch: (G, D, G's optimizer, D's optimizer), float32, Adadelta
+    """phases.build_training in PyTorch: (G, D, G's optimizer, D's optimizer), float32, Adadelta
     as in the paper (learning rate 1.0, rho 0.9, epsilon 1e-6: Torch's defaults)."""
     if config.optimizer != "adadelta":
         raise ValueError(f"pytorch_port trains with adadelta only, not {config.optimizer}")
@@ -236,7 +236,7 @@ def autocast(precision=None):
 
 
 def make_steps(G, D, g_opt, d_opt, config, autocast_to=None):
-    """train.make_steps in PyTorch (without --accumulate): {phase: step}, each step taking a
+    """phases.make_steps in PyTorch (without --accumulate): {phase: step}, each step taking a
     batch of from_keras_batch and returning its losses as tensors. autocast_to: "bfloat16" (or
     "float16") runs the networks' forward passes under PyTorch's CPU autocast, its own mixed
     precision (weights, optimizers and losses float32); the backward passes follow."""

@@ -220,18 +220,8 @@ def logged(app):
     return middleware
 
 
-def create_app(network, mean_pixel, config, args):
-    """The FastAPI application serving `network`: the page, /api/complete and /api/health."""
-    with open(PAGE, encoding="utf-8") as f:
-        page = f.read()
-    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="network")
-    lock = threading.Lock()
-    busy = [0]  # requests running or waiting for the worker
-    app = FastAPIOffline(title="glcic", version="1", description=(
-        "Globally and Locally Consistent Image Completion: paint a hole in a photo, get the photo"
-        f" back completed at its own size. Serving {model_name(args)}. Every error is a one-line"
-        ' JSON {"error": "..."}.'))
-
+def add_error_handlers(app):
+    """Every error as a one-line JSON {"error": "..."} with its status."""
     @app.exception_handler(UserError)  # a BadRequest, or complete.py's checks
     async def bad_request(request, exc):
         return error(getattr(exc, "http_status", 400), str(exc))
@@ -248,6 +238,20 @@ def create_app(network, mean_pixel, config, args):
     async def internal_error(request, exc):  # a bug: logged with its traceback, answered in JSON
         return error(500, f"internal error ({type(exc).__name__}: {exc})")
 
+
+def create_app(network, mean_pixel, config, args):
+    """The FastAPI application serving `network`: the page, /api/complete and /api/health."""
+    with open(PAGE, encoding="utf-8") as f:
+        page = f.read()
+    worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="network")
+    lock = threading.Lock()
+    busy = [0]  # requests running or waiting for the worker
+    app = FastAPIOffline(title="glcic", version="1", description=(
+        "Globally and Locally Consistent Image Completion: paint a hole in a photo, get the photo"
+        f" back completed at its own size. Serving {model_name(args)}. Every error is a one-line"
+        ' JSON {"error": "..."}.'))
+
+    add_error_handlers(app)
     app.add_middleware(limit_uploads, max_bytes=int(args.max_upload_mb * 2**20),
                        limit_mb=args.max_upload_mb)
 

@@ -32,7 +32,7 @@ crash. After the kills, the same command runs to the end ("Finished T iterations
 then once more ("already finished"). One summary line is printed; the exit status is 0 only
 when everything was perfect.
 
-tests/test_faults.py runs this with 3 kills (and 20 with GLCIC_SLOW=1).
+tests/test_train_lifecycle.py runs this with 3 kills (and 20 in a soak run: -m soak).
 """
 import argparse
 import glob
@@ -248,157 +248,210 @@ def run(kills=20, seed=0, workdir=None, total_iters=60, tc=30, td=10, checkpoint
 
 
 def _run(kills, seed, workdir, total_iters, tc, td, checkpoint_every, log):
-    rng = np.random.default_rng(seed)
-    workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="glcic-faults-"))
-    os.makedirs(workdir, exist_ok=True)
-    bad = make_photos(os.path.join(workdir, "photos"))
-    args = ["--data-dir", "photos", "--session", SESSION, "--preset", "quick",
+    campaign = Campaign(kills, seed, workdir, total_iters, tc, td, checkpoint_every, log)
+    campaign.kill_loop()
+    final = campaign.final_run()
+    campaign.run_after_end()
+    return campaign.result(final)
+
+
+class Plan:
+    """What one kill waits for, drawn from the seeded generator (always in the same order)."""
+
+    def __init__(self, kind, rng):
+        self.kind = kind
+        # All three delays are drawn whatever the kind (as they always have been): drawing only
+        # the one used would change every later draw, hence the kill plan, of a given seed.
+        self.delay = {"startup": rng.uniform(2, 8), "step": rng.uniform(0, 10),
+                      "checkpoint": rng.uniform(0, 0.4)}[kind]
+        self.nth_write = int(rng.integers(1, 3)) if kind == "checkpoint" else 0
+        # Never let the session finish during the kills: once the last step has begun, kill
+        # within 0-1.5 s (during that step or the final checkpoint write) whatever the kind.
+        self.guard_delay = rng.uniform(0, 1.5)
+
+
+class Campaign:
+    """One run(): the settings, every Run started, and what the checks have found so far."""
+
+    def __init__(self, kills, seed, workdir, total_iters, tc, td, checkpoint_every, log):
+        self.kills, self.total_iters, self.checkpoint_every, self.log = (
+            kills, total_iters, checkpoint_every, log)
+        self.rng = np.random.default_rng(seed)
+        self.workdir = os.path.abspath(workdir or tempfile.mkdtemp(prefix="glcic-faults-"))
+        os.makedirs(self.workdir, exist_ok=True)
+        self.bad = make_photos(os.path.join(self.workdir, "photos"))
+        self.args = [
+            "--data-dir", "photos", "--session", SESSION, "--preset", "quick",
             "--image-size", "32", "--local-size", "16", "--hole-min", "6", "--hole-max", "12",
             "--batch-size", "2", "--tc", str(tc), "--td", str(td),
             "--total-iters", str(total_iters), "--checkpoint-every", str(checkpoint_every),
             "--summary-every", "1", "--sample-every", "10"]
-    log(f"faults: work dir {workdir}")
-    log(f"faults: command (cwd = work dir): {sys.executable} {os.path.join(REPO, 'train.py')}"
-        f" {' '.join(args)}")
+        log(f"faults: work dir {self.workdir}")
+        log(f"faults: command (cwd = work dir): {sys.executable} {os.path.join(REPO, 'train.py')}"
+            f" {' '.join(self.args)}")
+        self.runs, self.issues, self.kill_records = [], [], []
+        self.pending = []          # kills whose next resume has not been seen yet
+        self.lost_checkpoints, self.crashes, self.corrupt = 0, 0, set()
+        self.done_kills, self.consecutive_crashes = 0, 0
 
-    runs, issues, kill_records = [], [], []
-    pending = []               # kills whose next resume has not been seen yet
-    lost_checkpoints, crashes, corrupt = 0, 0, set()
-    done_kills, consecutive_crashes = 0, 0
+    def start(self):
+        """A new Run, with the newest checkpoint number and the complete checkpoints on disk
+        when it started (newest_at_start, snapshot): what resolve() checks its resume against."""
+        newest, snapshot = newest_checkpoint(self.workdir), checkpoint_indexes(self.workdir)
+        current = Run(len(self.runs), self.workdir, self.args)
+        current.newest_at_start, current.snapshot = newest, snapshot
+        self.runs.append(current)
+        return current
 
-    def resolve(current, newest_at_start, snapshot):
+    def record_crash(self, current, what):
+        self.crashes += 1
+        self.issues.append(f"run {current.index} ({what}) crashed: status {current.returncode}")
+        self.log(f"  run {current.index} CRASHED ({what}): status {current.returncode}\n"
+                 f"    stdout tail:\n{current.tail('stdout')}\n    stderr tail:\n"
+                 f"{current.tail('stderr', 12)}")
+
+    # -- checking the resumes --------------------------------------------------------------
+
+    def resolve(self, current):
         """Check every pending kill against where `current` resumed."""
-        nonlocal lost_checkpoints
-        if not pending or current.resumed is None:
+        if not self.pending or current.resumed is None:
             return
-        resumed = current.resumed
+        resumed, newest_at_start, snapshot = (current.resumed, current.newest_at_start,
+                                              current.snapshot)
         expected = newest_at_start if newest_at_start is not None else 0
         warned = current.checkpoint_warnings()
         warned_numbers = {int(n) for line in warned for n in CKPT_RE.findall(line)}
         fell_back = resumed < expected
         if fell_back:
-            lost_checkpoints += 1
+            self.lost_checkpoints += 1
             newer = {p for p in snapshot if number(p) > resumed}
             if not {number(p) for p in newer} & warned_numbers:
                 # Resumed from an older checkpoint without naming the newer ones it skipped.
-                corrupt.update((p, snapshot[p]) for p in newer)
-        for record in pending:
+                self.corrupt.update((p, snapshot[p]) for p in newer)
+        for record in self.pending:
             lost = record["at_kill"] - resumed
             record.update(resumed=resumed, expected=expected, lost_iterations=lost,
                           resumed_by_run=current.index)
-            if resumed == expected:
-                record["survived"] = True
-                limit = checkpoint_every + 1
-                if lost > limit and not record["before_first_checkpoint"]:
-                    issues.append(f"kill {record['kill']}: {lost} iterations lost (at most"
-                                  f" {limit} expected): killed at ~{record['at_kill']},"
-                                  f" resumed at {resumed}")
-                verdict = "ok" if lost <= limit or record["before_first_checkpoint"] else "TOO MUCH LOST"
-            elif fell_back and warned:
-                record["survived"] = True
-                verdict = (f"fell back past a corrupt checkpoint ({len(warned)} warning(s):"
-                           f" {warned[0].strip()[:200]})")
-            else:
-                record["survived"] = False
-                why = ("resumed from an older checkpoint without any warning about the newer one"
-                       if fell_back else "resumed past the newest checkpoint on disk")
-                issues.append(f"kill {record['kill']}: run {current.index} {why}:"
-                              f" resumed at {resumed}, newest complete checkpoint on disk"
-                              f" {expected}")
-                verdict = "NOT SURVIVED: " + why
-            log(f"    kill {record['kill']}: run {current.index} resumed at {resumed} (newest"
-                f" on disk {newest_at_start}), {lost} iteration(s) lost since the kill: {verdict}")
-        pending.clear()
+            verdict = self.judge(record, current, expected, fell_back, warned)
+            self.log(f"    kill {record['kill']}: run {current.index} resumed at {resumed}"
+                     f" (newest on disk {newest_at_start}), {lost} iteration(s) lost since the"
+                     f" kill: {verdict}")
+        self.pending.clear()
 
-    def start():
-        newest, snapshot = newest_checkpoint(workdir), checkpoint_indexes(workdir)
-        current = Run(len(runs), workdir, args)
-        current.snapshot = snapshot  # the complete checkpoints on disk when it started
-        runs.append(current)
-        return current, newest, snapshot
+    def judge(self, record, current, expected, fell_back, warned):
+        """Set record["survived"] (noting an issue if need be); returns the verdict in words."""
+        resumed, lost = record["resumed"], record["lost_iterations"]
+        if resumed == expected:
+            record["survived"] = True
+            limit = self.checkpoint_every + 1
+            if lost > limit and not record["before_first_checkpoint"]:
+                self.issues.append(f"kill {record['kill']}: {lost} iterations lost (at most"
+                                   f" {limit} expected): killed at ~{record['at_kill']},"
+                                   f" resumed at {resumed}")
+            return "ok" if lost <= limit or record["before_first_checkpoint"] else "TOO MUCH LOST"
+        if fell_back and warned:
+            record["survived"] = True
+            return (f"fell back past a corrupt checkpoint ({len(warned)} warning(s):"
+                    f" {warned[0].strip()[:200]})")
+        record["survived"] = False
+        why = ("resumed from an older checkpoint without any warning about the newer one"
+               if fell_back else "resumed past the newest checkpoint on disk")
+        self.issues.append(f"kill {record['kill']}: run {current.index} {why}:"
+                           f" resumed at {resumed}, newest complete checkpoint on disk"
+                           f" {expected}")
+        return "NOT SURVIVED: " + why
 
-    def record_crash(current, what):
-        nonlocal crashes
-        crashes += 1
-        issues.append(f"run {current.index} ({what}) crashed: status {current.returncode}")
-        log(f"  run {current.index} CRASHED ({what}): status {current.returncode}\n"
-            f"    stdout tail:\n{current.tail('stdout')}\n    stderr tail:\n"
-            f"{current.tail('stderr', 12)}")
+    # -- the kills -------------------------------------------------------------------------
 
-    max_attempts = 2 * kills + 3
-    attempt = 0
-    while done_kills < kills and attempt < max_attempts and consecutive_crashes < 3:
-        attempt += 1
-        kind = KINDS[done_kills % len(KINDS)]
-        current, newest_at_start, snapshot = start()
-        temp_at_start = set(temp_files(workdir))
+    def kill_loop(self):
+        max_attempts = 2 * self.kills + 3
+        attempt = 0
+        while (self.done_kills < self.kills and attempt < max_attempts
+               and self.consecutive_crashes < 3):
+            attempt += 1
+            if not self.kill_cycle():
+                break
+        if self.done_kills < self.kills:
+            self.issues.append(f"only {self.done_kills} of {self.kills} kills were made")
+
+    def kill_cycle(self):
+        """Start a run and kill it (one attempt); False when no further kill is possible."""
+        kind = KINDS[self.done_kills % len(KINDS)]
+        current = self.start()
+        temp_at_start = set(temp_files(self.workdir))
         deadline = current.elapsed + 240
-        delay = {"startup": rng.uniform(2, 8), "step": rng.uniform(0, 10),
-                 "checkpoint": rng.uniform(0, 0.4)}[kind]
-        nth_write = int(rng.integers(1, 3)) if kind == "checkpoint" else 0
-        # Never let the session finish during the kills: once the last step has begun, kill
-        # within 0-2 s (during that step or the final checkpoint write) whatever the kind.
-        guard_delay, guard = rng.uniform(0, 1.5), None
-        writes = []
+        plan = Plan(kind, self.rng)
+        reason = self.watch(current, plan, temp_at_start, deadline)
+        at_kill_time = current.elapsed
+        if reason == "timeout" and current.alive():
+            self.issues.append(f"run {current.index} ({kind} kill): what the kill waits for did"
+                               f" not happen within {at_kill_time:.0f} s; killed anyway")
+        killed = current.kill()
+        newest_after = newest_checkpoint(self.workdir)
+        if current.resumed is not None:
+            self.resolve(current)
+        if not killed:
+            return self.ended_by_itself(current, kind, at_kill_time)
+        if "Traceback" in current.text["stderr"]:
+            self.record_crash(current, f"kill {self.done_kills + 1}, Traceback before the kill")
+        self.consecutive_crashes = 0
+        self.done_kills += 1
+        self.record_kill(current, kind, reason, at_kill_time, temp_at_start, newest_after)
+        return True
+
+    def watch(self, current, plan, temp_at_start, deadline):
+        """Follow `current` until the moment `plan` kills it (or it ends, or the deadline);
+        returns why it stopped watching, in words ("timeout" if nothing happened)."""
+        kind, delay, nth_write = plan.kind, plan.delay, plan.nth_write
+        guard, writes = None, []
         trigger, reason = None, "timeout"
         while current.alive() and current.elapsed < deadline:
             current.read()
-            if current.resumed is not None and pending:
-                resolve(current, newest_at_start, snapshot)
+            if current.resumed is not None and self.pending:
+                self.resolve(current)
             now = current.elapsed
             if guard is None and current.progress is not None and \
-                    current.progress >= total_iters - 1:
+                    current.progress >= self.total_iters - 1:
                 guard = now
-            if guard is not None and now >= guard + guard_delay:
-                reason = f"the last step had begun {guard_delay:.1f} s before"
-                break
+            if guard is not None and now >= guard + plan.guard_delay:
+                return f"the last step had begun {plan.guard_delay:.1f} s before"
             if kind == "startup":
                 if now >= delay:
-                    reason = "delay"
-                    break
+                    return "delay"
             elif kind == "step":
                 if trigger is None and current.progress is not None:
                     trigger = now
                 if trigger is not None and now >= trigger + delay:
-                    reason = "delay"
-                    break
+                    return "delay"
             else:
                 if trigger is None and current.resumed is not None:
-                    started = set(temp_files(workdir)) - temp_at_start - set(writes)
+                    started = set(temp_files(self.workdir)) - temp_at_start - set(writes)
                     writes += sorted(p for p in started if ".tempstate" in p)  # one a write
                     if len(writes) >= nth_write:
                         trigger = now
                         reason = f"write {nth_write}: {os.path.dirname(writes[nth_write - 1])}"
                 if trigger is not None and now >= trigger + delay:
-                    break
+                    return reason
             time.sleep(0.005 if kind == "checkpoint" and current.resumed is not None else 0.05)
-        at_kill_time = current.elapsed
-        if reason == "timeout" and current.alive():
-            issues.append(f"run {current.index} ({kind} kill): what the kill waits for did not"
-                          f" happen within {at_kill_time:.0f} s; killed anyway")
-        killed = current.kill()
-        newest_after = newest_checkpoint(workdir)
-        if current.resumed is not None:
-            resolve(current, newest_at_start, snapshot)
-        if not killed:
-            # Ended by itself before the kill.
-            if current.crashed():
-                record_crash(current, f"kill attempt {done_kills + 1}, {kind}")
-                consecutive_crashes += 1
-                continue
-            consecutive_crashes = 0
-            log(f"  run {current.index} ended by itself with status {current.returncode} after"
-                f" {at_kill_time:.1f} s: {current.lines('stdout')[-1:] or ''}")
-            if "Finished" in current.text["stdout"] or "already finished" in current.text["stdout"]:
-                issues.append(f"the session finished during the kill loop after {done_kills}"
-                              f" kills; no further kills possible")
-                break
-            continue
-        if "Traceback" in current.text["stderr"]:
-            record_crash(current, f"kill {done_kills + 1}, Traceback before the kill")
-        consecutive_crashes = 0
-        done_kills += 1
-        unfinished = sorted({os.path.dirname(p) for p, m in temp_files(workdir).items()
+        return reason
+
+    def ended_by_itself(self, current, kind, at_kill_time):
+        """A run that ended before the kill; False when the session has finished."""
+        if current.crashed():
+            self.record_crash(current, f"kill attempt {self.done_kills + 1}, {kind}")
+            self.consecutive_crashes += 1
+            return True
+        self.consecutive_crashes = 0
+        self.log(f"  run {current.index} ended by itself with status {current.returncode} after"
+                 f" {at_kill_time:.1f} s: {current.lines('stdout')[-1:] or ''}")
+        if "Finished" in current.text["stdout"] or "already finished" in current.text["stdout"]:
+            self.issues.append(f"the session finished during the kill loop after"
+                               f" {self.done_kills} kills; no further kills possible")
+            return False
+        return True
+
+    def record_kill(self, current, kind, reason, at_kill_time, temp_at_start, newest_after):
+        unfinished = sorted({os.path.dirname(p) for p, m in temp_files(self.workdir).items()
                              if m >= current.wall_started - 0.5 and p not in temp_at_start})
         if unfinished:
             landed = "checkpoint write (left " + ", ".join(unfinished) + ")"
@@ -410,79 +463,89 @@ def _run(kills, seed, workdir, total_iters, tc, td, checkpoint_every, log):
             landed = "startup, before the restore"
         seen = [v for v in (current.progress, current.resumed, newest_after) if v is not None]
         at_kill = max(seen) if seen else 0
-        record = dict(kill=done_kills, run=current.index, kind=kind, seconds=round(at_kill_time, 2),
-                      landed=landed, at_kill=at_kill, newest_on_disk=newest_after,
-                      before_first_checkpoint=newest_after is None, survived=None)
-        kill_records.append(record)
-        pending.append(record)
-        log(f"  kill {done_kills}/{kills} ({kind}, {reason}): run {current.index} after"
-            f" {at_kill_time:.1f} s, during {landed}; progress ~{at_kill}, newest checkpoint on"
-            f" disk {newest_after}")
+        record = dict(kill=self.done_kills, run=current.index, kind=kind,
+                      seconds=round(at_kill_time, 2), landed=landed, at_kill=at_kill,
+                      newest_on_disk=newest_after, before_first_checkpoint=newest_after is None,
+                      survived=None)
+        self.kill_records.append(record)
+        self.pending.append(record)
+        self.log(f"  kill {self.done_kills}/{self.kills} ({kind}, {reason}): run {current.index}"
+                 f" after {at_kill_time:.1f} s, during {landed}; progress ~{at_kill}, newest"
+                 f" checkpoint on disk {newest_after}")
 
-    if done_kills < kills:
-        issues.append(f"only {done_kills} of {kills} kills were made")
+    # -- the end ---------------------------------------------------------------------------
 
-    # Let it finish, then check it knows it has.
-    final_run, newest_at_start, snapshot = start()
-    log(f"  run {final_run.index}: to the end (no kill)")
-    finished_in_time = final_run.wait(timeout=1800)
-    resolve(final_run, newest_at_start, snapshot)
-    final = None
-    match = re.search(r"Finished (\d+) iterations", final_run.text["stdout"])
-    if match:
-        final = int(match.group(1))
-    if not finished_in_time:
-        issues.append(f"run {final_run.index} did not end within 30 minutes")
-    if final_run.crashed() or not finished_in_time:
-        record_crash(final_run, "final run")
-    elif not match or final_run.returncode != 0:
-        issues.append(f"run {final_run.index} (final) did not report 'Finished {total_iters}"
-                      f" iterations' with status 0 (status {final_run.returncode})")
-    if final is None:
-        final = newest_checkpoint(workdir) or 0
-    if final != total_iters:
-        issues.append(f"final iteration {final}, expected {total_iters}")
-    log(f"  run {final_run.index} ended with status {final_run.returncode} after"
-        f" {final_run.elapsed:.1f} s: {(final_run.lines('stdout') or [''])[-2:]}")
+    def final_run(self):
+        """Let it finish; returns the final iteration."""
+        final_run = self.start()
+        self.log(f"  run {final_run.index}: to the end (no kill)")
+        finished_in_time = final_run.wait(timeout=1800)
+        self.resolve(final_run)
+        final = None
+        match = re.search(r"Finished (\d+) iterations", final_run.text["stdout"])
+        if match:
+            final = int(match.group(1))
+        if not finished_in_time:
+            self.issues.append(f"run {final_run.index} did not end within 30 minutes")
+        if final_run.crashed() or not finished_in_time:
+            self.record_crash(final_run, "final run")
+        elif not match or final_run.returncode != 0:
+            self.issues.append(f"run {final_run.index} (final) did not report 'Finished"
+                               f" {self.total_iters} iterations' with status 0 (status"
+                               f" {final_run.returncode})")
+        if final is None:
+            final = newest_checkpoint(self.workdir) or 0
+        if final != self.total_iters:
+            self.issues.append(f"final iteration {final}, expected {self.total_iters}")
+        self.log(f"  run {final_run.index} ended with status {final_run.returncode} after"
+                 f" {final_run.elapsed:.1f} s: {(final_run.lines('stdout') or [''])[-2:]}")
+        return final
 
-    again, _, _ = start()
-    again.wait(timeout=600)
-    if again.crashed():
-        record_crash(again, "run after the end")
-    if "already finished" not in again.text["stdout"] or again.returncode != 0:
-        issues.append(f"run {again.index} (after the end) did not say 'already finished' with"
-                      f" status 0 (status {again.returncode}): {again.lines('stdout')[-2:]}")
-    log(f"  run {again.index} ended with status {again.returncode} after {again.elapsed:.1f} s:"
-        f" {(again.lines('stdout') or [''])[-1]}")
+    def run_after_end(self):
+        """Once more after the end: it must know the session has finished."""
+        again = self.start()
+        again.wait(timeout=600)
+        if again.crashed():
+            self.record_crash(again, "run after the end")
+        if "already finished" not in again.text["stdout"] or again.returncode != 0:
+            self.issues.append(f"run {again.index} (after the end) did not say 'already"
+                               f" finished' with status 0 (status {again.returncode}):"
+                               f" {again.lines('stdout')[-2:]}")
+        self.log(f"  run {again.index} ended with status {again.returncode} after"
+                 f" {again.elapsed:.1f} s: {(again.lines('stdout') or [''])[-1]}")
 
-    for record in pending:  # never resumed: not survived
-        record["survived"] = False
-        issues.append(f"kill {record['kill']}: no later run said where it resumed")
-    for current in runs:  # checkpoints named in a warning, told apart by their file's mtime
-        for line in current.checkpoint_warnings():
-            for path in re.findall(r"(\S*ckpt-\d+)", line):
-                prefix = os.path.normpath(path)
-                corrupt.add((prefix, current.snapshot.get(prefix)))
-    skipped = set().union(*(r.skipped_files() for r in runs))
-    reported = sorted(skipped & set(bad))
-    if skipped - set(bad):
-        issues.append(f"good files reported as undecodable: {sorted(skipped - set(bad))}")
-    survived = sum(1 for r in kill_records if r["survived"])
-    result = dict(
-        kills=done_kills, kills_requested=kills, survived=survived,
-        checkpoints_lost=lost_checkpoints, corrupt_checkpoints=len(corrupt),
-        final_iteration=final, total_iters=total_iters, bad_files_tried=len(bad),
-        bad_files_reported=len(reported), reported_files=reported, crashes=crashes,
-        runs=len(runs), kill_records=kill_records, issues=issues, workdir=workdir,
-        corrupt=sorted(str(c[0]) for c in corrupt))
-    result["summary"] = (
-        f"faults: kills survived {survived}/{done_kills}, checkpoints lost {lost_checkpoints},"
-        f" corrupt checkpoints {len(corrupt)}, final iteration {final}/{total_iters},"
-        f" bad files tried {len(bad)} (reported {len(reported)}), crashes {crashes}")
-    result["perfect"] = (done_kills == kills and survived == done_kills and lost_checkpoints == 0
-                         and crashes == 0 and final == total_iters and len(reported) == len(bad)
-                         and not issues)
-    return result
+    def result(self, final):
+        """The dict run() returns, with the summary line and the verdict."""
+        for record in self.pending:  # never resumed: not survived
+            record["survived"] = False
+            self.issues.append(f"kill {record['kill']}: no later run said where it resumed")
+        for current in self.runs:  # checkpoints named in a warning, told apart by their mtime
+            for line in current.checkpoint_warnings():
+                for path in re.findall(r"(\S*ckpt-\d+)", line):
+                    prefix = os.path.normpath(path)
+                    self.corrupt.add((prefix, current.snapshot.get(prefix)))
+        bad, issues, lost, crashes = self.bad, self.issues, self.lost_checkpoints, self.crashes
+        kills, done_kills, total_iters = self.kills, self.done_kills, self.total_iters
+        skipped = set().union(*(r.skipped_files() for r in self.runs))
+        reported = sorted(skipped & set(bad))
+        if skipped - set(bad):
+            issues.append(f"good files reported as undecodable: {sorted(skipped - set(bad))}")
+        survived = sum(1 for r in self.kill_records if r["survived"])
+        result = dict(
+            kills=done_kills, kills_requested=kills, survived=survived,
+            checkpoints_lost=lost, corrupt_checkpoints=len(self.corrupt),
+            final_iteration=final, total_iters=total_iters, bad_files_tried=len(bad),
+            bad_files_reported=len(reported), reported_files=reported, crashes=crashes,
+            runs=len(self.runs), kill_records=self.kill_records, issues=issues,
+            workdir=self.workdir, corrupt=sorted(str(c[0]) for c in self.corrupt))
+        result["summary"] = (
+            f"faults: kills survived {survived}/{done_kills}, checkpoints lost {lost},"
+            f" corrupt checkpoints {len(self.corrupt)}, final iteration {final}/{total_iters},"
+            f" bad files tried {len(bad)} (reported {len(reported)}), crashes {crashes}")
+        result["perfect"] = (done_kills == kills and survived == done_kills and lost == 0
+                             and crashes == 0 and final == total_iters
+                             and len(reported) == len(bad) and not issues)
+        return result
 
 
 def main(argv=None):

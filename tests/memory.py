@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 
 import config as cfg  # noqa: E402
 import data_loader  # noqa: E402
-import train  # noqa: E402
+import phases  # noqa: E402
 
 
 def rss_mb():
@@ -32,8 +32,8 @@ def measure(steps=300, warmup=20, every=50, folder=None):
             os.path.join(folder, f"{i}.png"))
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         image_size=32, local_size=16, hole_min=6, hole_max=12, batch_size=2))
-    G, D, _, _, step_opts = train.build_training(config)
-    step_fns = train.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32))
+    G, D, _, _, step_opts = phases.build_training(config)
+    step_fns = phases.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32))
     batches = iter(data_loader.training_dataset(data_loader.find_images([folder]), config))
     result = {}
     for phase, step in step_fns.items():

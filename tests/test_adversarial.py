@@ -21,7 +21,7 @@ With GLCIC_ADVERSARIAL_FIGURE=PATH set, the test also writes a figure of the fil
 one in docs/results.md), and -s prints the measures.
 
 Each of these breaks makes the test fail (checked by breaking the code once each): the
-adversarial term's sign flipped (train.adversarial_loss), alpha 0, and the local
+adversarial term's sign flipped (losses.adversarial_loss), alpha 0, and the local
 discriminator's patch for completed images placed away from the hole (data_loader's
 local_patches): the global discriminator alone learns nothing here in this budget.
 """

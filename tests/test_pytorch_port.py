@@ -13,7 +13,7 @@ import tensorflow as tf  # noqa: E402
 import data_loader  # noqa: E402
 import model  # noqa: E402
 import pytorch_port  # noqa: E402
-import train  # noqa: E402
+import phases  # noqa: E402
 import utils  # noqa: E402
 from test_model import calibrate  # noqa: E402
 
@@ -98,8 +98,8 @@ def test_each_step_computes_train_py_losses_and_updates_its_networks(tmp_path, m
     files = make_photos(tmp_path / "photos", count=4, size=(40, 48))
     batch = next(iter(data_loader.training_dataset(files, config)))
     keras.utils.set_random_seed(0)
-    G, D, _, _, step_opts = train.build_training(config, mean_pixel=MEAN_PIXEL)
-    keras_steps = train.make_steps(G, D, *step_opts, config, MEAN_PIXEL)
+    G, D, _, _, step_opts = phases.build_training(config, mean_pixel=MEAN_PIXEL)
+    keras_steps = phases.make_steps(G, D, *step_opts, config, MEAN_PIXEL)
     port_G, port_D, g_opt, d_opt = pytorch_port.build_training(config, MEAN_PIXEL)
     steps = pytorch_port.make_steps(port_G, port_D, g_opt, d_opt, config)
     port_batch = pytorch_port.from_keras_batch(batch)

@@ -1,4 +1,4 @@
-"""train.py: the losses, what each phase updates, and whole tiny runs: resume, finish, extend,
+"""train.py and phases.py: what each phase updates, and whole tiny runs: resume, finish, extend,
 conflicts, --fresh, Ctrl-C, bad photos, non-finite losses, full disks."""
 import dataclasses
 import errno
@@ -8,7 +8,6 @@ import re
 import signal
 from types import SimpleNamespace
 
-import cv2
 import keras
 import numpy as np
 import pytest
@@ -20,8 +19,9 @@ import config as cfg
 import data_loader
 import devices
 import session
-import realism
 import report
+import losses
+import phases
 import train
 import utils
 import exports
@@ -31,51 +31,7 @@ from conftest import (TINY_SETTINGS, run_main, run_script, smooth_photo, tiny_ar
 from two_devices import fixed_batch
 
 # ---------------------------------------------------------------------------------------------
-# Losses
-
-
-def test_reconstruction_loss_counts_only_the_hole():
-    images = tf.zeros([1, 2, 2, 3])
-    outputs = tf.fill([1, 2, 2, 3], 0.5)
-    masks = tf.constant([1.0, 0.0, 0.0, 0.0], shape=[1, 2, 2, 1])
-    # One hole pixel of 3 channels with error 0.5, averaged over 12 values.
-    assert float(train.reconstruction_loss(images, outputs, masks, "mse")) == pytest.approx(3 * 0.25 / 12)
-    assert float(train.reconstruction_loss(images, outputs, masks, "l1")) == pytest.approx(3 * 0.5 / 12)
-
-
-def test_gan_losses_match_cross_entropy_formulas():
-    real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
-    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
-    expected_d = (-np.mean(np.log(sigmoid(np.array([2.0, -1.0]))))
-                  - np.mean(np.log(1 - sigmoid(np.array([0.5, -3.0])))))
-    assert float(train.discriminator_loss(real, fake)) == pytest.approx(expected_d, rel=1e-5)
-    expected_adv = -np.mean(np.log(sigmoid(np.array([0.5, -3.0]))))
-    assert float(train.adversarial_loss(fake)) == pytest.approx(expected_adv, rel=1e-5)
-    # From logits: no overflow where probabilities would round to 0 or 1.
-    assert np.isfinite(float(train.discriminator_loss(tf.constant([[-200.0]]), tf.constant([[200.0]]))))
-
-
-def test_label_smoothing_lowers_only_the_real_target():
-    real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
-    sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
-    p_real, p_fake = sigmoid(np.array([2.0, -1.0])), sigmoid(np.array([0.5, -3.0]))
-    expected = (-np.mean(0.9 * np.log(p_real) + 0.1 * np.log(1 - p_real))
-                - np.mean(np.log(1 - p_fake)))
-    assert float(train.discriminator_loss(real, fake, label_smoothing=0.1)) == pytest.approx(
-        expected, rel=1e-5)
-    assert float(train.discriminator_loss(real, fake, label_smoothing=0.0)) == pytest.approx(
-        float(train.discriminator_loss(real, fake)), rel=1e-7)
-
-
-def test_hinge_losses_match_their_formulas():
-    """--gan-loss hinge: max(0, 1 - D(real)) + max(0, 1 + D(completed)), means over the batch,
-    and -D(completed) for the completion network."""
-    real, fake = tf.constant([[2.0], [0.25]]), tf.constant([[0.5], [-3.0]])
-    assert float(train.hinge_discriminator_loss(real, fake)) == pytest.approx(
-        (0 + 0.75) / 2 + (1.5 + 0) / 2)
-    assert float(train.hinge_adversarial_loss(fake)) == pytest.approx(-(0.5 - 3.0) / 2)
-    # A share of the mean over a global batch of 4 (two replicas' halves add up to it).
-    assert float(train.hinge_discriminator_loss(real, fake, 4)) == pytest.approx(2.25 / 4)
+# The hinge loss's discriminator
 
 
 def test_a_hinge_session_trains_its_spectral_discriminator_and_checkpoints_it(tiny_config,
@@ -85,12 +41,12 @@ def test_a_hinge_session_trains_its_spectral_discriminator_and_checkpoints_it(ti
     restored with it from a checkpoint."""
     config = tiny_config(gan_loss="hinge", batch_size=4)
     keras.utils.set_random_seed(0)
-    G, D, g_opt, d_opt, step_opts = train.build_training(config)
+    G, D, g_opt, d_opt, step_opts = phases.build_training(config)
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in D.layers)
     vectors = [layer.u for layer in D.layers if hasattr(layer, "u")]
     assert len(vectors) == 14
     start = [v.numpy().copy() for v in vectors]
-    steps = train.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32))
+    steps = phases.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32))
     batch = {k: tf.constant(v) for k, v in fixed_batch(config).items()}
     first = {k: float(v) for k, v in steps[2](batch).items()}
     assert first["discriminator"] == pytest.approx(2.0, abs=0.05)  # logits start near 0
@@ -103,151 +59,12 @@ def test_a_hinge_session_trains_its_spectral_discriminator_and_checkpoints_it(ti
     x = [tf.constant(batch["image"]), utils.crop_patches(batch["image"], batch["local_real"],
                                                          config.local_size)]
     judged = D(x, training=False).numpy()
-    _, again, *_ = train.build_training(config)
+    _, again, *_ = phases.build_training(config)
     tf.train.Checkpoint(context_discriminator=again).restore(path).assert_consumed()
     for layer in again.layers:
         if hasattr(layer, "u"):
             np.testing.assert_array_equal(layer.u.numpy(), D.get_layer(layer.name).u.numpy())
     np.testing.assert_allclose(again(x, training=False).numpy(), judged, rtol=1e-6)
-
-
-def test_checkerboard_excess_counts_what_the_output_adds_at_the_two_pixel_period():
-    """A checkerboard of amplitude 0.1 on a flat photo: every 2x2 window answers 4 x 0.1 per
-    channel; a photo with the same checkerboard cancels it; windows crossing the hole's edge and
-    the outside do not count; a smooth ramp answers nothing."""
-    y, x = np.mgrid[:8, :8]
-    board = np.where((y + x) % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
-    flat = np.full((1, 8, 8, 3), 0.5)
-    mask = np.zeros((1, 8, 8, 1))
-    mask[:, 2:6, 2:6] = 1  # 3 x 3 windows inside
-    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
-    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board), as_tf(mask))) \
-        == pytest.approx(3 * 0.4, rel=1e-5)
-    assert float(train.checkerboard_excess(as_tf(flat + board), as_tf(flat + board),
-                                           as_tf(mask))) == pytest.approx(0, abs=1e-7)
-    outside = flat + board * (1 - mask)  # checkered outside the hole only
-    assert float(train.checkerboard_excess(as_tf(flat), as_tf(outside), as_tf(mask))) \
-        == pytest.approx(0, abs=1e-7)
-    ramp = flat + 0.05 * (y + 2 * x)[None, ..., None]
-    assert float(train.checkerboard_excess(as_tf(flat), as_tf(ramp), as_tf(mask))) \
-        == pytest.approx(0, abs=1e-6)
-    # No window inside a hole: 0, not NaN; the mean over a global batch of 2 halves it.
-    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board),
-                                           as_tf(np.zeros_like(mask)))) == 0
-    assert float(train.checkerboard_excess(as_tf(flat), as_tf(flat + board), as_tf(mask),
-                                           global_batch=2)) == pytest.approx(0.6, rel=1e-5)
-
-
-def test_stripes_excess_counts_what_the_output_adds_in_two_pixel_stripes():
-    """Alternating columns of amplitude 0.1 on a flat photo: every 3x3 window answers
-    |0.1 - 2 (-0.1) + 0.1| = 0.4 across per channel and 0 down; rows alike, turned; a
-    checkerboard and a ramp answer nothing, and neither do windows reaching out of the hole."""
-    y, x = np.mgrid[:8, :8]
-    columns = np.where(x % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
-    board = np.where((y + x) % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
-    flat = np.full((1, 8, 8, 3), 0.5)
-    mask = np.zeros((1, 8, 8, 1))
-    mask[:, 2:7, 2:7] = 1  # 3 x 3 windows inside
-    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
-
-    def excess(photo, output, where=mask, **kwargs):
-        return float(train.stripes_excess(as_tf(photo), as_tf(output), as_tf(where), **kwargs))
-    assert excess(flat, flat + columns) == pytest.approx(3 * 0.4, rel=1e-5)
-    assert excess(flat, flat + columns.transpose(0, 2, 1, 3)) == pytest.approx(1.2, rel=1e-5)
-    assert excess(flat + columns, flat + columns) == pytest.approx(0, abs=1e-7)
-    assert excess(flat, flat + board) == pytest.approx(0, abs=1e-7)
-    assert excess(flat, flat + 0.05 * (y + 2 * x)[None, ..., None]) == pytest.approx(0, abs=1e-6)
-    assert excess(flat, flat + columns * (1 - mask)) == pytest.approx(0, abs=1e-7)
-    assert excess(flat, flat + columns, np.zeros_like(mask)) == 0
-    assert excess(flat, flat + columns, global_batch=2) == pytest.approx(0.6, rel=1e-5)
-
-
-@pytest.mark.parametrize("term", [train.checkerboard_excess, train.stripes_excess])
-def test_the_penalties_allow_any_texture_as_patterned_as_a_photos(term):
-    """Texture drawn anew (white noise, as the photo's but at other places) is not penalized,
-    though it differs from the photo at every pixel; the photo's pattern allowance shrinks
-    with the output's sharpness (a blurred output may carry less of it), and a checkerboard or
-    stripes added to the texture count."""
-    rng = np.random.default_rng(0)
-    photo = 0.5 + 0.1 * rng.standard_normal((4, 24, 24, 3))
-    redrawn = 0.5 + 0.1 * rng.standard_normal((4, 24, 24, 3))
-    mask = np.zeros((4, 24, 24, 1))
-    mask[:, 4:20, 4:20] = 1
-    y, x = np.mgrid[:24, :24]
-    pattern = np.where(((y + x) if term is train.checkerboard_excess else x) % 2 == 0, 0.1,
-                       -0.1)[None, ..., None]
-    as_tf = lambda a: tf.constant(a, tf.float32)  # noqa: E731
-    same_kind = float(term(as_tf(photo), as_tf(redrawn), as_tf(mask)))
-    patterned = float(term(as_tf(photo), as_tf(redrawn + pattern), as_tf(mask)))
-    response = (train.checker_response if term is train.checkerboard_excess else
-                train.stripe_response)
-    # What a pixel-by-pixel comparison would count (over the whole image, about as inside).
-    per_pixel = float(tf.reduce_mean(tf.nn.relu(response(as_tf(redrawn))
-                                                - response(as_tf(photo)))))
-    assert same_kind < 0.25 * per_pixel  # 0.007 against 0.066 (checkerboard)
-    assert patterned > 4 * per_pixel  # 0.36
-    # Half the photo's texture plus half its pattern share: sharpness 1/2, allowance halved.
-    assert float(term(as_tf(photo), as_tf(0.5 + (photo - 0.5) / 2), as_tf(mask))) \
-        == pytest.approx(0, abs=1e-6)
-
-
-def test_a_lowpassed_discriminator_is_blind_to_the_two_pixel_period():
-    """--d-lowpass: the binomial filter (OpenCV's, reflected at the edges) takes a checkerboard
-    and stripes either way to 0 everywhere, edges included; so the discriminator's output does
-    not change when they are added to its images, and its gradient, the adversarial one the
-    completion network gets, has no component along them."""
-    rng = np.random.default_rng(0)
-    images = rng.uniform(size=(2, 32, 32, 3)).astype(np.float32)
-    kernel = np.array([0.25, 0.5, 0.25])
-    opencv = np.stack([cv2.sepFilter2D(image, -1, kernel, kernel,
-                                       borderType=cv2.BORDER_REFLECT_101) for image in images])
-    np.testing.assert_allclose(train.lowpass(tf.constant(images)).numpy(), opencv, atol=1e-6)
-    y, x = np.mgrid[:32, :32]
-    patterns = [np.where(p % 2 == 0, 0.1, -0.1)[None, ..., None] * np.ones((1, 1, 1, 3))
-                for p in (y + x, x, y)]
-    D = model.build_context_discriminator(32, 16, width_divisor=8)
-    at = tf.constant([[4, 8], [16, 0]], tf.int32)
-
-    def judged(x):
-        seen = train.lowpass(x)
-        return D([seen, utils.crop_patches(seen, at, 16)], training=False)
-    plain = tf.constant(images)
-    with tf.GradientTape() as tape:
-        tape.watch(plain)
-        logits = judged(plain)
-        total = tf.reduce_sum(logits)
-    gradient = tape.gradient(total, plain).numpy()
-    for pattern in patterns:
-        assert np.abs(train.lowpass(tf.constant(pattern, tf.float32)).numpy()).max() == 0
-        np.testing.assert_allclose(judged(tf.constant(images + pattern, tf.float32)).numpy(),
-                                   logits.numpy(), atol=1e-5)
-        # The gradient's cosine with the pattern (on both images).
-        whole = np.broadcast_to(pattern, images.shape)
-        assert np.abs((gradient * whole).sum()) < 1e-6 * np.linalg.norm(gradient) \
-            * np.linalg.norm(whole)
-    # Without the filter the same discriminator's gradient is as much along them as along any
-    # direction (cosines 0.006-0.016 here, about 1 / sqrt(6144), against 1e-10 with it).
-    with tf.GradientTape() as tape:
-        tape.watch(plain)
-        raw = tf.reduce_sum(D([plain, utils.crop_patches(plain, at, 16)], training=False))
-    gradient = tape.gradient(raw, plain).numpy()
-    assert max(np.abs((gradient * np.broadcast_to(p, images.shape)).sum())
-               / np.linalg.norm(np.broadcast_to(p, images.shape)) for p in patterns) \
-        > 1e-3 * np.linalg.norm(gradient)
-
-
-def test_the_penalties_respond_as_the_realism_measures_do():
-    """The training penalties and the realism measures apply the same responses to every
-    window: the checkerboard's on 2x2 windows, the stripes' on 3x3 ones, row by row."""
-    images = np.random.default_rng(3).uniform(size=(2, 9, 11, 3))
-    everywhere = np.ones((2, 9, 11), bool)
-    for trained, measured, offsets in ((train.checker_response, realism.checker_response,
-                                        realism.CORNERS),
-                                       (train.stripe_response, realism.stripe_response,
-                                        realism.SQUARE)):
-        pixels, _ = realism.window_pixels(images, everywhere, offsets)
-        np.testing.assert_allclose(trained(tf.constant(images)).numpy().reshape(-1, 3),
-                                   measured(*pixels), rtol=0, atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -265,8 +82,8 @@ def tiny_batches(tmp_path_factory):
 
 def build_steps(config, policy=None, jit_compile=False):
     keras.utils.set_random_seed(0)
-    G, D, _, _, step_opts = train.build_training(config, policy)
-    return G, D, train.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32),
+    G, D, _, _, step_opts = phases.build_training(config, policy)
+    return G, D, phases.make_steps(G, D, *step_opts, config, np.full(3, 0.5, np.float32),
                                   jit_compile)
 
 
@@ -317,7 +134,7 @@ def test_gradient_norms_are_those_of_the_updates(tiny_batches):
     inputs = utils.completion_input(batch["image"], batch["mask"], tf.fill([3], 0.5))
     with tf.GradientTape() as tape:
         outputs = G(inputs, training=True)
-        loss = train.reconstruction_loss(batch["image"], outputs, batch["mask"], "mse")
+        loss = losses.reconstruction_loss(batch["image"], outputs, batch["mask"], "mse")
     expected = tf.linalg.global_norm(tape.gradient(loss, G.trainable_variables))
     metrics = steps[1](batch)
     assert float(metrics["grad_g"]) == pytest.approx(float(expected), rel=1e-4)
@@ -342,7 +159,7 @@ def test_step_functions_are_traced_once_per_phase(networks):
 
 
 def test_the_width_divisor_reaches_both_networks(tiny_config):
-    G, D, *_ = train.build_training(tiny_config(width_divisor=8))
+    G, D, *_ = phases.build_training(tiny_config(width_divisor=8))
     assert G.get_layer("conv1").filters == 8 and G.get_layer("conv17").filters == 3
     assert D.get_layer("global_fc").units == 128 and D.get_layer("logit").units == 1
 
@@ -370,7 +187,7 @@ def test_mixed_precision_steps_keep_float32_losses_and_weights(tiny_batches, pol
 
 
 def test_float16_uses_loss_scaling_and_checkpoints_the_plain_optimizer(tiny_config):
-    _, _, g_opt, d_opt, step_opts = train.build_training(tiny_config(), "mixed_float16")
+    _, _, g_opt, d_opt, step_opts = phases.build_training(tiny_config(), "mixed_float16")
     assert all(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in step_opts)
     assert [o.inner_optimizer for o in step_opts] == [g_opt, d_opt]
     assert not isinstance(g_opt, keras.optimizers.LossScaleOptimizer)
@@ -429,12 +246,12 @@ def float64_steps(accumulate, batch_norm_trainable=True):
     config = cfg.resolve(cfg.preset_config("quick"), dict(
         TINY_SETTINGS, batch_size=4, alpha=1.0, accumulate=accumulate))
     keras.utils.set_random_seed(0)
-    G, D, *_ = train.build_training(config)
+    G, D, *_ = phases.build_training(config)
     G, D = (in_float64(net, batch_norm_trainable) for net in (G, D))
     optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
     for optimizer, network in zip(optimizers, (G, D)):
         optimizer.build(network.trainable_variables)
-    steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
+    steps = phases.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
     batch = {k: tf.constant(v.astype(np.float64) if v.dtype == np.float32 else v)
              for k, v in fixed_batch(config).items()}
     return G, D, steps, batch
@@ -457,7 +274,7 @@ def departure_runs():
         optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
         for optimizer, network in zip(optimizers, (G, D)):
             optimizer.build(network.trainable_variables)
-        steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
+        steps = phases.make_steps(G, D, *optimizers, config, np.full(3, 0.5))
         before = [v.numpy() for v in weights]
         metrics = {k: float(v) for k, v in steps[phase](batch).items()}
         moves = [v.numpy() - b for v, b in zip(weights, before)]
@@ -539,7 +356,7 @@ def test_joint_discriminator_batches_normalize_photos_and_fills_together():
         optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
         for optimizer, network in zip(optimizers, (G, D)):
             optimizer.build(network.trainable_variables)
-        metrics = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5))[2](batch)
+        metrics = phases.make_steps(G, D, *optimizers, config, np.full(3, 0.5))[2](batch)
         assert float(metrics["d_real"]) == pytest.approx(real, rel=1e-9), d_batches
         assert float(metrics["d_completed"]) == pytest.approx(fake, rel=1e-9), d_batches
 
@@ -758,28 +575,6 @@ def test_a_conflicting_resume_names_the_setting_and_changes_nothing(copy_trainin
         " --image-size 32; drop the flag, or use --fresh or another --session\n")
     saved = utils.read_json(os.path.join(str(copy_training), session.session_file("tiny")))
     assert saved["config"]["image_size"] == 32
-
-
-def test_the_coarse_reconstruction_sees_colours_in_the_hole_not_texture():
-    """--coarse-loss's term: 0 for a fill whose 4x4 blocks have the photo's means (a
-    checkerboard added to the photo), the mean block error times the hole's share of the
-    block for a shifted colour, and nothing of the output outside the hole."""
-    images = tf.fill([1, 8, 8, 3], 0.5)
-    masks = tf.concat([tf.ones([1, 8, 4, 1]), tf.zeros([1, 8, 4, 1])], 2)  # the left half
-    masks = tf.tensor_scatter_nd_update(masks, [[0, 0, 0, 0]], [0.0])  # less one pixel
-    checker = 0.2 * (-1.0) ** (np.arange(8)[:, None] + np.arange(8)[None])
-    textured = images + tf.constant(checker[None, :, :, None], tf.float32)
-    # Only the block missing a pixel (the photo's there, not +0.2): its mean is off by
-    # 0.2 / 16, times its share of the hole, 15/16, averaged over the 4 blocks.
-    assert float(train.coarse_reconstruction(images, textured, masks)) == pytest.approx(
-        0.2 / 16 * 15 / 16 / 4, rel=1e-5)
-    shifted = images + 0.1
-    # Blocks of the left column: 15/16 and 16/16 of the hole, error 0.1 * share each.
-    expected = (15 / 16 * 0.1 * 15 / 16 + 16 / 16 * 0.1 * 16 / 16) / 4
-    assert float(train.coarse_reconstruction(images, shifted, masks)) == pytest.approx(
-        expected, rel=1e-5)
-    outside = tf.where(masks > 0, images, images + 0.3)  # the output outside is not used
-    assert float(train.coarse_reconstruction(images, outside, masks)) == 0.0
 
 
 def test_the_moving_average_copies_the_network_then_follows_it(tiny_config):
@@ -1071,7 +866,7 @@ def test_photos_deleted_while_training_are_skipped(tmp_path, make_photos, tiny_c
 
 def nan_at(call_number):
     """Wrap make_steps so that the given call of a step reports a NaN reconstruction loss."""
-    real_make_steps = train.make_steps
+    real_make_steps = phases.make_steps
     calls = []
 
     def make_steps(*args):

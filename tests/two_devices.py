@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import config as cfg  # noqa: E402
+from phases import build_training, make_steps  # noqa: E402
 import train  # noqa: E402
 
 GLOBAL_BATCH = 4
@@ -52,7 +53,7 @@ def fixed_batch(config):
 
 def run(strategy, config, batch, initial, phases, policy):
     with strategy.scope():
-        G, D, _, _, _ = train.build_training(
+        G, D, _, _, _ = build_training(
             config, policy, synchronized=strategy.num_replicas_in_sync > 1)
         G.set_weights(initial[0])
         D.set_weights(initial[1])
@@ -62,8 +63,8 @@ def run(strategy, config, batch, initial, phases, policy):
         optimizers = [keras.optimizers.SGD(learning_rate=0.01) for _ in range(2)]
         for optimizer, network in zip(optimizers, (G, D)):
             optimizer.build(network.trainable_variables)
-        steps = train.make_steps(G, D, *optimizers, config, np.full(3, 0.5, np.float32),
-                                 strategy=strategy)
+        steps = make_steps(G, D, *optimizers, config, np.full(3, 0.5, np.float32),
+                           strategy=strategy)
         average = (train.MovingAverage(G, config, policy, strategy.num_replicas_in_sync > 1)
                    if config.ema_decay else None)
         if average:  # from the same weights on both strategies (the first update copies G)
@@ -132,7 +133,7 @@ def main():
         alpha=1.0, width_divisor=8 if policy else 1, **departures))
     phases = [int(p) for p in args if not p.startswith("--")] or [1, 2, 3]
     keras.utils.set_random_seed(0)
-    G, D, _, _, _ = train.build_training(config, policy)
+    G, D, _, _, _ = build_training(config, policy)
     initial = (G.get_weights(), D.get_weights())
     batch = fixed_batch(config)
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]

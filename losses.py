@@ -1,0 +1,171 @@
+"""Every loss and penalty of training, as pure functions of tensors (all GAN terms from logits).
+
+The paper's three terms come first: the weighted reconstruction in the hole, the
+discriminator's cross-entropy and the completion network's adversarial term. The options beyond
+the paper follow, each saying where it comes from.
+
+Each loss is a mean over the global batch: per-example values summed and divided by the global
+batch size (tf.nn.compute_average_loss), so with the batch split over N devices (or K
+micro-batches) the shares' losses, and gradients, add up to exactly the single-device ones.
+"""
+import tensorflow as tf
+
+
+# ---------------------------------------------------------------------------------------------
+# The paper (section 3.3)
+
+def reconstruction_loss(images, outputs, masks, kind="mse", global_batch=None):
+    """Paper, eq. 1: || M_c * (C(x, M_c) - x) ||^2, averaged over pixels; kind l1 (--recon-loss
+    l1, as GLCIC-PyTorch and later inpainting papers) takes absolute values instead."""
+    diff = masks * (outputs - images)
+    per_example = tf.reduce_mean(tf.square(diff) if kind == "mse" else tf.abs(diff), [1, 2, 3])
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def bce(logits, label, global_batch=None):
+    """Sigmoid cross-entropy of logits (B, 1) against a constant label, averaged."""
+    labels = tf.fill(tf.shape(logits), tf.constant(label, logits.dtype))
+    per_example = tf.reduce_mean(
+        tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits), axis=1)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def discriminator_loss(real_logits, fake_logits, global_batch=None, label_smoothing=0.0):
+    """Paper, eq. 2, the discriminator's side: real (x, random local patch) -> 1, completed
+    (patch around the hole) -> 0. label_smoothing S (--label-smoothing, one-sided as in Salimans
+    et al. 2016): real -> 1 - S, completed stays 0."""
+    return (bce(real_logits, 1.0 - label_smoothing, global_batch)
+            + bce(fake_logits, 0.0, global_batch))
+
+
+def adversarial_loss(fake_logits, global_batch=None):
+    """Paper, eq. 2, the completion network's side, in the non-saturating form the authors'
+    code trains with: -log D(completed)."""
+    return bce(fake_logits, 1.0, global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the hinge loss (--gan-loss hinge)
+
+def hinge_discriminator_loss(real_logits, fake_logits, global_batch=None):
+    """Geometric GAN (Lim and Ye 2017), as SN-GAN trains it: max(0, 1 - D(real)) +
+    max(0, 1 + D(completed))."""
+    per_example = (tf.reduce_mean(tf.nn.relu(1.0 - real_logits), axis=1)
+                   + tf.reduce_mean(tf.nn.relu(1.0 + fake_logits), axis=1))
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def hinge_adversarial_loss(fake_logits, global_batch=None):
+    """Geometric GAN's generator term: -D(completed)."""
+    return tf.nn.compute_average_loss(-tf.reduce_mean(fake_logits, axis=1),
+                                      global_batch_size=global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the coarse loss (--coarse-loss)
+
+def coarse_reconstruction(images, outputs, masks, global_batch=None, block=4):
+    """The fill's colours at a coarse scale, whatever its texture (this project's, from the
+    colour shifts its evaluation measured): the completed image (the output in the hole, the
+    photo around it) and the photo averaged over `block` x `block` blocks, their L1 distance
+    per block weighted by the block's share of the hole, averaged over blocks and channels as
+    reconstruction_loss averages over pixels."""
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    completed = masks * outputs + (1 - masks) * images
+    pool = lambda x: tf.nn.avg_pool2d(x, block, block, "VALID")  # noqa: E731
+    per_example = tf.reduce_mean(pool(masks) * tf.abs(pool(completed) - pool(images)),
+                                 [1, 2, 3])
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the two-pixel period (--checkerboard-penalty, --stripes-penalty)
+#
+# This project's, against the dot grid that transposed convolutions leave (Odena et al. 2016):
+# the same responses as realism.py measures, on the output in the hole, beyond the photo's.
+
+def checker_response(x):
+    """|[[1, -1], [-1, 1]]| on every 2x2 window of images x (B, H, W, C): the two-pixel period,
+    as realism.checker_response measures it; (B, H - 1, W - 1, C)."""
+    return tf.abs(x[:, :-1, :-1] - x[:, :-1, 1:] - x[:, 1:, :-1] + x[:, 1:, 1:])
+
+
+def stripe_response(x):
+    """On every 3x3 window of images x (B, H, W, C): |[1, -2, 1] across, smoothed down by
+    [1, 2, 1] / 4| plus the same turned a quarter: stripes of two-pixel period, as
+    realism.stripe_response measures them; (B, H - 2, W - 2, C)."""
+    def at(dy, dx):  # the windows' pixel (dy, dx)
+        return x[:, dy:(dy - 2) or None, dx:(dx - 2) or None]
+    smooth = (0.25, 0.5, 0.25)
+    across = sum(w * (at(k, 0) - 2 * at(k, 1) + at(k, 2)) for k, w in enumerate(smooth))
+    down = sum(w * (at(0, k) - 2 * at(1, k) + at(2, k)) for k, w in enumerate(smooth))
+    return tf.abs(across) + tf.abs(down)
+
+
+def windows_inside(masks, size):
+    """1 where a size x size window of masks (B, H, W, 1) lies entirely in the hole, else 0:
+    the minimum over the window; (B, H - size + 1, W - size + 1, 1)."""
+    return -tf.nn.max_pool2d(-masks, size, 1, "VALID")
+
+
+def gradient_magnitude(x):
+    """sqrt(dx^2 + dy^2) of the forward differences at the top-left pixel of every 2x2 window
+    of images x, as realism.gradient_magnitude; (B, H - 1, W - 1, C)."""
+    dx, dy = x[:, :-1, 1:] - x[:, :-1, :-1], x[:, 1:, :-1] - x[:, :-1, :-1]
+    return tf.sqrt(dx * dx + dy * dy)
+
+
+def output_sharpness(images, outputs, masks):
+    """Per image, the output's gradient magnitude over the photo's in the hole's 2x2 windows
+    (realism.sharpness per photo; 0 for a flat photo), held constant: (B,)."""
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    in_2x2 = windows_inside(masks, 2)
+    return tf.stop_gradient(tf.math.divide_no_nan(
+        tf.reduce_sum(gradient_magnitude(outputs) * in_2x2, [1, 2, 3]),
+        tf.reduce_sum(gradient_magnitude(images) * in_2x2, [1, 2, 3])))
+
+
+def period_two_excess(response, size, images, outputs, masks, global_batch=None,
+                      sharpness=None):
+    """Per image, in the hole: the output's response summed over the size x size windows and
+    the channels, less the photo's scaled by the output's sharpness (output_sharpness, computed
+    when not given), at least 0, over the windows: zero for an output no more patterned at the
+    two-pixel period than a photo as sharp as it, whatever texture it draws where; only the
+    period's share beyond that counts."""
+    if sharpness is None:
+        sharpness = output_sharpness(images, outputs, masks)
+    images, masks = tf.cast(images, outputs.dtype), tf.cast(masks, outputs.dtype)
+    inside = windows_inside(masks, size)
+    ours = tf.reduce_sum(response(outputs) * inside, [1, 2, 3])
+    theirs = tf.reduce_sum(response(images) * inside, [1, 2, 3])
+    windows = tf.reduce_sum(inside, [1, 2, 3])
+    per_example = tf.math.divide_no_nan(tf.nn.relu(ours - theirs * sharpness), windows)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+def checkerboard_excess(images, outputs, masks, global_batch=None, sharpness=None):
+    """--checkerboard-penalty's term: period_two_excess of |[[1, -1], [-1, 1]]| on 2x2 windows."""
+    return period_two_excess(checker_response, 2, images, outputs, masks, global_batch,
+                             sharpness)
+
+
+def stripes_excess(images, outputs, masks, global_batch=None, sharpness=None):
+    """--stripes-penalty's term: period_two_excess of |[1, -2, 1]| across and down on 3x3
+    windows."""
+    return period_two_excess(stripe_response, 3, images, outputs, masks, global_batch,
+                             sharpness)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the low-passed discriminator input (--d-lowpass)
+
+def lowpass(images):
+    """This project's, so that the discriminator's gradient, which the completion network
+    follows, carries nothing at the two-pixel period (docs/training.md): images (B, H, W, C)
+    filtered by the binomial [1, 2, 1] / 4
+    down and across, reflected at the edges (d c b | a b c d): zero response at the two-pixel
+    period, in any direction."""
+    down = tf.concat([images[:, 1:2], images, images[:, -2:-1]], 1)
+    x = 0.25 * down[:, :-2] + 0.5 * down[:, 1:-1] + 0.25 * down[:, 2:]
+    across = tf.concat([x[:, :, 1:2], x, x[:, :, -2:-1]], 2)
+    return 0.25 * across[:, :, :-2] + 0.5 * across[:, :, 1:-1] + 0.25 * across[:, :, 2:]

@@ -39,35 +39,90 @@ from data_loader import IMAGE_EXTENSIONS, load_rgb  # noqa: E402
 from utils import UserError  # noqa: E402
 
 MULTIPLE = 4  # the completion network halves the resolution twice
+SCALES = ("auto", "native")  # --scale, besides a factor
+RESAMPLING = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
+              "bilinear": cv2.INTER_LINEAR}  # how a fill completed smaller comes back
 
 # ---------------------------------------------------------------------------------------------
 # Completion
 
 
-def complete(network, image, hole, mean_pixel, max_pixels=4_000_000):
+def complete(network, image, hole, mean_pixel, max_pixels=4_000_000, scale="native",
+             trained_hole=None, resample="bicubic"):
     """Fill `hole` (bool H x W) of `image` (uint8 H x W x 3). Returns (completed, raw output),
     both uint8; completed equals image outside the hole.
 
-    Images larger than max_pixels are completed one window per group of holes (the hole plus
-    a margin of context), so memory depends on the holes, not on the photo."""
+    scale "native": the network runs at the photo's own resolution, the whole photo at once,
+    or above max_pixels one window per group of holes (the hole plus a margin of context), so
+    memory depends on the holes, not on the photo. scale "auto": each window is completed
+    shrunk so that its largest hole has `trained_hole` pixels across (the holes the network
+    was trained on), and the fill comes back to full resolution by `resample` (windows whose
+    holes are that small already stay native). A number: every window shrunk by that
+    factor (at most 1). raw: the network's output where it ran (the input elsewhere)."""
     raw = image.copy()
-    windows = [(0, 0, image.shape[0], image.shape[1])]
-    if image.shape[0] * image.shape[1] > max_pixels:
-        windows = hole_windows(hole, image.shape[:2])
-    for top, left, bottom, right in windows:
-        crop = image[top:bottom, left:right]
-        raw[top:bottom, left:right] = run_network(network, crop, hole[top:bottom, left:right],
-                                                  mean_pixel)
+    if scale == "native" and image.shape[0] * image.shape[1] <= max_pixels:
+        windows = [(0, 0, image.shape[0], image.shape[1], 0)]
+    else:
+        windows = hole_windows(hole, image.shape[:2], sizes=True)
+    for top, left, bottom, right, largest in windows:
+        factor = window_factor(scale, largest, trained_hole)
+        crop, crop_hole = image[top:bottom, left:right], hole[top:bottom, left:right]
+        if factor < 1:
+            output = run_scaled(network, crop, crop_hole, mean_pixel, factor, resample)
+        else:
+            output = run_network(network, crop, crop_hole, mean_pixel)
+        raw[top:bottom, left:right] = output
     inside = hole[..., None]
     return np.where(inside, raw, image), raw
 
 
-def complete_photo(network, image, hole, mean_pixel, postprocess="none", max_pixels=4_000_000):
+def parse_scale(text, flag="--scale"):
+    """--scale: "auto", "native", or a factor in (0, 1] ("native" for 1)."""
+    if text in SCALES:
+        return text
+    try:
+        factor = float(text)
+    except ValueError:
+        factor = None
+    if factor is None or not 0 < factor <= 1:
+        raise UserError(f"{flag} {text}: expected auto, native or a factor in (0, 1], such as"
+                        " 0.5")
+    return "native" if factor == 1 else factor
+
+
+def window_factor(scale, largest, trained_hole):
+    """How much a window whose largest hole is `largest` pixels across is shrunk (1: not)."""
+    if scale == "native":
+        return 1.0
+    if scale == "auto":
+        return min(1.0, trained_hole / largest) if largest else 1.0
+    return float(scale)
+
+
+def run_scaled(network, image, hole, mean_pixel, factor, resample="bicubic"):
+    """The network's output for a crop completed `factor` times smaller: the crop shrunk by
+    area averaging (a pixel touched by the hole is hole), completed, and brought back to the
+    crop's size by `resample` (uint8, the crop's shape)."""
+    h, w = hole.shape
+    size = (max(MULTIPLE, round(w * factor)), max(MULTIPLE, round(h * factor)))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
+    output = run_network(network, small, small_hole, mean_pixel)
+    return cv2.resize(output, (w, h), interpolation=RESAMPLING[resample])
+
+
+def complete_photo(network, image, hole, mean_pixel, postprocess="none", max_pixels=4_000_000,
+                   scale="native", trained_hole=None):
     """A photo with its hole filled, as complete.py and serve.py give it: (completed, raw
-    output, blended), blended None unless postprocess is "blend"."""
-    completed, raw = complete(network, image, hole, mean_pixel, max_pixels)
+    output, blended), blended None unless postprocess is "blend" (at full resolution)."""
+    completed, raw = complete(network, image, hole, mean_pixel, max_pixels, scale, trained_hole)
     blended = poisson_blend(image, completed, hole) if postprocess == "blend" else None
     return completed, raw, blended
+
+
+def trained_hole_size(config):
+    """The hole the network was trained on, in pixels across: the middle of its range."""
+    return (config.hole_min + config.hole_max) / 2
 
 
 def run_network(network, image, hole, mean_pixel):
@@ -81,14 +136,16 @@ def run_network(network, image, hole, mean_pixel):
     return np.round(np.clip(output, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-def hole_windows(hole, shape, margin=None):
-    """Boxes (top, left, bottom, right) around the connected holes, merged where they overlap."""
+def hole_windows(hole, shape, margin=None, sizes=False):
+    """Boxes (top, left, bottom, right) around the connected holes (each with a margin of
+    context: its size, at least 64 px, or `margin`), merged where they overlap; with sizes,
+    each box ends with the longer side of its largest hole."""
     count, _, stats, _ = cv2.connectedComponentsWithStats(hole.astype(np.uint8), connectivity=8)
     boxes = []
     for x, y, w, h, _ in stats[1:count]:
         pad = margin if margin is not None else max(64, max(w, h))
         boxes.append([max(0, y - pad), max(0, x - pad), min(shape[0], y + h + pad),
-                      min(shape[1], x + w + pad)])
+                      min(shape[1], x + w + pad), max(w, h)])
     merged = True
     while merged:
         merged = False
@@ -96,13 +153,14 @@ def hole_windows(hole, shape, margin=None):
             for j in range(i + 1, len(boxes)):
                 a, b = boxes[i], boxes[j]
                 if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
-                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3])]
+                    boxes[i] = [min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]),
+                                max(a[3], b[3]), max(a[4], b[4])]
                     del boxes[j]
                     merged = True
                     break
             if merged:
                 break
-    return [tuple(b) for b in boxes]
+    return [tuple(b) if sizes else tuple(b[:4]) for b in boxes]
 
 
 def poisson_blend(image, completed, hole):
@@ -231,7 +289,7 @@ def process(network, mean_pixel, job, args):
         print(f"{source}: the mask is empty, nothing to fill; copied the input to {output}")
         return
     completed, raw, blended = complete_photo(network, image, hole, mean_pixel, args.postprocess,
-                                             args.max_pixels)
+                                             args.max_pixels, args.scale, args.trained_hole)
     save_image(output, blended if blended is not None else completed)
     if args.save_steps:
         root, ext = os.path.splitext(output)
@@ -272,11 +330,21 @@ def parse_args(argv):
                         help="blend: the paper's fast marching + Poisson blending (default: none)")
     parser.add_argument("--save-steps", action="store_true",
                         help="also write OUTPUT_steps.png: masked | raw output | completed | blended")
+    parser.add_argument("--scale", default="native", metavar="auto|native|F",
+                        help="native (default): complete at the photo's own resolution; auto:"
+                             " each group of holes at the resolution where its largest hole is"
+                             " as wide as the holes the network was trained on, the fill brought"
+                             " back to full size (smaller holes stay native); a factor F in"
+                             " (0, 1]: every group of holes F times smaller")
     parser.add_argument("--max-pixels", type=int, default=4_000_000,
                         help="larger photos are completed window by window around the holes"
                              " (default: 4000000)")
     args = parser.parse_args(argv)
     exports.check_model_flags(parser, args)
+    try:
+        args.scale = parse_scale(args.scale)
+    except UserError as error:
+        parser.error(str(error))
     if args.average and not (args.export and args.session):
         parser.error("--average applies only to --export DIR with --session NAME")
     if args.raw and not (args.export and args.session):
@@ -349,6 +417,7 @@ def main(argv=None):
         network, mean_pixel, config = exports.load_model(args.session, args.model, args.iteration,
                                                          args.engine, args.precision)
         print(f"Completion network: {engine.describe(network)}")
+        args.trained_hole = trained_hole_size(config)
         for job in jobs(args):
             process(network, mean_pixel, job, args)
         return 0

@@ -114,18 +114,38 @@ def scores(result, image, hole):
 # The methods, all given the same masked photo: no method sees the pixels of the hole
 
 
-def fill_all(network, masked, hole, mean_pixel, methods=METHODS):
-    """{method: completed uint8 photo} for the bool (H, W) hole of a uint8 photo."""
+def model_methods(scales):
+    """{method name: scale} of the model at each of --scale's scales: "model" alone for
+    native, else "model (auto)", "model (native)", "model (x0.5)", ..."""
+    if list(scales) == ["native"]:
+        return {"model": "native"}
+    return {f"model ({scale if isinstance(scale, str) else f'x{scale:g}'})": scale
+            for scale in scales}
+
+
+def methods_for(scales):
+    """Every method scored, in the table's order: each model scale raw and blended, then the
+    baselines."""
+    models = [name for model in model_methods(scales) for name in (model, f"{model} + blend")]
+    return (*models, *METHODS[2:])
+
+
+def fill_all(network, masked, hole, mean_pixel, methods=METHODS, scales=("native",),
+             trained_hole=None):
+    """{method: completed uint8 photo} for the bool (H, W) hole of a uint8 photo; the model's
+    methods at each of `scales` (model_methods), aiming --scale auto at `trained_hole`."""
     bgr, hole_u8 = cv2.cvtColor(masked, cv2.COLOR_RGB2BGR), hole.astype(np.uint8) * 255
 
     def opencv(kind):
         return cv2.cvtColor(cv2.inpaint(bgr, hole_u8, 3, kind), cv2.COLOR_BGR2RGB)
 
     results = {}
-    if "model" in methods or "model + blend" in methods:
-        results["model"], _ = complete.complete(network, masked, hole, mean_pixel)
-    if "model + blend" in methods:
-        results["model + blend"] = complete.poisson_blend(masked, results["model"], hole)
+    for model, scale in model_methods(scales).items():
+        if model in methods or f"{model} + blend" in methods:
+            results[model], _ = complete.complete(network, masked, hole, mean_pixel,
+                                                  scale=scale, trained_hole=trained_hole)
+        if f"{model} + blend" in methods:
+            results[f"{model} + blend"] = complete.poisson_blend(masked, results[model], hole)
     if "mean pixel" in methods:
         results["mean pixel"] = masked
     if "OpenCV Telea" in methods:
@@ -169,12 +189,53 @@ def held_out(files, config, count, hole_shape, seed, mean_pixel, max_holes=1, ho
     return items
 
 
-def fill_items(network, mean_pixel, items, methods=METHODS, progress=False):
+def full_size_items(files, count, hole_shape, seed, mean_pixel, max_pixels=2_000_000,
+                    fractions=(0.1, 0.3), hole_sets=1):
+    """Up to `count` of the photos at their own resolution (shrunk to at most max_pixels), each
+    with one seeded hole whose box has sides of fractions[0]-fractions[1] of the photo's
+    shorter side (a rectangle, or strokes drawn in it), placed anywhere in the photo: items as
+    held_out()'s. The hole of files[i] depends on (seed + hole set, i) only."""
+    photos = []
+    for index, path in enumerate(files):
+        if len(photos) == count:
+            break
+        photo = data_loader.try_load(path)
+        if photo is None:
+            continue
+        if photo.dtype != np.uint8:
+            photo = np.round(photo * 255).astype(np.uint8)
+        pixels = photo.shape[0] * photo.shape[1]
+        if pixels > max_pixels:
+            factor = (max_pixels / pixels) ** 0.5
+            size = (int(photo.shape[1] * factor), int(photo.shape[0] * factor))
+            photo = cv2.resize(photo, size, interpolation=cv2.INTER_AREA)
+        photos.append((index, path, photo))
+    items = []
+    for hole_set in range(hole_sets):
+        for index, path, image in photos:
+            rng = np.random.default_rng([seed + hole_set, index])
+            side = min(image.shape[:2])
+            low, high = (max(1, round(f * side)) for f in fractions)
+            mask, box = data_loader.random_mask(rng, side, low, high, hole_shape)
+            top = int(rng.integers(0, image.shape[0] - side + 1))
+            left = int(rng.integers(0, image.shape[1] - side + 1))
+            hole = np.zeros(image.shape[:2], bool)
+            hole[top:top + side, left:left + side] = mask[..., 0] > 0
+            y, x, h, w = (int(v) for v in box)
+            items.append(dict(path=path, image=image, hole=hole, boxes=[[y + top, x + left, h, w]],
+                              masked=complete.mean_fill(image, hole, mean_pixel),
+                              hole_set=hole_set))
+    return items
+
+
+def fill_items(network, mean_pixel, items, methods=METHODS, progress=False, scales=("native",),
+               trained_hole=None):
     """Every method on the held-out items: {method: [completed uint8 photo per item]}."""
     completed = {method: [] for method in methods}
     for item in tqdm(items, desc="evaluating", unit="photo", dynamic_ncols=True, leave=False,
                      disable=not progress):
-        results = fill_all(network, item["masked"], item["hole"], mean_pixel, methods)
+        results = fill_all(network, item["masked"], item["hole"], mean_pixel, methods, scales,
+                           trained_hole)
         for method, result in results.items():
             completed[method].append(result)
     return completed
@@ -234,10 +295,12 @@ def examples(items, completed, count):
             for index, item in enumerate(items[:count])]
 
 
-def evaluate(network, mean_pixel, items):
-    """Every method on the held-out items (held_out()): (photos, measured: measure()'s dict
-    with the photos' own SWD, "swd_floor" and "swd_floor_levels", examples)."""
-    completed = fill_items(network, mean_pixel, items, progress=True)
+def evaluate(network, mean_pixel, items, scales=("native",), trained_hole=None):
+    """Every method on the held-out items (held_out() or full_size_items()), the model at each
+    of `scales`: (photos, measured: measure()'s dict with the photos' own SWD, "swd_floor" and
+    "swd_floor_levels", examples)."""
+    completed = fill_items(network, mean_pixel, items, methods_for(scales), True, scales,
+                           trained_hole)
     measured = measure(items, completed)
     measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
     photos = [dict(path=item["path"], hole=item["boxes"][0], holes=item["boxes"],
@@ -271,13 +334,14 @@ def floor_line(floor):
 def table(header, measured):
     """Distortion, then realism: two blocks of rows, a row per method; then the photos' own
     SWD."""
-    width, mean = max(len(method) for method in METHODS) + 2, measured["mean"]
+    mean = measured["mean"]
+    width = max(len(method) for method in mean) + 2
     lines = [header]
     for columns, wide in ((COLUMNS, 12), (realism.COLUMNS, 16)):
         lines.append("method".ljust(width) + "".join(f"{column_title(c):>{wide}}"
                                                      for c in columns))
         lines += [method.ljust(width) + "".join(f"{mean[method][c]:>{wide}{value_format(c)}}"
-                                                for c in columns) for method in METHODS]
+                                                for c in columns) for method in mean]
     return "\n".join(lines + [floor_line(measured["swd_floor"])])
 
 
@@ -286,7 +350,7 @@ def write_csv(path, means):
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["method", *columns])
-        for method in METHODS:
+        for method in means:
             writer.writerow([method, *(repr(means[method][c]) for c in columns)])
 
 
@@ -310,20 +374,21 @@ def plot_metrics(path, header, measured):
     ratios)."""
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     mean = measured["mean"]
+    methods = list(mean)
     realism_rows = -(-len(realism.COLUMNS) // len(METRICS))
     fig, axes = plt.subplots(len(REGIONS) + realism_rows, len(METRICS),
                              figsize=(4 * len(METRICS), 4 * (len(REGIONS) + realism_rows)))
     for ax in axes.flat[len(COLUMNS) + len(realism.COLUMNS):]:
         ax.axis("off")
     for ax, column in zip(axes.flat, [*COLUMNS, *realism.COLUMNS]):
-        bars = ax.bar(range(len(METHODS)), [mean[m][column] for m in METHODS],
-                      color=colors[:len(METHODS)])
+        bars = ax.bar(range(len(methods)), [mean[m][column] for m in methods],
+                      color=[colors[i % len(colors)] for i in range(len(methods))])
         ax.bar_label(bars, fmt="%.2f" if column.startswith("psnr") else "%.3g", fontsize=8)
         if column in realism.COLUMNS:
             ax.axhline(measured["swd_floor"] if column == "swd_hole" else
                        0.0 if column == "colour_hole" else 1.0, color="gray", ls=":", lw=1)
         ax.set_title(f"{column_title(column)} ({better(column)})")
-        ax.set_xticks(range(len(METHODS)), METHODS, rotation=30, ha="right", fontsize=9)
+        ax.set_xticks(range(len(methods)), methods, rotation=30, ha="right", fontsize=9)
         ax.margins(y=0.15)
     fig.suptitle(header)
     fig.tight_layout()
@@ -333,12 +398,13 @@ def plot_metrics(path, header, measured):
 
 def plot_examples(path, examples):
     """A row per photo: masked input (hole in white) | each method | ground truth."""
-    titles = ["masked input", *METHODS, "ground truth"]
+    methods = list(examples[0][3])
+    titles = ["masked input", *methods, "ground truth"]
     fig, axes = plt.subplots(len(examples), len(titles), squeeze=False,
                              figsize=(1.8 * len(titles), 1.9 * len(examples) + 0.4))
     for row, (photo, image, hole, results) in zip(axes, examples):
         panels = [np.where(hole[..., None], np.uint8(255), image),
-                  *(results[m] for m in METHODS), image]
+                  *(results[m] for m in methods), image]
         for ax, panel in zip(row, panels):
             ax.imshow(panel, interpolation="nearest")
             ax.set_xticks([])
@@ -368,7 +434,7 @@ def close_ups(columns, holes, margin=8, zoom=2):
     patterns show there."""
     side = max(max(np.ptp(np.nonzero(hole)[0]), np.ptp(np.nonzero(hole)[1])) + 1
                for hole in holes) + 2 * margin
-    side = min(side, *columns[0][1][0].shape[:2])
+    side = min(side, *(min(cell.shape[:2]) for cell in columns[0][1]))
 
     def zoomed(image, hole):
         return np.repeat(np.repeat(crop_around(image, hole, side), zoom, 0), zoom, 1)
@@ -382,7 +448,7 @@ def plot_crops(path, examples, margin=8, zoom=2):
     panels = [("masked input", [np.where(hole[..., None], np.uint8(255), image)
                                 for _, image, hole, _ in examples])]
     panels += [(method, [results[method] for _, _, _, results in examples])
-               for method in METHODS]
+               for method in examples[0][3]]
     panels.append(("ground truth", [image for _, image, _, _ in examples]))
     utils.titled_grid(path, close_ups(panels, [hole for _, _, hole, _ in examples], margin,
                                       zoom))
@@ -465,7 +531,8 @@ def report(folder, header, settings, photos, measured, examples):
                           "crops.png")]
     write_csv(paths[0], measured["mean"])
     utils.write_json(paths[1], without_nan(dict(settings=settings, photos=photos,
-                                                methods=list(METHODS), **measured)))
+                                                methods=list(measured["mean"]),
+                                                **measured)))
     plot_metrics(paths[2], header, measured)
     plot_examples(paths[3], examples)
     plot_crops(paths[4], examples)
@@ -503,6 +570,23 @@ def parse_args(argv):
                              " numbers on a few photos, for N times the time (default: 1)")
     parser.add_argument("--count", type=int, default=DEFAULT_COUNT,
                         help="at most this many photos, in sorted order (default: 100)")
+    parser.add_argument("--full-size", action="store_true",
+                        help="score the photos at their own resolution (shrunk to at most"
+                             " --max-pixels), each with a seeded hole whose box has sides of"
+                             " --hole-fraction of the photo's shorter side, instead of"
+                             " centre crops of the training size with its holes. Written to"
+                             " results/NAME/eval-full")
+    parser.add_argument("--max-pixels", type=int, default=2_000_000, metavar="N",
+                        help="with --full-size: larger photos are shrunk to this many pixels"
+                             " (default: 2000000)")
+    parser.add_argument("--hole-fraction", type=float, nargs=2, default=[0.1, 0.3],
+                        metavar=("LOW", "HIGH"),
+                        help="with --full-size: the hole's box sides, as fractions of the"
+                             " photo's shorter side (default: 0.1 0.3)")
+    parser.add_argument("--scale", nargs="+", default=["native"], metavar="S",
+                        help="the model at each of these scales, as complete.py --scale: auto,"
+                             " native or a factor in (0, 1]; e.g. --scale native auto 0.5"
+                             " (default: native)")
     parser.add_argument("--layers", action="store_true",
                         help="also show which layers of the network make a two-pixel period"
                              " (a checkerboard): each layer's share of its feature maps'"
@@ -542,6 +626,16 @@ def check_flags(args):
         raise utils.UserError(f"--hole-sets {args.hole_sets}: expected at least 1")
     if len(args.iterations) > 1 and args.layers:
         raise utils.UserError("--layers: give one --iteration, not several")
+    low, high = args.hole_fraction
+    if not 0 < low <= high < 1:
+        raise utils.UserError(f"--hole-fraction {low:g} {high:g}: expected 0 < LOW <= HIGH < 1")
+    if args.max_pixels < 1:
+        raise utils.UserError(f"--max-pixels {args.max_pixels}: expected a positive number")
+    args.scales = list(dict.fromkeys(complete.parse_scale(scale) for scale in args.scale))
+    if args.full_size and args.max_holes > 1:
+        raise utils.UserError("--max-holes: not with --full-size, which draws one hole a photo")
+    if len(args.iterations) > 1 and args.scales != ["native"]:
+        raise utils.UserError("--scale: give one --iteration with it, not several")
     check_photo_flags(args)
 
 
@@ -554,8 +648,12 @@ def photo_items(args, config, mean_pixel, files):
             config, data_loader.photo_files(config.data_dir))
         where = f", its validation photos ({validation})"
     hole_shape = args.hole_shape or config.hole_shape
-    items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
-                     args.max_holes, args.hole_sets)
+    if args.full_size:
+        items = full_size_items(files, args.count, hole_shape, args.seed, mean_pixel,
+                                args.max_pixels, args.hole_fraction, args.hole_sets)
+    else:
+        items = held_out(files, config, args.count, hole_shape, args.seed, mean_pixel,
+                         args.max_holes, args.hole_sets)
     if not items:
         photos = (f"session '{args.session}'{where}" if args.validation
                   else f"--data-dir {' '.join(args.data_dir)}")
@@ -570,9 +668,15 @@ def describe(args, config, items, hole_shape, network):
     seeds = (f"seeds {args.seed}-{args.seed + args.hole_sets - 1} ({args.hole_sets} hole sets,"
              f" {len(items)} fills)" if args.hole_sets > 1 else f"seed {args.seed}")
     count = len(items) // args.hole_sets
-    return (f"{count} photo{'' if count == 1 else 's'} ({config.image_size}x{config.image_size}"
-            f" centre crops), {hole_shape} holes ({config.hole_min}-{config.hole_max}"
-            f" px{several}), {seeds}, engine {engine.name_of(network)},"
+    photos = f"{count} photo{'' if count == 1 else 's'}"
+    if args.full_size:
+        low, high = args.hole_fraction
+        shapes = f"{photos} at their own resolution (at most {args.max_pixels} pixels), " \
+                 f"{hole_shape} holes ({low:.0%}-{high:.0%} of the shorter side)"
+    else:
+        shapes = (f"{photos} ({config.image_size}x{config.image_size} centre crops),"
+                  f" {hole_shape} holes ({config.hole_min}-{config.hole_max} px{several})")
+    return (f"{shapes}, {seeds}, engine {engine.name_of(network)},"
             f" {engine.precision_of(network)} ({network.precision_why})")
 
 
@@ -590,11 +694,13 @@ def main(argv=None):
         model = None if args.session else args.model or exports.PRETRAINED_NAME
         name = exports.results_name(args.model or exports.PRETRAINED) if model else args.session
         out = utils.output_folder(args.out or session.eval_dir(name) + (
-            "-validation" if args.validation else ""), "--out")
+            "-validation" if args.validation else "") + ("-full" if args.full_size else ""),
+            "--out")
         if len(args.iterations) > 1:
             return compare_checkpoints(args, network, mean_pixel, config, items, where,
                                        hole_shape, out)
-        photos, measured, examples = evaluate(network, mean_pixel, items)
+        photos, measured, examples = evaluate(network, mean_pixel, items, args.scales,
+                                              complete.trained_hole_size(config))
     except utils.UserError as error:
         return utils.print_error(error)
     source = f"model {model}" if model else f"session '{args.session}'" + (
@@ -605,7 +711,10 @@ def main(argv=None):
                     data_dir=config.data_dir if args.validation else args.data_dir,
                     validation=args.validation,
                     hole_shape=hole_shape, max_holes=args.max_holes, seed=args.seed,
-                    hole_sets=args.hole_sets, count=args.count,
+                    hole_sets=args.hole_sets, count=args.count, full_size=args.full_size,
+                    max_pixels=args.max_pixels if args.full_size else None,
+                    hole_fraction=args.hole_fraction if args.full_size else None,
+                    scales=args.scales,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(out, header, settings, photos, measured, examples)

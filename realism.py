@@ -26,8 +26,10 @@ whether it bought any, each comparing the completions with the photos inside the
   colour blotches the scene does not have can pass them, not this. A blur keeps the hole's
   colours but narrows their spread, and scores between.
 
-Images: lists (or stacks) of same-sized (H, W, 3) uint8 arrays or floats in [0, 1]; holes:
-bool (H, W) each.
+Images: lists (or stacks) of (H, W, 3) uint8 arrays or floats in [0, 1]; holes: bool (H, W)
+each. Images of different sizes (photos at their own resolution) are measured one by one and
+pooled: the neighbourhoods of each pyramid level (as many levels as the smallest image has),
+the windows of the ratios.
 """
 import cv2
 import numpy as np
@@ -127,11 +129,22 @@ def centres(value, rng):
                             value.shape)
 
 
+def one_size(images):
+    """Whether the images (or holes) all have the same height and width."""
+    return len({np.shape(image)[:2] for image in images}) <= 1
+
+
 def hole_descriptors(images, holes, seed=0):
     """Per pyramid level, the (M, 3, 7, 7) neighbourhoods centred in the holes, the hole of a
     level being the mask pyramid-downsampled as the image. The centres depend on the holes and
     the seed only: completions and photos of the same holes give neighbourhoods at the same
-    places."""
+    places. Images of different sizes: each image's own (its centres drawn with the seed and
+    its index), pooled level by level over the levels every image has."""
+    if not one_size(holes):
+        each = [hole_descriptors([image], [hole], [seed, index])
+                for index, (image, hole) in enumerate(zip(images, holes))]
+        return [np.concatenate([levels[k] for levels in each])
+                for k in range(min(len(levels) for levels in each))]
     images, rng = as_images(images), np.random.default_rng(seed)
     masks = gaussian_pyramid(np.asarray(holes, np.float64)[..., None],
                              level_count(images.shape[1:3]))
@@ -249,6 +262,11 @@ def swd_floor(photos, holes, seed=0):
 def window_pixels(images, holes, offsets=CORNERS):
     """The pixels at `offsets` ((dy, dx) pairs) of every window whose pixels all lie inside the
     holes, each (K, C), in the order of `offsets`; and the image of each window (K,)."""
+    if not one_size(holes):
+        each = [window_pixels([image], [hole], offsets) for image, hole in zip(images, holes)]
+        return (tuple(np.concatenate([pixels[k] for pixels, _ in each])
+                      for k in range(len(offsets))),
+                np.concatenate([np.full(len(n), i) for i, (_, n) in enumerate(each)]))
     holes = np.asarray(holes, bool)
     height = holes.shape[1] - max(dy for dy, _ in offsets)
     width = holes.shape[2] - max(dx for _, dx in offsets)

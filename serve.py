@@ -121,10 +121,11 @@ def png(array):
     return buffer.getvalue()
 
 
-def answer(network, mean_pixel, args, image, mask, boxes, postprocess, format):
+def answer(network, mean_pixel, args, image, mask, boxes, postprocess, format, scale=None):
     """Decode, check, complete and encode one request. `image` and `mask` are (bytes, file name);
     the answer is the PNG of the result, or JSON with the completed photo (the network's pixels
     in the hole, the photo's elsewhere) and, with postprocess=blend, the blended one."""
+    scale = args.scale if scale is None else complete.parse_scale(scale, "scale")
     photo = read_photo(*image, args.max_pixels)
     hole = read_hole(*mask, photo.shape[:2], args.max_pixels) if mask else read_boxes(
         boxes, photo.shape[:2])
@@ -132,7 +133,8 @@ def answer(network, mean_pixel, args, image, mask, boxes, postprocess, format):
     message = None
     if hole.any():
         completed, _, blended = complete.complete_photo(network, photo, hole, mean_pixel,
-                                                        postprocess, args.window_pixels)
+                                                        postprocess, args.window_pixels, scale,
+                                                        args.trained_hole)
     else:
         completed, blended, message = photo, photo if postprocess == "blend" else None, EMPTY_MASK
     seconds = round(time.perf_counter() - start, 3)
@@ -143,7 +145,7 @@ def answer(network, mean_pixel, args, image, mask, boxes, postprocess, format):
                         headers=headers | ({"X-Message": message} if message else {}))
     return JSONResponse({
         "width": photo.shape[1], "height": photo.shape[0], "filled_pixels": filled,
-        "postprocess": postprocess, "seconds": seconds, "message": message,
+        "postprocess": postprocess, "scale": scale, "seconds": seconds, "message": message,
         "completed": base64.b64encode(png(completed)).decode(),
         "blended": None if blended is None else base64.b64encode(png(blended)).decode()})
 
@@ -243,6 +245,7 @@ def create_app(network, mean_pixel, config, args):
     """The FastAPI application serving `network`: the page, /api/complete and /api/health."""
     with open(PAGE, encoding="utf-8") as f:
         page = f.read()
+    args.trained_hole = complete.trained_hole_size(config)  # what --scale auto aims at
     worker = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="network")
     lock = threading.Lock()
     busy = [0]  # requests running or waiting for the worker
@@ -268,7 +271,8 @@ def create_app(network, mean_pixel, config, args):
                 "precision_why": getattr(network, "precision_why", ""),
                 "mean_pixel": utils.rounded(mean_pixel),
                 "busy": busy[0], "queue": args.queue, "max_upload_mb": args.max_upload_mb,
-                "max_pixels": args.max_pixels, "window_pixels": args.window_pixels}
+                "max_pixels": args.max_pixels, "window_pixels": args.window_pixels,
+                "scale": args.scale, "trained_hole": args.trained_hole}
 
     @app.post("/api/complete", summary="Complete a photo's hole", response_class=Response,
               responses={200: {"content": {"image/png": {}, "application/json": {}},
@@ -286,6 +290,12 @@ def create_app(network, mean_pixel, config, args):
             postprocess: Annotated[Literal["none", "blend"], Form(
                 description="blend: the paper's post-processing (fast marching, then Poisson"
                             " blending)")] = "none",
+            scale: Annotated[str | None, Form(
+                description="auto: each group of holes completed at the resolution where its"
+                            " largest hole is as wide as the holes the network was trained on,"
+                            " the fill brought back to full size; native: at the photo's own"
+                            " resolution; or a factor in (0, 1] (default: the server's"
+                            " --scale)")] = None,
             format: Annotated[Literal["png", "json"], Form(
                 description="png: the result as image/png; json: {width, height,"
                             " filled_pixels, seconds, message, completed, blended} with base64"
@@ -304,7 +314,7 @@ def create_app(network, mean_pixel, config, args):
         try:
             return await asyncio.wrap_future(worker.submit(
                 answer, network, mean_pixel, args, uploads[0], uploads[1] if mask else None,
-                boxes, postprocess, format))
+                boxes, postprocess, format, scale))
         finally:
             with lock:
                 busy[0] -= 1
@@ -357,6 +367,9 @@ def parse_args(argv):
     parser.add_argument("--window-pixels", type=int, default=4_000_000, metavar="N",
                         help="larger photos are completed window by window around the holes,"
                              " like complete.py --max-pixels (default: 4000000)")
+    parser.add_argument("--scale", default="native", metavar="auto|native|F",
+                        help="the scale requests complete at unless they give their own, as"
+                             " complete.py --scale (default: native)")
     parser.add_argument("--queue", type=int, default=4, metavar="N",
                         help="requests that may wait while one completes; more are answered 503"
                              " (default: 4)")
@@ -372,6 +385,10 @@ def parse_args(argv):
             parser.error(f"{flag} {value:g}: expected a positive number")
     if args.queue < 0:
         parser.error(f"--queue {args.queue}: expected 0 or more")
+    try:
+        args.scale = complete.parse_scale(args.scale)
+    except UserError as error:
+        parser.error(str(error))
     return args
 
 

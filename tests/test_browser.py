@@ -153,6 +153,9 @@ def test_paint_a_hole_complete_and_get_the_photo_back_changed_only_there(server,
     assert painted(browser) == after_touch
     browser.find_element(By.ID, "mode-brush").click()
 
+    scale = browser.find_element(By.ID, "scale")
+    assert scale.get_attribute("value") == "native"  # the server's --scale
+    browser.execute_script("arguments[0].value = 'auto';", scale)
     browser.find_element(By.ID, "complete").click()
     wait.until(lambda d: d.find_element(By.ID, "results").is_displayed())
     status = browser.find_element(By.ID, "status").text

@@ -181,3 +181,105 @@ def test_command_line_errors_exit_2_without_traceback(setup, capsys):
     with pytest.raises(SystemExit) as exit:
         complete.main(["--session", "s", "--input", photo_path, "--output", "o.png"])
     assert exit.value.code == 2 and "give either --mask or --box" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------------
+# --scale: holes larger than the network's completed at the resolution it was trained at
+
+
+@pytest.mark.parametrize("text, parsed", [("auto", "auto"), ("native", "native"),
+                                          ("0.5", 0.5), ("1", "native"), ("0.25", 0.25)])
+def test_scale_values(text, parsed):
+    assert complete.parse_scale(text) == parsed
+
+
+@pytest.mark.parametrize("text", ["2", "0", "-0.5", "big", ""])
+def test_scale_refused_in_one_line(text):
+    with pytest.raises(utils.UserError) as error:
+        complete.parse_scale(text)
+    assert str(error.value) == (f"--scale {text}: expected auto, native or a factor in (0, 1],"
+                                " such as 0.5")
+
+
+def spy_network(monkeypatch):
+    """complete.run_network replaced by one that records each input's size and fills every
+    pixel with its crop's mean colour: [(height, width, hole pixels)]."""
+    calls = []
+
+    def run(network, image, hole, mean_pixel):
+        calls.append((*hole.shape, int(hole.sum())))
+        return np.broadcast_to(image[~hole].mean(axis=0).astype(np.uint8), image.shape).copy()
+    monkeypatch.setattr(complete, "run_network", run)
+    return calls
+
+
+def test_auto_scale_shrinks_each_group_of_holes_to_the_trained_size(monkeypatch):
+    """A 200x100 hole in a 1200x900 photo, aimed at 50 px holes, is completed 4 times smaller
+    in a window of its size plus its size of context (clipped at the photo's edge); a small
+    hole far from it stays native, in a window of its own; nothing outside the holes moves."""
+    calls = spy_network(monkeypatch)
+    photo = smooth_photo(np.random.default_rng(5), 900, 1200)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[700:800, 900:1100] = True  # 200 wide: a window reaching the right and bottom edges
+    hole[100:120, 100:130] = True  # 30 wide: smaller than the trained holes
+    completed, raw = complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale="auto",
+                                       trained_hole=50)
+    assert np.array_equal(completed[~hole], photo[~hole])
+    assert (completed[hole] != photo[hole]).any()
+    windows = complete.hole_windows(hole, hole.shape, sizes=True)
+    assert sorted(windows) == [(36, 36, 184, 194, 30), (500, 700, 900, 1200, 200)]
+    # The big hole's window (400 x 500) at a quarter: 100 x 125; the small one's native.
+    assert sorted(c[:2] for c in calls) == [(100, 125), (148, 158)]
+    small, native = sorted(calls)
+    assert native[2] == 600 and 25 * 50 <= small[2] <= 27 * 52  # a pixel it touches is hole
+
+
+def test_a_fixed_factor_and_native_scale(monkeypatch):
+    calls = spy_network(monkeypatch)
+    photo = smooth_photo(np.random.default_rng(6), 300, 400)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[100:180, 150:250] = True
+    complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale=0.5, trained_hole=50)
+    complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale="native", trained_hole=50)
+    complete.complete(None, photo, hole, (0.5, 0.5, 0.5), max_pixels=1000, scale="native")
+    # 0.5: the window (the hole and 100 px around, clipped: 280 x 300) at half size;
+    # native: the whole photo under max_pixels, its window above it.
+    assert [c[:2] for c in calls] == [(140, 150), (300, 400), (280, 300)]
+
+
+def test_several_holes_of_different_sizes_in_one_window_take_the_largest(monkeypatch):
+    calls = spy_network(monkeypatch)
+    photo = smooth_photo(np.random.default_rng(7), 400, 400)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[150:250, 150:250] = True  # 100 px
+    hole[120:130, 270:280] = True  # 10 px, inside the big one's margin: the same window
+    completed, _ = complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale="auto",
+                                     trained_hole=25)
+    assert len(calls) == 1 and calls[0][:2] == (75, 75)  # 300 x 300 at a quarter
+    assert np.array_equal(completed[~hole], photo[~hole])
+    assert (completed[120:130, 270:280] != photo[120:130, 270:280]).any()
+
+
+def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
+    """The session's network (trained on 4-8 px holes) on a 30 x 40 box: completed shrunk;
+    the pixels outside the hole exactly the input's, blended or not."""
+    root, photo_path, photo = setup
+    for post in ("none", "blend"):
+        out = str(root / f"auto_{post}.png")
+        assert complete.main(["--session", "s", "--input", photo_path, "--box", "20,15,40,30",
+                              "--output", out, "--scale", "auto", "--postprocess", post]) == 0
+        result = np.asarray(Image.open(out))
+        hole = complete.box_mask(["20,15,40,30"], photo.shape[:2])
+        assert np.array_equal(result[~hole], photo[~hole])
+        assert (result[hole] != photo[hole]).any()
+    native = str(root / "native.png")
+    assert complete.main(["--session", "s", "--input", photo_path, "--box", "20,15,40,30",
+                          "--output", native]) == 0
+    assert not np.array_equal(np.asarray(Image.open(native)),
+                              np.asarray(Image.open(root / "auto_none.png")))
+    with pytest.raises(SystemExit) as exit:
+        complete.main(["--session", "s", "--input", photo_path, "--box", "1,1,5,5", "--output",
+                       "o.png", "--scale", "3"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: --scale 3: expected auto, native or a factor in (0, 1], such as 0.5")

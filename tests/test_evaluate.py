@@ -445,3 +445,74 @@ def test_several_checkpoints_score_on_the_same_holes_in_one_table(copy_training,
     assert run_main(evaluate, ["--session", "tiny", "--data-dir", "photos", "--iteration", 2, 5,
                                "--layers"], root) == 2
     assert capsys.readouterr().err == "error: --layers: give one --iteration, not several\n"
+
+
+# ---------------------------------------------------------------------------------------------
+# --full-size: photos at their own resolution, holes sized to them, the model at several scales
+
+
+@pytest.fixture
+def full_root(tmp_path, make_photos, make_session):
+    make_photos(tmp_path / "photos", 2, size=(90, 120), seed=1)
+    make_photos(tmp_path / "photos" / "tall", 2, size=(150, 70), seed=2)
+    make_session(tmp_path)
+    return tmp_path
+
+
+def test_full_size_scores_photos_at_their_own_size_at_each_scale(full_root, capsys):
+    """Four photos of two sizes, one hole each whose box sides are 20-40 % of the photo's
+    shorter side; the model native and auto (each raw and blended) beside the baselines, every
+    fill the photo outside its hole; the header says so; results/s/eval-full."""
+    code = run_main(evaluate, ["--session", "s", "--data-dir", "photos", "--full-size",
+                               "--scale", "native", "auto", "--hole-fraction", "0.2", "0.4"],
+                    full_root)
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    with open(os.path.join(full_root, session.eval_dir("s") + "-full", "metrics.json")) as f:
+        metrics = json.load(f)
+    methods = ["model (native)", "model (native) + blend", "model (auto)",
+               "model (auto) + blend", "mean pixel", "OpenCV Telea", "OpenCV Navier-Stokes"]
+    assert metrics["methods"] == methods and list(metrics["mean"]) == methods
+    assert "4 photos at their own resolution (at most 2000000 pixels), rect holes (20%-40% of" \
+        " the shorter side)" in out
+    assert metrics["settings"]["full_size"] and metrics["settings"]["scales"] == ["native", "auto"]
+    for photo in metrics["photos"]:
+        y, x, h, w = photo["hole"]
+        side = 70 if "tall" in photo["path"] else 90
+        assert round(0.2 * side) <= min(h, w) and max(h, w) <= round(0.4 * side)
+        assert photo["hole_pixels"] == h * w
+    items = evaluate.full_size_items(data_loader.find_images([str(full_root / "photos")]), 4,
+                                     "rect", 0, MEAN_PIXEL, 2_000_000, (0.2, 0.4))
+    assert sorted(item["image"].shape for item in items) == [(90, 120, 3)] * 2 + [(150, 70, 3)] * 2
+    # Auto and native differ where a hole is wider than the session's (4-8 px holes).
+    assert metrics["per_photo"]["model (auto)"]["l1_hole"] != \
+        metrics["per_photo"]["model (native)"]["l1_hole"]
+    assert os.path.isfile(os.path.join(full_root, session.eval_dir("s") + "-full", "crops.png"))
+
+
+def test_full_size_items_are_seeded_and_shrunk_to_max_pixels(full_root):
+    files = data_loader.find_images([str(full_root / "photos")])
+    first = evaluate.full_size_items(files, 4, "free", 3, MEAN_PIXEL, 5000, (0.1, 0.3))
+    again = evaluate.full_size_items(files, 4, "free", 3, MEAN_PIXEL, 5000, (0.1, 0.3))
+    for a, b in zip(first, again):
+        assert np.array_equal(a["hole"], b["hole"]) and np.array_equal(a["image"], b["image"])
+        assert a["image"].shape[0] * a["image"].shape[1] <= 5000
+        assert np.array_equal(a["masked"][~a["hole"]], a["image"][~a["hole"]])
+    other = evaluate.full_size_items(files, 4, "free", 4, MEAN_PIXEL, 5000, (0.1, 0.3))
+    assert any(not np.array_equal(a["hole"], b["hole"]) for a, b in zip(first, other))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--full-size", "--hole-fraction", "0.3", "0.1"],
+     "error: --hole-fraction 0.3 0.1: expected 0 < LOW <= HIGH < 1"),
+    (["--full-size", "--max-holes", "2"],
+     "error: --max-holes: not with --full-size, which draws one hole a photo"),
+    (["--scale", "auto", "3"],
+     "error: --scale 3: expected auto, native or a factor in (0, 1], such as 0.5"),
+    (["--full-size", "--max-pixels", "0"], "error: --max-pixels 0: expected a positive number"),
+])
+def test_full_size_flags_one_line_exit_2_nothing_written(full_root, capsys, args, message):
+    assert run_main(evaluate, ["--session", "s", "--data-dir", "photos", *args], full_root) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == [message]
+    assert not (full_root / session.results_dir("s")).exists()

@@ -313,3 +313,36 @@ def test_the_two_pixel_period_share_by_hand():
     checker, total = realism.period_two_sums(board[None, ..., None], everywhere)
     assert (checker, total) == pytest.approx((256, 256))
     assert np.isnan(realism.period_two_share(board[None, ..., None], ~everywhere))
+
+
+# ---------------------------------------------------------------------------------------------
+# Photos of different sizes (evaluate.py --full-size): measured one by one, pooled
+
+
+def test_photos_of_different_sizes_are_measured_one_by_one_and_pooled(textured):
+    """A 64x64 photo and a 48x80 one: a set against itself scores as photos do; the ratios
+    pool each photo's windows (the same as measuring the two apart and adding their sums);
+    the pyramid levels are those both photos have (48 px: 48, 24), and a blur of both is far
+    from them and less sharp."""
+    rng = np.random.default_rng(1)
+    photos = [textured["photos"][0], rng.uniform(size=(48, 80, 3))]
+    holes = [textured["holes"][0], np.zeros((48, 80), bool)]
+    holes[1][10:40, 20:60] = True
+    measured = realism.measure(photos, photos, holes)
+    assert measured["swd_hole"] == 0.0 and len(measured["swd_levels"]) == 2
+    assert measured["sharpness_hole"] == measured["checkerboard_hole"] == 1.0
+    blurred = [np.where(h[..., None], cv2.GaussianBlur(p, (0, 0), 1.5), p)
+               for p, h in zip(photos, holes)]
+    far = realism.measure(blurred, photos, holes)
+    assert far["swd_hole"] > 0 and far["sharpness_hole"] < 0.2
+    each = [realism.hole_ratio(realism.gradient_magnitude, [b], [p], [h])
+            for b, p, h in zip(blurred, photos, holes)]
+    assert far["sharpness_per_photo"] == pytest.approx([ratio for ratio, _ in each])
+    sums = [(realism.window_pixels([image], [h])[0]) for image, h in ((blurred[0], holes[0]),
+                                                                      (blurred[1], holes[1]))]
+    ours = sum(realism.gradient_magnitude(*pixels).sum() for pixels in sums)
+    theirs = sum(realism.gradient_magnitude(*realism.window_pixels([p], [h])[0]).sum()
+                 for p, h in zip(photos, holes))
+    assert far["sharpness_hole"] == pytest.approx(ours / theirs)
+    descriptors = realism.hole_descriptors(photos, holes)
+    assert len(descriptors) == 2 and all(d.shape[1:] == (3, 7, 7) for d in descriptors)

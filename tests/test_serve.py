@@ -150,8 +150,34 @@ def test_health_names_the_model_and_its_training(client, tiny_model):
                       "export": None, "image_size": 32, "busy": 0, "queue": 4,
                       "engine": "onnx" if engine.available()[0] else "tf",
                       "precision": "float32", "precision_why": health["precision_why"],
-                      "max_upload_mb": 50, "max_pixels": 25_000_000, "window_pixels": 4_000_000}
+                      "max_upload_mb": 50, "max_pixels": 25_000_000, "window_pixels": 4_000_000,
+                      "scale": "native", "trained_hole": 9.0}
     assert health["precision_why"] == "auto: this CPU has no native bfloat16"
+
+
+def test_both_scales_through_the_api_and_the_servers_default(tiny_model, client, photo):
+    """scale=auto completes a hole wider than the network's (9 px) shrunk, native at the
+    photo's size: the same as complete.py's, the pixels outside the hole the photo's; a
+    server started with --scale auto uses it when a request gives none."""
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[10:34, 12:42] = True
+    network, mean_pixel, config = tiny_model
+    answers = {}
+    for scale in ("auto", "native", "0.5"):
+        response = post(client, photo, hole, scale=scale, format="json")
+        assert response.status_code == 200, response.text
+        body = response.json()
+        assert body["scale"] == complete.parse_scale(scale)
+        answers[scale] = decode(base64.b64decode(body["completed"]))
+        assert np.array_equal(answers[scale][~hole], photo[~hole])
+        expected, _ = complete.complete(network, photo, hole, mean_pixel,
+                                        scale=complete.parse_scale(scale), trained_hole=9.0)
+        np.testing.assert_array_equal(answers[scale], expected)
+    assert not np.array_equal(answers["auto"], answers["native"])
+    with make_client(tiny_model, "--scale", "auto") as auto_client:
+        assert auto_client.get("/api/health").json()["scale"] == "auto"
+        default = decode(post(auto_client, photo, hole).content)
+    np.testing.assert_array_equal(default, answers["auto"])
 
 
 def test_health_says_bfloat16_and_why_on_a_cpu_that_has_it(tiny_training, monkeypatch):
@@ -231,6 +257,8 @@ BAD = [
     (dict(boxes="1,1,5,5", postprocess="sharpen"), 422,
      "postprocess: Input should be 'none' or 'blend'"),
     (dict(boxes="1,1,5,5", format="webp"), 422, "format: Input should be 'png' or 'json'"),
+    (dict(boxes="1,1,5,5", scale="2"), 400,
+     "scale 2: expected auto, native or a factor in (0, 1], such as 0.5"),
 ]
 
 
@@ -342,6 +370,7 @@ def test_a_missing_session_or_a_busy_port_is_one_line_and_status_2(tiny_training
 
 @pytest.mark.parametrize("flags, message", [
     (["--queue", "-1"], "--queue -1: expected 0 or more"),
+    (["--scale", "huge"], "--scale huge: expected auto, native or a factor in (0, 1], such as 0.5"),
     (["--max-pixels", "0"], "--max-pixels 0: expected a positive number"),
     (["--max-upload-mb", "-2.5"], "--max-upload-mb -2.5: expected a positive number"),
     (["--session", "a", "--model", "b"], "argument --model: not allowed with argument --session"),

@@ -40,8 +40,10 @@ import re
 import resource
 import sys
 import tempfile
+import threading
 import time
 
+import cv2
 import numpy as np
 import runtime  # noqa: F401  (settings TensorFlow reads at import)
 import tensorflow as tf
@@ -208,25 +210,90 @@ def inference_input(size, batch, mean_pixel):
     return utils.completion_input(images, masks, tf.constant(mean_pixel, tf.float32)).numpy()
 
 
-def inference_engines(network, engines, folder, reduced):
-    """{engine: function of an input array}: the Keras network as complete.py calls it in
-    float32 ("tf") and, unless `reduced` is float32, its copy in that precision as complete.py
-    runs it ("tf_bfloat16"); and its ONNX conversion (written to `folder`) run by ONNX Runtime.
-    Also why ONNX was skipped, if it was ("" if not)."""
+def engine_networks(network, engines, folder, reduced):
+    """{engine: network as complete.py runs it}: the Keras network in float32 ("tf") and,
+    unless `reduced` is float32, its folded copy in that precision ("tf_bfloat16"); and its
+    ONNX conversion (written to `folder`) for ONNX Runtime. Also why ONNX was skipped, if it
+    was ("" if not)."""
     import engine
-    functions, skipped = {}, ""
+    networks, skipped = {}, ""
     if "tf" in engines:
-        functions["tf"] = engine.forward(network)
+        networks["tf"] = network
         if reduced != "float32":
-            copy = engine.folded(network, reduced)  # kept alive by the function
-            functions[f"tf_{reduced}"] = lambda x, copy=copy: engine.forward(copy)(x)
+            networks[f"tf_{reduced}"] = engine.folded(network, reduced)
     if "onnx" in engines:
         ready, skipped = engine.available()
         if ready:
             path = os.path.join(folder, "completion_network.onnx")
             engine.to_onnx(network, path)
-            functions["onnx"] = engine.OnnxNetwork(path)
+            networks["onnx"] = engine.OnnxNetwork(path)
+    return networks, skipped
+
+
+def inference_engines(network, engines, folder, reduced):
+    """{engine: function of an input array} of engine_networks(), and why ONNX was skipped."""
+    import engine
+    networks, skipped = engine_networks(network, engines, folder, reduced)
+    functions = {}
+    for name, net in networks.items():
+        if name == "tf":
+            functions[name] = engine.forward(net)
+        elif name == "onnx":
+            functions[name] = net
+        else:  # the folded copy, kept alive by the function
+            functions[name] = lambda x, net=net: engine.forward(net)(x)
     return functions, skipped
+
+
+LARGE_PHOTO = (3000, 4000)  # 12 megapixels
+LARGE_HOLES = {"one 600 px hole": [(1200, 1700, 600, 600)],
+               "five holes": [(400, 500, 600, 450), (300, 2800, 250, 300), (2100, 600, 150, 120),
+                              (2200, 3000, 400, 500), (1500, 1900, 60, 80)]}
+
+
+def peak_during(function):
+    """(seconds, the largest growth of resident memory while `function` ran, in bytes),
+    resident memory read every 5 ms."""
+    before, peak, done = resident_bytes(), [0], threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], resident_bytes() - before)
+            time.sleep(0.005)
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    start = time.perf_counter()
+    function()
+    seconds = time.perf_counter() - start
+    done.set()
+    watcher.join()
+    return seconds, max(peak[0], resident_bytes() - before)
+
+
+def large_photo_figures(networks, mean_pixel, trained_hole, repeats=3):
+    """complete.py's completion of a 12-megapixel photo (--scale auto, the files' reading and
+    writing apart) with each engine, for each of LARGE_HOLES: the best seconds of `repeats`
+    after a warm-up, and the peak growth of resident memory."""
+    import complete
+    rng = np.random.default_rng(0)
+    photo = cv2.resize(rng.integers(0, 256, (LARGE_PHOTO[0] // 50, LARGE_PHOTO[1] // 50, 3),
+                                    dtype=np.uint8), LARGE_PHOTO[::-1],
+                       interpolation=cv2.INTER_CUBIC)
+    figures = {}
+    for label, boxes in LARGE_HOLES.items():
+        hole = np.zeros(LARGE_PHOTO, bool)
+        for y, x, h, w in boxes:
+            hole[y:y + h, x:x + w] = True
+        key = "large_" + label.split()[0]
+        for name, network in networks.items():
+            def run():
+                return complete.complete(network, photo, hole, mean_pixel, scale="auto",
+                                         trained_hole=trained_hole)
+            run()
+            measured = [peak_during(run) for _ in range(repeats)]
+            figures[f"{key}_{name}_seconds"] = min(s for s, _ in measured)
+            figures[f"{key}_{name}_peak_mib"] = max(m for _, m in measured) / 2 ** 20
+    return figures
 
 
 def pytorch_training(config, G, D, batch, mean_pixel, reduced):
@@ -462,6 +529,41 @@ def run_settings(config, steps, warmup, jit_compile, precision, precisions, defa
                 pytorch=pytorch_version() if pytorch else None, profile=profile)
 
 
+def large_photo_run(config, files, precision="auto", engines=ENGINES, repeats=3):
+    """bench.py --large-photo: (settings, figures) of large_photo_figures() with each engine
+    of complete.py (float32 and, where it differs, `precision`), the preset's network."""
+    import complete
+    reduced, why = devices.resolve_precision(precision)
+    mean_pixel = data_loader.compute_mean_pixel(files, config.seed)
+    network = build_completion_network(width_divisor=config.width_divisor,
+                                       mean_pixel=mean_pixel, upsampling=config.upsampling)
+    with tempfile.TemporaryDirectory() as folder:
+        networks, skipped = engine_networks(network, engines, folder, reduced)
+        figures = large_photo_figures(networks, mean_pixel, complete.trained_hole_size(config),
+                                      repeats)
+    settings = dict(photo=f"{LARGE_PHOTO[1]}x{LARGE_PHOTO[0]}", holes=LARGE_HOLES,
+                    trained_hole=complete.trained_hole_size(config), engines=list(networks),
+                    precision=reduced, precision_why=why, onnx_skipped=skipped,
+                    width_divisor=config.width_divisor, cpu=cpu_name(), repeats=repeats,
+                    peak_resident_mib=peak_resident_bytes() / 2 ** 20)
+    return settings, figures
+
+
+def large_photo_report(settings, figures):
+    lines = [f"glcic bench --large-photo: complete.py --scale auto on a {settings['photo']}"
+             f" photo (12 megapixels), the network aiming at {settings['trained_hole']:g} px"
+             f" holes, {settings['cpu'] or 'this CPU'}; best of {settings['repeats']}, the"
+             " files' reading and writing apart; memory: the largest growth of resident memory"
+             " during a completion"]
+    for label in LARGE_HOLES:
+        key = "large_" + label.split()[0]
+        for name in settings["engines"]:
+            lines.append(f"{label + ', ' + engine_label(name):40s}"
+                         f" {figures[f'{key}_{name}_seconds']:8.3f} s"
+                         f" {figures[f'{key}_{name}_peak_mib']:8.0f} MiB")
+    return "\n".join(lines)
+
+
 def cpu_name():
     """The CPU's model name from /proc/cpuinfo ("" where there is none)."""
     try:
@@ -674,6 +776,10 @@ def build_parser():
     parser.add_argument("--profile", metavar="DIR",
                         help="also trace --steps steps of each phase with TensorFlow's profiler"
                              " into DIR and print the op types that took the most time")
+    parser.add_argument("--large-photo", action="store_true",
+                        help="instead: time complete.py --scale auto on a 12-megapixel photo with"
+                             " one 600 px hole and with five holes, with each engine, and its"
+                             " peak memory")
     parser.add_argument("--rounds", type=int, default=1, metavar="N",
                         help="repeat every timed figure N times, reporting each round; with"
                              " this machine's noise, comparisons want 2 (default: 1)")
@@ -683,6 +789,7 @@ def build_parser():
 def main(argv=None):
     args = vars(build_parser().parse_args(argv))
     steps, warmup, json_path = args.pop("steps"), args.pop("warmup"), args.pop("json")
+    large_photo = args.pop("large_photo")
     options = dict(precision=args.pop("precision", "auto"), sizes=args.pop("inference_sizes"),
                    batches=args.pop("inference_batches"),
                    engines=args.pop("engines"), min_seconds=args.pop("min_seconds"),
@@ -711,6 +818,13 @@ def main(argv=None):
     warning = devices.precision_warning(devices.resolve_precision(options["precision"])[0])
     if warning:
         print(warning, file=sys.stderr)
+    if large_photo:
+        settings, figures = large_photo_run(config, files, options["precision"],
+                                            options["engines"])
+        print(large_photo_report(settings, figures))
+        if json_path:
+            utils.write_json(json_path, {"settings": settings, "figures": figures})
+        return 0
     settings, figures, rounds = run(config, files, steps, warmup, **options)
     print(report(settings, figures, rounds))
     if json_path:

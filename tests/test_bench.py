@@ -171,3 +171,18 @@ def test_bench_pytorch_without_pytorch_says_how_to_install_it(tmp_path, monkeypa
     assert capsys.readouterr().err == (
         "error: --pytorch: PyTorch is not installed (pip install torch==2.13.0)\n")
     assert not (tmp_path / "data").exists()  # refused before anything was done
+
+
+def test_bench_large_photo_times_each_engine_and_its_memory(tmp_path, make_photos, monkeypatch):
+    """--large-photo: the 12-megapixel completion with --scale auto for each engine and both
+    hole layouts, seconds and peak memory in the JSON and one line each."""
+    make_photos(tmp_path / "photos", count=4, size=(40, 48))
+    monkeypatch.chdir(tmp_path)
+    assert bench.main([*TINY, "--large-photo", "--engines", "tf"]) == 0
+    saved = json.loads((tmp_path / "bench.json").read_text())
+    figures = saved["figures"]
+    assert sorted(figures) == ["large_five_tf_peak_mib", "large_five_tf_seconds",
+                               "large_one_tf_peak_mib", "large_one_tf_seconds"]
+    assert all(value >= 0 for value in figures.values())
+    assert 0 < figures["large_one_tf_seconds"] < 60
+    assert saved["settings"]["photo"] == "4000x3000" and saved["settings"]["engines"] == ["tf"]

@@ -57,21 +57,25 @@ def complete(network, image, hole, mean_pixel, max_pixels=4_000_000, scale="nati
     memory depends on the holes, not on the photo. scale "auto": each window is completed
     shrunk so that its largest hole has `trained_hole` pixels across (the holes the network
     was trained on), and the fill comes back to full resolution by `resample` (windows whose
-    holes are that small already stay native). A number: every window shrunk by that
-    factor (at most 1). raw: the network's output where it ran (the input elsewhere)."""
+    holes are that small already are completed as native completes them). A number: every
+    window shrunk by that factor (at most 1). raw: the network's output where it ran (the
+    input elsewhere)."""
     raw = image.copy()
-    if scale == "native" and image.shape[0] * image.shape[1] <= max_pixels:
-        windows = [(0, 0, image.shape[0], image.shape[1], 0)]
-    else:
-        windows = hole_windows(hole, image.shape[:2], sizes=True)
-    for top, left, bottom, right, largest in windows:
-        factor = window_factor(scale, largest, trained_hole)
-        crop, crop_hole = image[top:bottom, left:right], hole[top:bottom, left:right]
+    small = image.shape[0] * image.shape[1] <= max_pixels
+    windows = [] if scale == "native" and small else hole_windows(hole, image.shape[:2],
+                                                                    sizes=True)
+    factors = [window_factor(scale, window[4], trained_hole) for window in windows]
+    native = [window[:4] for window, factor in zip(windows, factors) if factor >= 1]
+    if small and (scale == "native" or native):  # what native does, for the holes it keeps
+        raw, native = run_network(network, image, hole, mean_pixel), []
+    for top, left, bottom, right in native:
+        raw[top:bottom, left:right] = run_network(network, image[top:bottom, left:right],
+                                                  hole[top:bottom, left:right], mean_pixel)
+    for (top, left, bottom, right, _), factor in zip(windows, factors):
         if factor < 1:
-            output = run_scaled(network, crop, crop_hole, mean_pixel, factor, resample)
-        else:
-            output = run_network(network, crop, crop_hole, mean_pixel)
-        raw[top:bottom, left:right] = output
+            raw[top:bottom, left:right] = run_scaled(
+                network, image[top:bottom, left:right], hole[top:bottom, left:right],
+                mean_pixel, factor, resample)
     inside = hole[..., None]
     return np.where(inside, raw, image), raw
 

@@ -216,7 +216,8 @@ def spy_network(monkeypatch):
 def test_auto_scale_shrinks_each_group_of_holes_to_the_trained_size(monkeypatch):
     """A 200x100 hole in a 1200x900 photo, aimed at 50 px holes, is completed 4 times smaller
     in a window of its size plus its size of context (clipped at the photo's edge); a small
-    hole far from it stays native, in a window of its own; nothing outside the holes moves."""
+    hole far from it is completed as native does (the whole photo, under max_pixels; above
+    it, a window of its own); nothing outside the holes moves."""
     calls = spy_network(monkeypatch)
     photo = smooth_photo(np.random.default_rng(5), 900, 1200)
     hole = np.zeros(photo.shape[:2], bool)
@@ -228,10 +229,24 @@ def test_auto_scale_shrinks_each_group_of_holes_to_the_trained_size(monkeypatch)
     assert (completed[hole] != photo[hole]).any()
     windows = complete.hole_windows(hole, hole.shape, sizes=True)
     assert sorted(windows) == [(36, 36, 184, 194, 30), (500, 700, 900, 1200, 200)]
-    # The big hole's window (400 x 500) at a quarter: 100 x 125; the small one's native.
-    assert sorted(c[:2] for c in calls) == [(100, 125), (148, 158)]
+    # The big hole's window (400 x 500) at a quarter: 100 x 125; the small one native.
+    assert sorted(c[:2] for c in calls) == [(100, 125), (900, 1200)]
     small, native = sorted(calls)
-    assert native[2] == 600 and 25 * 50 <= small[2] <= 27 * 52  # a pixel it touches is hole
+    assert native[2] == 600 + 200 * 100 and 25 * 50 <= small[2] <= 27 * 52  # a pixel it
+    # touches is hole
+    calls.clear()
+    windowed, _ = complete.complete(None, photo, hole, (0.5, 0.5, 0.5), max_pixels=100_000,
+                                    scale="auto", trained_hole=50)
+    assert sorted(c[:2] for c in calls) == [(100, 125), (148, 158)]
+    assert np.array_equal(windowed[~hole], photo[~hole])
+    # Holes no wider than the trained ones: exactly native's completion.
+    calls.clear()
+    only_small = hole.copy()
+    only_small[700:800, 900:1100] = False
+    auto, _ = complete.complete(None, photo, only_small, (0.5, 0.5, 0.5), scale="auto",
+                                trained_hole=50)
+    native_fill, _ = complete.complete(None, photo, only_small, (0.5, 0.5, 0.5))
+    np.testing.assert_array_equal(auto, native_fill)
 
 
 def test_a_fixed_factor_and_native_scale(monkeypatch):

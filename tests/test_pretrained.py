@@ -1,5 +1,5 @@
-"""The pretrained model shipped in pretrained/wallpapers: its files, its metadata, and a
-photo completed with it, with no session and no flag."""
+"""The pretrained models shipped in pretrained/: their files, their metadata, and photos
+completed with them (the default with no session and no flag)."""
 import os
 
 import numpy as np
@@ -9,7 +9,7 @@ from PIL import Image
 import complete
 import evaluate
 import exports
-from model import NETWORK_VERSION
+from model import NETWORK_VERSION, build_completion_network
 
 FILES = {"glcic.json", exports.FLOAT16_WEIGHTS, "README.md"}
 
@@ -101,3 +101,40 @@ def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):
                                "first.png"], tmp_path) == 0
     first = np.asarray(Image.open(tmp_path / "first.png"))
     assert np.abs(out[hole].astype(int) - first[hole].astype(int)).mean() > 2
+
+
+PHOTOS = os.path.join(os.path.dirname(exports.PRETRAINED), "photos")
+PHOTOS_ITERATION = 3000  # the best checkpoint on the validation photos so far
+
+
+def test_the_natural_photo_model_in_training_is_the_papers_full_network():
+    """pretrained/photos: the export of the run on natural photos so far (phase 1, the paper's
+    full widths), float16, with the mix it was trained on; what `--init-from` continues."""
+    assert set(os.listdir(PHOTOS)) - {exports.ONNX_FILE} == FILES
+    assert 5_000_000 < os.path.getsize(os.path.join(PHOTOS, exports.FLOAT16_WEIGHTS)) < 15_000_000
+    mean_pixel, config, meta = exports.read_metadata(PHOTOS)
+    assert meta["network_version"] == NETWORK_VERSION
+    assert (config.width_divisor, config.image_size, config.hole_min, config.hole_max) == (
+        1, 128, 48, 64)
+    assert config.data_weights == [2, 1, 1, 1, 1] and len(config.data_dir) == 5
+    assert config.val_dir == "prepared/photos/val"
+    assert config.precision == "bfloat16" and config.tc == 40000
+    assert meta["training"]["iteration"] == PHOTOS_ITERATION
+    network, _, _ = exports.read(PHOTOS)
+    assert network.count_params() == build_completion_network().count_params()  # 6.1 million
+
+
+def test_the_natural_photo_model_completes_a_photo(tmp_path):
+    rng = np.random.default_rng(2)
+    smooth = np.cumsum(rng.normal(0, 3, (96, 128, 3)), axis=0)
+    photo = np.clip(smooth - smooth.min() + 40, 0, 255).astype(np.uint8)
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    assert run_main(complete, ["--model", PHOTOS, "--input", "photo.png", "--box", "40,30,36,28",
+                               "--output", "out.png"], tmp_path) == 0
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[30:58, 40:76] = True
+    np.testing.assert_array_equal(out[~hole], photo[~hole])
+    mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(PHOTOS)[0])
+    assert evaluate.l1(out / 255, photo / 255, hole) < evaluate.l1(mean_fill / 255, photo / 255,
+                                                                   hole)

@@ -199,11 +199,9 @@ def full_size_items(files, count, hole_shape, seed, mean_pixel, max_pixels=2_000
     for index, path in enumerate(files):
         if len(photos) == count:
             break
-        photo = data_loader.try_load(path)
+        photo = data_loader.try_load(path)  # uint8
         if photo is None:
             continue
-        if photo.dtype != np.uint8:
-            photo = np.round(photo * 255).astype(np.uint8)
         pixels = photo.shape[0] * photo.shape[1]
         if pixels > max_pixels:
             factor = (max_pixels / pixels) ** 0.5

@@ -83,17 +83,25 @@ def test_the_adversarially_trained_model_is_small_and_says_how_it_was_trained():
     assert meta["training"]["moving_average"] == {"decay": 0.995, "updates": 800}
 
 
-def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):
-    rng = np.random.default_rng(1)
+def completed_by(model, tmp_path, seed):
+    """(photo, the model's completion of a 36 x 28 box in it, the box's hole): a smooth photo
+    written to tmp_path/photo.png, completed by complete.py --model into out.png; the pixels
+    outside the hole checked to be the photo's."""
+    rng = np.random.default_rng(seed)
     smooth = np.cumsum(rng.normal(0, 3, (96, 128, 3)), axis=0)
     photo = np.clip(smooth - smooth.min() + 40, 0, 255).astype(np.uint8)
     Image.fromarray(photo).save(tmp_path / "photo.png")
-    assert run_main(complete, ["--model", GAN, "--input", "photo.png", "--box", "40,30,36,28",
+    assert run_main(complete, ["--model", model, "--input", "photo.png", "--box", "40,30,36,28",
                                "--output", "out.png"], tmp_path) == 0
     out = np.asarray(Image.open(tmp_path / "out.png"))
     hole = np.zeros(photo.shape[:2], bool)
     hole[30:58, 40:76] = True
     np.testing.assert_array_equal(out[~hole], photo[~hole])
+    return photo, out, hole
+
+
+def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):
+    photo, out, hole = completed_by(GAN, tmp_path, 1)
     # A fill of its own: neither the mean-pixel fill it starts from nor the phase-1 model's.
     mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(GAN)[0])
     assert not np.array_equal(out[hole], mean_fill[hole])
@@ -125,16 +133,7 @@ def test_the_natural_photo_model_in_training_is_the_papers_full_network():
 
 
 def test_the_natural_photo_model_completes_a_photo(tmp_path):
-    rng = np.random.default_rng(2)
-    smooth = np.cumsum(rng.normal(0, 3, (96, 128, 3)), axis=0)
-    photo = np.clip(smooth - smooth.min() + 40, 0, 255).astype(np.uint8)
-    Image.fromarray(photo).save(tmp_path / "photo.png")
-    assert run_main(complete, ["--model", PHOTOS, "--input", "photo.png", "--box", "40,30,36,28",
-                               "--output", "out.png"], tmp_path) == 0
-    out = np.asarray(Image.open(tmp_path / "out.png"))
-    hole = np.zeros(photo.shape[:2], bool)
-    hole[30:58, 40:76] = True
-    np.testing.assert_array_equal(out[~hole], photo[~hole])
+    photo, out, hole = completed_by(PHOTOS, tmp_path, 2)
     mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(PHOTOS)[0])
     assert evaluate.l1(out / 255, photo / 255, hole) < evaluate.l1(mean_fill / 255, photo / 255,
                                                                    hole)

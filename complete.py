@@ -94,6 +94,14 @@ def parse_scale(text, flag="--scale"):
     return "native" if factor == 1 else factor
 
 
+def add_resample_flag(parser):
+    """--resample, for complete.py and evaluate.py."""
+    parser.add_argument("--resample", choices=tuple(RESAMPLING), default="bicubic",
+                        help="how a fill completed smaller (--scale auto or a factor) comes back"
+                             " to full size: bicubic (default), lanczos or bilinear"
+                             " interpolation")
+
+
 def window_factor(scale, largest, trained_hole):
     """How much a window whose largest hole is `largest` pixels across is shrunk (1: not)."""
     if scale == "native":
@@ -116,10 +124,11 @@ def run_scaled(network, image, hole, mean_pixel, factor, resample="bicubic"):
 
 
 def complete_photo(network, image, hole, mean_pixel, postprocess="none", max_pixels=4_000_000,
-                   scale="native", trained_hole=None):
+                   scale="native", trained_hole=None, resample="bicubic"):
     """A photo with its hole filled, as complete.py and serve.py give it: (completed, raw
     output, blended), blended None unless postprocess is "blend" (at full resolution)."""
-    completed, raw = complete(network, image, hole, mean_pixel, max_pixels, scale, trained_hole)
+    completed, raw = complete(network, image, hole, mean_pixel, max_pixels, scale, trained_hole,
+                              resample)
     blended = poisson_blend(image, completed, hole) if postprocess == "blend" else None
     return completed, raw, blended
 
@@ -293,7 +302,8 @@ def process(network, mean_pixel, job, args):
         print(f"{source}: the mask is empty, nothing to fill; copied the input to {output}")
         return
     completed, raw, blended = complete_photo(network, image, hole, mean_pixel, args.postprocess,
-                                             args.max_pixels, args.scale, args.trained_hole)
+                                             args.max_pixels, args.scale, args.trained_hole,
+                                             args.resample)
     save_image(output, blended if blended is not None else completed)
     if args.save_steps:
         root, ext = os.path.splitext(output)
@@ -340,6 +350,7 @@ def parse_args(argv):
                              " as wide as the holes the network was trained on, the fill brought"
                              " back to full size (smaller holes stay native); a factor F in"
                              " (0, 1]: every group of holes F times smaller")
+    add_resample_flag(parser)
     parser.add_argument("--max-pixels", type=int, default=4_000_000,
                         help="larger photos are completed window by window around the holes"
                              " (default: 4000000)")

@@ -131,9 +131,10 @@ def methods_for(scales):
 
 
 def fill_all(network, masked, hole, mean_pixel, methods=METHODS, scales=("native",),
-             trained_hole=None):
+             trained_hole=None, resample="bicubic"):
     """{method: completed uint8 photo} for the bool (H, W) hole of a uint8 photo; the model's
-    methods at each of `scales` (model_methods), aiming --scale auto at `trained_hole`."""
+    methods at each of `scales` (model_methods), aiming --scale auto at `trained_hole`, fills
+    completed smaller brought back by `resample`."""
     bgr, hole_u8 = cv2.cvtColor(masked, cv2.COLOR_RGB2BGR), hole.astype(np.uint8) * 255
 
     def opencv(kind):
@@ -143,7 +144,8 @@ def fill_all(network, masked, hole, mean_pixel, methods=METHODS, scales=("native
     for model, scale in model_methods(scales).items():
         if model in methods or f"{model} + blend" in methods:
             results[model], _ = complete.complete(network, masked, hole, mean_pixel,
-                                                  scale=scale, trained_hole=trained_hole)
+                                                  scale=scale, trained_hole=trained_hole,
+                                                  resample=resample)
         if f"{model} + blend" in methods:
             results[f"{model} + blend"] = complete.poisson_blend(masked, results[model], hole)
     if "mean pixel" in methods:
@@ -227,13 +229,13 @@ def full_size_items(files, count, hole_shape, seed, mean_pixel, max_pixels=2_000
 
 
 def fill_items(network, mean_pixel, items, methods=METHODS, progress=False, scales=("native",),
-               trained_hole=None):
+               trained_hole=None, resample="bicubic"):
     """Every method on the held-out items: {method: [completed uint8 photo per item]}."""
     completed = {method: [] for method in methods}
     for item in tqdm(items, desc="evaluating", unit="photo", dynamic_ncols=True, leave=False,
                      disable=not progress):
         results = fill_all(network, item["masked"], item["hole"], mean_pixel, methods, scales,
-                           trained_hole)
+                           trained_hole, resample)
         for method, result in results.items():
             completed[method].append(result)
     return completed
@@ -293,12 +295,13 @@ def examples(items, completed, count):
             for index, item in enumerate(items[:count])]
 
 
-def evaluate(network, mean_pixel, items, scales=("native",), trained_hole=None):
+def evaluate(network, mean_pixel, items, scales=("native",), trained_hole=None,
+             resample="bicubic"):
     """Every method on the held-out items (held_out() or full_size_items()), the model at each
     of `scales`: (photos, measured: measure()'s dict with the photos' own SWD, "swd_floor" and
     "swd_floor_levels", examples)."""
     completed = fill_items(network, mean_pixel, items, methods_for(scales), True, scales,
-                           trained_hole)
+                           trained_hole, resample)
     measured = measure(items, completed)
     measured["swd_floor"], measured["swd_floor_levels"] = swd_floor(items)
     photos = [dict(path=item["path"], hole=item["boxes"][0], holes=item["boxes"],
@@ -585,6 +588,7 @@ def parse_args(argv):
                         help="the model at each of these scales, as complete.py --scale: auto,"
                              " native or a factor in (0, 1]; e.g. --scale native auto 0.5"
                              " (default: native)")
+    complete.add_resample_flag(parser)
     parser.add_argument("--layers", action="store_true",
                         help="also show which layers of the network make a two-pixel period"
                              " (a checkerboard): each layer's share of its feature maps'"
@@ -674,7 +678,9 @@ def describe(args, config, items, hole_shape, network):
     else:
         shapes = (f"{photos} ({config.image_size}x{config.image_size} centre crops),"
                   f" {hole_shape} holes ({config.hole_min}-{config.hole_max} px{several})")
-    return (f"{shapes}, {seeds}, engine {engine.name_of(network)},"
+    shrunk = any(scale != "native" for scale in args.scales)
+    resample = f", fills completed smaller brought back by {args.resample}" if shrunk else ""
+    return (f"{shapes}, {seeds}{resample}, engine {engine.name_of(network)},"
             f" {engine.precision_of(network)} ({network.precision_why})")
 
 
@@ -698,7 +704,7 @@ def main(argv=None):
             return compare_checkpoints(args, network, mean_pixel, config, items, where,
                                        hole_shape, out)
         photos, measured, examples = evaluate(network, mean_pixel, items, args.scales,
-                                              complete.trained_hole_size(config))
+                                              complete.trained_hole_size(config), args.resample)
     except utils.UserError as error:
         return utils.print_error(error)
     source = f"model {model}" if model else f"session '{args.session}'" + (
@@ -712,7 +718,7 @@ def main(argv=None):
                     hole_sets=args.hole_sets, count=args.count, full_size=args.full_size,
                     max_pixels=args.max_pixels if args.full_size else None,
                     hole_fraction=args.hole_fraction if args.full_size else None,
-                    scales=args.scales,
+                    scales=args.scales, resample=args.resample,
                     image_size=config.image_size, hole_min=config.hole_min,
                     hole_max=config.hole_max, mean_pixel=np.asarray(mean_pixel).tolist())
     report(out, header, settings, photos, measured, examples)

@@ -275,6 +275,36 @@ def test_several_holes_of_different_sizes_in_one_window_take_the_largest(monkeyp
     assert (completed[120:130, 270:280] != photo[120:130, 270:280]).any()
 
 
+def test_resample_chooses_how_a_fill_completed_smaller_comes_back(monkeypatch):
+    """The network's output at a quarter size brought back by OpenCV's bicubic (the default),
+    Lanczos or bilinear interpolation: exactly that resize of it, three different fills; pixels
+    outside the hole untouched by each."""
+    outputs = []
+
+    def run(network, image, hole, mean_pixel):
+        outputs.append(smooth_photo(np.random.default_rng(9), *hole.shape))
+        return outputs[-1]
+    monkeypatch.setattr(complete, "run_network", run)
+    photo = smooth_photo(np.random.default_rng(8), 240, 320)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[80:160, 100:220] = True
+    fills = {}
+    for name, flag in (("bicubic", cv2.INTER_CUBIC), ("lanczos", cv2.INTER_LANCZOS4),
+                       ("bilinear", cv2.INTER_LINEAR)):
+        completed, raw = complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale=0.25,
+                                           trained_hole=30, resample=name)
+        window = complete.hole_windows(hole, hole.shape)[0]
+        top, left, bottom, right = window
+        expected = cv2.resize(outputs[-1], (right - left, bottom - top), interpolation=flag)
+        np.testing.assert_array_equal(raw[top:bottom, left:right], expected)
+        assert np.array_equal(completed[~hole], photo[~hole])
+        fills[name] = completed[hole]
+    assert np.array_equal(fills["bicubic"], complete.complete(
+        None, photo, hole, (0.5, 0.5, 0.5), scale=0.25, trained_hole=30)[0][hole])
+    assert not np.array_equal(fills["bicubic"], fills["lanczos"])
+    assert not np.array_equal(fills["bicubic"], fills["bilinear"])
+
+
 def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
     """The session's network (trained on 4-8 px holes) on a 30 x 40 box: completed shrunk;
     the pixels outside the hole exactly the input's, blended or not."""
@@ -292,6 +322,18 @@ def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
                           "--output", native]) == 0
     assert not np.array_equal(np.asarray(Image.open(native)),
                               np.asarray(Image.open(root / "auto_none.png")))
+    lanczos = str(root / "lanczos.png")
+    assert complete.main(["--session", "s", "--input", photo_path, "--box", "20,15,40,30",
+                          "--output", lanczos, "--scale", "auto", "--resample", "lanczos"]) == 0
+    assert not np.array_equal(np.asarray(Image.open(lanczos)),
+                              np.asarray(Image.open(root / "auto_none.png")))
+    with pytest.raises(SystemExit) as exit:
+        complete.main(["--session", "s", "--input", photo_path, "--box", "1,1,5,5", "--output",
+                       "o.png", "--resample", "nearest"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
+        "error: argument --resample: invalid choice: 'nearest' (choose from 'bicubic',"
+        " 'lanczos', 'bilinear')")
     with pytest.raises(SystemExit) as exit:
         complete.main(["--session", "s", "--input", photo_path, "--box", "1,1,5,5", "--output",
                        "o.png", "--scale", "3"])

@@ -42,6 +42,7 @@ MULTIPLE = 4  # the completion network halves the resolution twice
 SCALES = ("auto", "native")  # --scale, besides a factor
 RESAMPLING = {"bicubic": cv2.INTER_CUBIC, "lanczos": cv2.INTER_LANCZOS4,
               "bilinear": cv2.INTER_LINEAR}  # how a fill completed smaller comes back
+REFINE = "refine"  # bicubic, then the network again at full size on the upscaled fill
 
 # ---------------------------------------------------------------------------------------------
 # Completion
@@ -96,10 +97,11 @@ def parse_scale(text, flag="--scale"):
 
 def add_resample_flag(parser):
     """--resample, for complete.py and evaluate.py."""
-    parser.add_argument("--resample", choices=tuple(RESAMPLING), default="bicubic",
+    parser.add_argument("--resample", choices=(*RESAMPLING, REFINE), default="bicubic",
                         help="how a fill completed smaller (--scale auto or a factor) comes back"
                              " to full size: bicubic (default), lanczos or bilinear"
-                             " interpolation")
+                             " interpolation, or refine (bicubic, then the network run again at"
+                             " full size with that fill in the hole: coarse to fine)")
 
 
 def window_factor(scale, largest, trained_hole):
@@ -114,13 +116,19 @@ def window_factor(scale, largest, trained_hole):
 def run_scaled(network, image, hole, mean_pixel, factor, resample="bicubic"):
     """The network's output for a crop completed `factor` times smaller: the crop shrunk by
     area averaging (a pixel touched by the hole is hole), completed, and brought back to the
-    crop's size by `resample` (uint8, the crop's shape)."""
+    crop's size by `resample` (uint8, the crop's shape); "refine": brought back by bicubic, then
+    given to the network again at the crop's size as the hole's content (instead of the mean
+    pixel), the network's output of that pass."""
     h, w = hole.shape
     size = (max(MULTIPLE, round(w * factor)), max(MULTIPLE, round(h * factor)))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
     small_hole = cv2.resize(hole.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0
     output = run_network(network, small, small_hole, mean_pixel)
-    return cv2.resize(output, (w, h), interpolation=RESAMPLING[resample])
+    if resample != REFINE:
+        return cv2.resize(output, (w, h), interpolation=RESAMPLING[resample])
+    coarse = cv2.resize(output, (w, h), interpolation=cv2.INTER_CUBIC)
+    return run_network(network, np.where(hole[..., None], coarse, image), hole, mean_pixel,
+                       keep_hole=True)
 
 
 def complete_photo(network, image, hole, mean_pixel, postprocess="none", max_pixels=4_000_000,
@@ -138,13 +146,17 @@ def trained_hole_size(config):
     return (config.hole_min + config.hole_max) / 2
 
 
-def run_network(network, image, hole, mean_pixel):
-    """One forward pass on a crop padded (by reflection) to a multiple of 4."""
+def run_network(network, image, hole, mean_pixel, keep_hole=False):
+    """One forward pass on a crop padded (by reflection) to a multiple of 4; the hole filled
+    with the mean pixel, as in training, or with keep_hole left as `image` has it."""
     h, w = hole.shape
     pad = ((0, -h % MULTIPLE), (0, -w % MULTIPLE))
     x = np.pad(image.astype(np.float32) / 255.0, pad + ((0, 0),), mode="reflect" if min(h, w) > 4 else "edge")
     m = np.pad(hole.astype(np.float32), pad)[..., None]
-    inputs = utils.completion_input(x[None], m[None], tf.constant(mean_pixel))
+    if keep_hole:
+        inputs = tf.concat([x[None], m[None]], axis=-1)
+    else:
+        inputs = utils.completion_input(x[None], m[None], tf.constant(mean_pixel))
     output = np.asarray(engine.forward(network)(inputs))[0, :h, :w]
     return np.round(np.clip(output, 0.0, 1.0) * 255.0).astype(np.uint8)
 

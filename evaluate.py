@@ -679,7 +679,9 @@ def describe(args, config, items, hole_shape, network):
         shapes = (f"{photos} ({config.image_size}x{config.image_size} centre crops),"
                   f" {hole_shape} holes ({config.hole_min}-{config.hole_max} px{several})")
     shrunk = any(scale != "native" for scale in args.scales)
-    resample = f", fills completed smaller brought back by {args.resample}" if shrunk else ""
+    way = ("bicubic, then refined by the network at full size" if args.resample == complete.REFINE
+           else args.resample)
+    resample = f", fills completed smaller brought back by {way}" if shrunk else ""
     return (f"{shapes}, {seeds}{resample}, engine {engine.name_of(network)},"
             f" {engine.precision_of(network)} ({network.precision_why})")
 

@@ -305,6 +305,52 @@ def test_resample_chooses_how_a_fill_completed_smaller_comes_back(monkeypatch):
     assert not np.array_equal(fills["bicubic"], fills["bilinear"])
 
 
+def test_resample_refine_runs_the_network_again_on_the_upscaled_fill(monkeypatch):
+    """--resample refine: the quarter-size output brought back by bicubic becomes the hole's
+    content of a second pass at full size (not the mean pixel), whose output is the fill."""
+    calls = []
+
+    def run(network, image, hole, mean_pixel, keep_hole=False):
+        calls.append((image.copy(), hole.copy(), keep_hole))
+        return smooth_photo(np.random.default_rng(len(calls)), *hole.shape)
+    monkeypatch.setattr(complete, "run_network", run)
+    photo = smooth_photo(np.random.default_rng(8), 240, 320)
+    hole = np.zeros(photo.shape[:2], bool)
+    hole[80:160, 100:220] = True
+    completed, raw = complete.complete(None, photo, hole, (0.5, 0.5, 0.5), scale=0.25,
+                                       trained_hole=30, resample="refine")
+    assert [(c[0].shape[:2], c[2]) for c in calls] == [((60, 80), False), ((240, 320), True)]
+    coarse = cv2.resize(smooth_photo(np.random.default_rng(1), 60, 80), (320, 240),
+                        interpolation=cv2.INTER_CUBIC)
+    second, second_hole = calls[1][0], calls[1][1]
+    np.testing.assert_array_equal(second_hole, hole)
+    np.testing.assert_array_equal(second[hole], coarse[hole])
+    np.testing.assert_array_equal(second[~hole], photo[~hole])
+    np.testing.assert_array_equal(raw, smooth_photo(np.random.default_rng(2), 240, 320))
+    assert np.array_equal(completed[~hole], photo[~hole])
+
+
+def test_run_network_keep_hole_gives_the_hole_content_to_the_network():
+    """The network sees the mean pixel in the hole by default, the crop's own pixels with
+    keep_hole; the mask channel is the hole either way."""
+    seen = []
+
+    def echo(inputs):  # a network that is not Keras is called as it is, like an ONNX one
+        seen.append(np.asarray(inputs))
+        return inputs[..., :3]
+    photo = smooth_photo(np.random.default_rng(3), 16, 20)
+    hole = np.zeros((16, 20), bool)
+    hole[4:10, 6:14] = True
+    for keep in (False, True):
+        complete.run_network(echo, photo, hole, (0.25, 0.5, 0.75), keep_hole=keep)
+    mean, kept = seen
+    np.testing.assert_allclose(mean[0, 4:10, 6:14, :3], np.broadcast_to((0.25, 0.5, 0.75),
+                                                                        (6, 8, 3)))
+    np.testing.assert_allclose(kept[0, :16, :20, :3], photo / 255.0, atol=1e-6)
+    np.testing.assert_array_equal(kept[0, :16, :20, 3], hole)
+    np.testing.assert_array_equal(mean[0, :16, :20, 3], hole)
+
+
 def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
     """The session's network (trained on 4-8 px holes) on a 30 x 40 box: completed shrunk;
     the pixels outside the hole exactly the input's, blended or not."""
@@ -322,6 +368,12 @@ def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
                           "--output", native]) == 0
     assert not np.array_equal(np.asarray(Image.open(native)),
                               np.asarray(Image.open(root / "auto_none.png")))
+    refined = str(root / "refine.png")
+    assert complete.main(["--session", "s", "--input", photo_path, "--box", "20,15,40,30",
+                          "--output", refined, "--scale", "auto", "--resample", "refine"]) == 0
+    result = np.asarray(Image.open(refined))
+    assert np.array_equal(result[~hole], photo[~hole])
+    assert not np.array_equal(result, np.asarray(Image.open(root / "auto_none.png")))
     lanczos = str(root / "lanczos.png")
     assert complete.main(["--session", "s", "--input", photo_path, "--box", "20,15,40,30",
                           "--output", lanczos, "--scale", "auto", "--resample", "lanczos"]) == 0
@@ -333,7 +385,7 @@ def test_auto_scale_on_the_command_line_with_a_real_network(setup, capsys):
     assert exit.value.code == 2
     assert capsys.readouterr().err.strip().splitlines()[-1].endswith(
         "error: argument --resample: invalid choice: 'nearest' (choose from 'bicubic',"
-        " 'lanczos', 'bilinear')")
+        " 'lanczos', 'bilinear', 'refine')")
     with pytest.raises(SystemExit) as exit:
         complete.main(["--session", "s", "--input", photo_path, "--box", "1,1,5,5", "--output",
                        "o.png", "--scale", "3"])

@@ -490,6 +490,27 @@ def test_full_size_scores_photos_at_their_own_size_at_each_scale(full_root, caps
     assert os.path.isfile(os.path.join(full_root, session.eval_dir("s") + "-full", "crops.png"))
 
 
+def test_full_size_refine_says_how_the_fills_came_back(full_root, capsys):
+    """--resample refine: the header and metrics.json say it; a fill other than bicubic's,
+    scored on the same holes."""
+    fills = {}
+    for way in ("bicubic", "refine"):
+        code = run_main(evaluate, ["--session", "s", "--data-dir", "photos", "--full-size",
+                                   "--scale", "auto", "--hole-fraction", "0.2", "0.4",
+                                   "--resample", way, "--out", way], full_root)
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        with open(os.path.join(full_root, way, "metrics.json")) as f:
+            metrics = json.load(f)
+        assert metrics["settings"]["resample"] == way
+        fills[way] = metrics["per_photo"]["model (auto)"]["l1_hole"]
+        assert metrics["per_photo"]["OpenCV Telea"]["l1_hole"] == pytest.approx(
+            fills.setdefault("telea", metrics["per_photo"]["OpenCV Telea"]["l1_hole"]))
+    assert "fills completed smaller brought back by bicubic, then refined by the network at" \
+        " full size," in out
+    assert fills["refine"] != fills["bicubic"]
+
+
 def test_full_size_items_are_seeded_and_shrunk_to_max_pixels(full_root):
     files = data_loader.find_images([str(full_root / "photos")])
     first = evaluate.full_size_items(files, 4, "free", 3, MEAN_PIXEL, 5000, (0.1, 0.3))

@@ -149,6 +149,13 @@ class Config:
     lr_drop_factor: float = setting(
         0.25, "what each of --lr-drops multiplies the learning rate by (default: 0.25)",
         check=lambda v: 0 < v <= 1, expected="a number in (0, 1]")
+    lr_plateau: int = setting(
+        0, "in phase 1, multiply the learning rate by --lr-drop-factor when N held-out"
+           " evaluations (--eval-every) in a row since the last drop have not lowered the"
+           " validation hole L1 below its best so far; each drop is added to the session's"
+           " --lr-drops, so a resumed run keeps it (default 0: never, as the paper). A session"
+           " may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative number of evaluations (0: off)")
     d_learning_rate: float = setting(
         0.0, "learning rate of the discriminator; 0 (default): the same as the completion"
              " network's, --lr-drops included, as in the paper. A positive rate stays constant:"
@@ -345,6 +352,8 @@ class Config:
              f"a divisor of --batch-size ({self.batch_size})")
         need(self.gan_loss == "bce" or not self.label_smoothing, "label_smoothing",
              "0 with --gan-loss hinge (its margin does the smoothing's work)")
+        need(not self.lr_plateau or self.eval_every, "lr_plateau",
+             "0 with --eval-every 0 (it counts held-out evaluations)")
         need(self.tc + self.td <= self.total_iters, "total_iters",
              f"at least --tc + --td ({self.tc} + {self.td} = {self.tc + self.td})")
 

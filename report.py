@@ -24,7 +24,11 @@ GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/disc
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
              "adversarial_share": "gradients/adversarial_share"}
-HISTORY_FIELDS = ["iteration", "phase", *LOSSES, "images_per_second", *GRADIENTS]
+HISTORY_FIELDS = ["iteration", "phase", *LOSSES, "images_per_second", *GRADIENTS,
+                  "learning_rate", "d_learning_rate"]
+# The learning rates each step ran with (the interval's mean), as TensorBoard tags.
+LEARNING_RATES = {"learning_rate": "learning_rate/completion_network",
+                  "d_learning_rate": "learning_rate/discriminator"}
 GRID_TAG = "samples/masked_input | output | completed | ground_truth"
 # Held-out evaluation: the methods scored during training (each a TensorBoard run of its own,
 # logs/NAME/SUBFOLDER, so that the same tag draws their curves in one chart), with the SWD of
@@ -118,7 +122,7 @@ class Reporter:
             if "d_real" in means:
                 tf.summary.scalar("discriminator/real", means["d_real"])
                 tf.summary.scalar("discriminator/completed", means["d_completed"])
-            for name, tag in GRADIENTS.items():
+            for name, tag in {**GRADIENTS, **LEARNING_RATES}.items():
                 if name in means:
                     tf.summary.scalar(tag, means[name])
         self.history.append(dict({k: "" for k in HISTORY_FIELDS}, iteration=iteration,

@@ -201,6 +201,11 @@ def start(config, mean_pixel, fresh, chief=True):
     return handle
 
 
+def save_config(config, mean_pixel):
+    """Rewrite session.json with `config` (what training itself changes: --lr-plateau's drops)."""
+    utils.write_json(session_file(config.session), record(config, mean_pixel))
+
+
 def lock(name):
     """Hold saved_sessions/NAME.lock while training: a second train.py on the same session stops
     at once. The operating system releases the lock when the process ends, even by kill -9."""

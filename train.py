@@ -138,7 +138,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
     estimate = batch_norm_estimator(config, train_files, mean_pixel,
                                     *([run.G, run.average.network] if run.average else [run.G]))
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
-    learning_rate = None
+    learning_rate, agree = None, devices.any_worker(strategy)
     with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
         while n < config.total_iters:
             phase, wanted = config.phase(n), learning_rates(config, n)
@@ -161,7 +161,13 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
             phase_end = n == config.phase_range(phase)[1]
             if estimate and phase != 2 and shown_or_saved(config, n, phase_end):
                 estimate()
-            reporter.record(phase, n, metrics, phase_end)
+            reporter.record(phase, n, dict(metrics, learning_rate=learning_rate[0],
+                                           d_learning_rate=learning_rate[1]), phase_end)
+            if plateau_due(config, n):
+                stalled = plateau(config, reporter, n) if chief else None
+                if agree(stalled is not None):
+                    drop_learning_rate(config, n, stalled, mean_pixel, chief)
+                    learning_rate = set_learning_rates(run, learning_rates(config, n))
             checkpoints.save_if_due(n, config.checkpoint_every, phase_end)
             progress.held_out = reporter.last_eval
             progress.update(n, metrics, reporter.rate)
@@ -177,6 +183,44 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
 def learning_rates(config, n):
     """The completion network's and the discriminator's learning rates at iteration n."""
     return config.learning_rate_at(n), config.d_learning_rate_at(n)
+
+
+def plateau_due(config, n):
+    """Whether iteration n, counted alike on every worker, is one where --lr-plateau looks at
+    the held-out evaluation just made: one inside phase 1 (a drop at its end would only lower
+    the rates of phases 2 and 3)."""
+    return bool(config.lr_plateau and n < config.tc and n % config.eval_every == 0)
+
+
+def plateau(config, reporter, n):
+    """With the held-out evaluation at iteration n: (its hole L1, the best before it, how many
+    evaluations in a row have not gone below their best) when that count reaches --lr-plateau
+    since the last learning-rate drop, else None. The best is over all of phase 1's
+    evaluations in this session (eval.csv's, across resumes)."""
+    scores = [(int(row["iteration"]), float(row["l1_hole"])) for row in reporter.eval_history
+              if row["method"] == "model" and int(row["phase"]) == 1 and row.get("l1_hole")]
+    if n in config.lr_drops or not scores or scores[-1][0] != n:
+        return None
+    last_drop = max((drop for drop in config.lr_drops if drop < n), default=0)
+    stalled, best = 0, float("inf")
+    for iteration, value in scores:
+        if iteration > last_drop:
+            stalled = stalled + 1 if value >= best else 0
+        previous, best = best, min(best, value)
+    return (scores[-1][1], previous, stalled) if stalled >= config.lr_plateau else None
+
+
+def drop_learning_rate(config, n, stalled, mean_pixel, chief):
+    """Add iteration n to the session's --lr-drops (in session.json, so that a resumed run
+    keeps the drop) and say why. `stalled`: plateau()'s figures (None on the other workers)."""
+    config.lr_drops = sorted([*config.lr_drops, n])
+    if chief:
+        session.save_config(config, mean_pixel)
+    why = (f" hole L1 {stalled[0]:.4f} on the validation photos, {stalled[2]} evaluation(s)"
+           f" in a row not below the best {stalled[1]:.4f};" if stalled else "")
+    tqdm.write(f"Iteration {n}:{why} learning rate {config.learning_rate_at(n):g} from the next"
+               f" step (--lr-plateau {config.lr_plateau}; session.json's --lr-drops now"
+               f" {' '.join(map(str, config.lr_drops))})")
 
 
 def set_learning_rates(run, values):

@@ -353,6 +353,10 @@ def test_lr_drops_multiply_the_learning_rate_from_the_step_after_each():
                             " [5, 5]"),
     (dict(lr_drop_factor=0.0), "--lr-drop-factor: expected a number in (0, 1], got 0.0"),
     (dict(lr_drop_factor=2), "--lr-drop-factor: expected a number in (0, 1], got 2"),
+    (dict(lr_plateau=-1), "--lr-plateau: expected a non-negative number of evaluations (0: off),"
+                          " got -1"),
+    (dict(lr_plateau=2, eval_every=0), "--lr-plateau: expected 0 with --eval-every 0 (it counts"
+                                       " held-out evaluations), got 2"),
 ])
 def test_bad_lr_drops_are_config_errors(values, message):
     with pytest.raises(cfg.ConfigError) as info:

@@ -85,6 +85,9 @@ def test_tensorboard_event_files_hold_the_expected_tags(tiny_training):
     for tag in ("gradients/output_reconstruction", "gradients/output_adversarial",
                 "gradients/adversarial_share"):
         assert [e.step for e in events.Tensors(tag)] == [5]
+    for tag in report.LEARNING_RATES.values():  # the paper's Adadelta at its constant rate
+        assert [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)
+                ] == [(step, 1.0) for step in (1, 2, 3, 4, 5)]
     share = float(tf.make_ndarray(events.Tensors("gradients/adversarial_share")[0].tensor_proto))
     assert 0 < share < 1
 

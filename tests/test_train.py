@@ -28,6 +28,7 @@ import exports
 import model
 from conftest import (TINY_SETTINGS, run_main, run_script, smooth_photo, tiny_args,
                       working_directory)
+from test_report import read_events
 from two_devices import fixed_batch
 
 # ---------------------------------------------------------------------------------------------
@@ -559,9 +560,79 @@ def test_d_learning_rate_keeps_the_discriminator_at_its_own_constant_rate(copy_t
             np.float32(expected), np.float32(0.3)], iteration
 
 
-def saved_learning_rates(root, folder, iteration):
+def eval_rows(*scores, phase=1):
+    """eval.csv rows of the model's hole L1 at (iteration, value), with Telea's beside them."""
+    return [row for iteration, value in scores for row in (
+        {"iteration": str(iteration), "phase": str(phase), "method": "model",
+         "l1_hole": str(value)},
+        {"iteration": str(iteration), "phase": str(phase), "method": "OpenCV Telea",
+         "l1_hole": "0.01"})]
+
+
+@pytest.mark.parametrize("scores, drops, patience, expected", [
+    ([(2, 0.30), (4, 0.20), (6, 0.25)], [], 1, (0.25, 0.20, 1)),
+    ([(2, 0.30), (4, 0.20), (6, 0.20)], [], 1, (0.20, 0.20, 1)),  # equal is not below
+    ([(2, 0.30), (4, 0.20), (6, 0.25)], [], 2, None),
+    ([(2, 0.30), (4, 0.20), (6, 0.25), (8, 0.21)], [], 2, (0.21, 0.20, 2)),
+    ([(2, 0.30), (4, 0.20), (6, 0.25), (8, 0.19)], [], 1, None),  # a new best
+    ([(2, 0.30), (4, 0.20), (6, 0.25), (8, 0.21)], [6], 1, (0.21, 0.20, 1)),
+    ([(2, 0.30), (4, 0.20), (6, 0.25), (8, 0.21)], [6], 2, None),  # counted since the drop
+    ([(2, 0.30), (4, 0.20), (6, 0.25)], [6], 1, None),  # dropped here already
+    ([(2, 0.30)], [], 1, None),  # the first evaluation is the best
+])
+def test_lr_plateau_counts_evaluations_not_below_the_best_since_the_last_drop(
+        scores, drops, patience, expected):
+    config = cfg.resolve(cfg.preset_config("quick"), dict(lr_plateau=patience, lr_drops=drops,
+                                                          tc=100, total_iters=200))
+    reporter = SimpleNamespace(eval_history=eval_rows(*scores) + eval_rows((1, 0.1), phase=3))
+    assert train.plateau(config, reporter, scores[-1][0]) == expected
+    assert train.plateau(config, reporter, scores[-1][0] + 1) is None  # no evaluation there
+    assert train.plateau_due(config, 40) and not train.plateau_due(config, 50)
+    assert not train.plateau_due(config, 100)  # phase 1 has ended
+
+
+def test_lr_plateau_drops_the_rate_and_a_resumed_run_keeps_the_drop(copy_training, capsys,
+                                                                     monkeypatch):
+    """A plateau at the evaluation of iteration 2 (held-out hole L1 not below its best): the
+    rate drops from the 3rd step on, session.json's --lr-drops records it, the checkpoints
+    hold the lower rate, TensorBoard and losses.csv show it; a resumed run keeps it."""
+    seen = []
+
+    def stalled_at_2(config, reporter, n):
+        seen.append((n, int(reporter.eval_history[-1]["iteration"])))
+        return (0.25, 0.2, 1) if n == 2 else None
+    monkeypatch.setattr(train, "plateau", stalled_at_2)
+    def args(total):
+        return tiny_args("photos", session="flat", tc=4, td=1, total=total) + [
+            "--learning-rate", "0.5", "--lr-drop-factor", "0.5", "--lr-plateau", "1",
+            "--eval-every", "2"]
+    assert run_main(train, args(5), copy_training) == 0
+    out = capsys.readouterr().out
+    assert seen == [(2, 2)]  # asked inside phase 1 only, after each evaluation
+    assert ("Iteration 2: hole L1 0.2500 on the validation photos, 1 evaluation(s) in a row not"
+            " below the best 0.2000; learning rate 0.25 from the next step (--lr-plateau 1;"
+            " session.json's --lr-drops now 2)") in out
+    saved = utils.read_json(os.path.join(copy_training, session.session_file("flat")))
+    assert saved["config"]["lr_drops"] == [2] and saved["config"]["lr_plateau"] == 1
+    assert saved_learning_rates(copy_training, session.PHASE_ENDS, 4, "flat") == [
+        np.float32(0.25)] * 2
+    rows = report.read_csv(os.path.join(copy_training, session.results_dir("flat"), "losses.csv"))
+    assert [float(r["learning_rate"]) for r in rows] == [0.5, 0.5, 0.25, 0.25, 0.25]
+    events = read_events(os.path.join(copy_training, session.logs_dir("flat")))
+    assert [float(tf.make_ndarray(e.tensor_proto)) for e in
+            events.Tensors("learning_rate/completion_network")] == [0.5, 0.5, 0.25, 0.25, 0.25]
+    monkeypatch.setattr(train, "plateau", lambda config, reporter, n: None)
+    assert run_main(train, args(6), copy_training) == 0
+    out = capsys.readouterr().out
+    assert "adadelta lr 0.5 (x 0.5 after iteration 2)" in out
+    assert "Resuming session 'flat' at iteration 5 (phase 3 joint)" in out
+    assert saved_learning_rates(copy_training, session.PHASE_ENDS, 6, "flat") == [
+        np.float32(0.25)] * 2
+
+
+def saved_learning_rates(root, folder, iteration, name="tiny"):
     """[completion network's, discriminator's] learning rate in the tiny session's checkpoint."""
-    reader = tf.train.load_checkpoint(in_session(root, "tiny", folder, f"ckpt-{iteration}"))
+    reader = tf.train.load_checkpoint(in_session(root, name, folder, f"ckpt-{iteration}"))
     return [reader.get_tensor(f"{optimizer}/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE")
             for optimizer in ("completion_optimizer", "discriminator_optimizer")]
 

@@ -258,17 +258,16 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                         marker="." if len(points) < 30 else None)
         if column in ("sharpness_hole", "checkerboard_excess", "stripes_excess"):
             ax.axhline(1.0, color="gray", lw=0.8, ls="-.")
-        for boundary, name in ((config.tc, "phase 2"), (config.tc + config.td, "phase 3")):
-            if 0 < boundary < config.total_iters:
-                ax.axvline(boundary, color="gray", lw=0.8, ls=":")
-                y = 1.0 if name == "phase 2" else 0.93  # apart when phase 2 is short
-                ax.text(boundary, y, f" {name}", transform=ax.get_xaxis_transform(),
-                        fontsize=7, va="top", color="gray")
-        for drop in config.lr_drops:
-            if drop < config.total_iters:
-                ax.axvline(drop, color="gray", lw=0.6, ls="--", alpha=0.5)
-                ax.text(drop, 0.06, f" lr x{config.lr_drop_factor:g}", fontsize=6, color="gray",
-                        transform=ax.get_xaxis_transform())
+        boundaries, drops = chart_marks(rows, config)
+        for boundary, name in boundaries:
+            ax.axvline(boundary, color="gray", lw=0.8, ls=":")
+            y = 1.0 if name == "phase 2" else 0.93  # apart when phase 2 is short
+            ax.text(boundary, y, f" {name}", transform=ax.get_xaxis_transform(),
+                    fontsize=7, va="top", color="gray")
+        for drop in drops:
+            ax.axvline(drop, color="gray", lw=0.6, ls="--", alpha=0.5)
+            ax.text(drop, 0.06, f" lr x{config.lr_drop_factor:g}", fontsize=6, color="gray",
+                    transform=ax.get_xaxis_transform())
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("iteration")
     legend = {}
@@ -280,6 +279,19 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
     fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(os.path.join(folder, filename), dpi=80)
     plt.close(fig)
+
+
+def chart_marks(rows, config):
+    """The vertical lines of the evaluation chart: [(iteration, "phase 2" or "phase 3")] of the
+    phase boundaries and [iteration] of the learning-rate drops that the evaluations have
+    reached (a line further on would stretch the axis, and a phase 1 planned far longer than it
+    has run would squeeze the curves into a corner)."""
+    last = max((int(row["iteration"]) for row in rows), default=0)
+    boundaries = [(boundary, name) for boundary, name in (
+        (config.tc, "phase 2"), (config.tc + config.td, "phase 3"))
+        if 0 < boundary < config.total_iters and boundary <= last]
+    return boundaries, [drop for drop in config.lr_drops if drop < config.total_iters
+                        and drop <= last]
 
 
 def plot_losses(history, folder):

@@ -424,3 +424,16 @@ def test_realism_and_the_photos_own_swd_and_an_older_eval_csv(reporter_parts, tm
     assert all(0 < float(r["swd_hole"]) and 0 < float(r["sharpness_hole"]) for r in model)
     assert Image.open(tmp_path / "grids" / "eval.png").size[0] > 600
 
+
+
+def test_the_evaluation_chart_marks_only_the_boundaries_and_drops_its_curves_reached():
+    """A phase 1 planned far longer than it has run: no phase line, no drop ahead of the last
+    evaluation to stretch the axis; those reached are marked."""
+    config = cfg.resolve(cfg.preset_config("cpu"), dict(tc=35500, td=1000, total_iters=45500,
+                                                        lr_drops=[2500, 4000]))
+    rows = [{"iteration": str(n)} for n in (500, 1000, 3000)]
+    assert report.chart_marks(rows, config) == ([], [2500])
+    rows += [{"iteration": str(n)} for n in (35500, 36500, 37000)]
+    assert report.chart_marks(rows, config) == ([(35500, "phase 2"), (36500, "phase 3")],
+                                                [2500, 4000])
+    assert report.chart_marks([], config) == ([], [])

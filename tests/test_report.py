@@ -425,7 +425,6 @@ def test_realism_and_the_photos_own_swd_and_an_older_eval_csv(reporter_parts, tm
     assert Image.open(tmp_path / "grids" / "eval.png").size[0] > 600
 
 
-
 def test_the_evaluation_chart_marks_only_the_boundaries_and_drops_its_curves_reached():
     """A phase 1 planned far longer than it has run: no phase line, no drop ahead of the last
     evaluation to stretch the axis; those reached are marked."""

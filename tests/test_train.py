@@ -602,6 +602,7 @@ def test_lr_plateau_drops_the_rate_and_a_resumed_run_keeps_the_drop(copy_trainin
         seen.append((n, int(reporter.eval_history[-1]["iteration"])))
         return (0.25, 0.2, 1) if n == 2 else None
     monkeypatch.setattr(train, "plateau", stalled_at_2)
+
     def args(total):
         return tiny_args("photos", session="flat", tc=4, td=1, total=total) + [
             "--learning-rate", "0.5", "--lr-drop-factor", "0.5", "--lr-plateau", "1",

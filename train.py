@@ -173,7 +173,9 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
             progress.update(n, metrics, reporter.rate)
             if stop.requested() and n < config.total_iters:
                 progress.close()
-                if estimate and phase != 2 and checkpoints.saved_at != n:
+                estimating = estimate and phase != 2 and checkpoints.saved_at != n
+                announce_stop(stop.signal, n, config, checkpoints, estimating)
+                if estimating:
                     estimate()
                 return stop_and_save(stop.signal, n, config, checkpoints, reporter)
     finish(config, checkpoints)
@@ -369,12 +371,26 @@ class StopRequest:
         return requested
 
 
+def signal_name(signum):
+    return "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
+
+
+def announce_stop(signum, n, config, checkpoints, estimating):
+    """Say at once what the stop does before it returns: the batch-norm estimate of
+    --bn-batches can take a minute of a CPU's time with a large network."""
+    if checkpoints.saved_at == n:
+        return
+    first = (f", its batch-norm statistics over {config.bn_batches} batches first (--bn-batches)"
+             if estimating else "")
+    print(f"{signal_name(signum)} at iteration {n}: saving a checkpoint{first}; press Ctrl-C"
+          " again to quit at once without it", flush=True)
+
+
 def stop_and_save(signum, n, config, checkpoints, reporter):
     if checkpoints.saved_at != n:
         checkpoints.save(n)
     reporter.save_history()
-    name = "Ctrl-C" if signum == signal.SIGINT else "SIGTERM"
-    print(f"{name}: saved iteration {n} of {config.total_iters} to {checkpoints.latest()}; run"
+    print(f"{signal_name(signum)}: saved iteration {n} of {config.total_iters} to {checkpoints.latest()}; run"
           " the same command to resume")
     return 128 + signum
 

@@ -837,6 +837,9 @@ def test_ctrl_c_saves_and_the_same_command_resumes(tmp_path, make_photos, monkey
     assert run_main(train, args, tmp_path) == 130
     assert signal.getsignal(signal.SIGINT) is handler  # the previous handler is back
     out = capsys.readouterr().out
+    assert ("Ctrl-C at iteration 3: saving a checkpoint, its batch-norm statistics over 4 batches"
+            " first (--bn-batches); press Ctrl-C again to quit at once without it\n") in out
+    assert out.index("Ctrl-C at iteration 3: saving") < out.index("Ctrl-C: saved iteration")
     assert (f"Ctrl-C: saved iteration 3 of 7 to {session.folder('stop')}/{session.ROLLING}/ckpt-3; run"
             " the same command to resume") in out
     monkeypatch.undo()

@@ -55,6 +55,7 @@ def test_interrupt_saves_and_the_same_command_resumes(tmp_path, make_photos, sig
     assert match, out
     saved = int(match.group(1))
     assert 2 <= saved < 7
+    assert f"{name} at iteration {saved}: saving a checkpoint" in out[:match.start()]
     result = run_script("train.py", args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     phase = cfg.Config(tc=4, td=2, total_iters=7).phase(saved)

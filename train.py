@@ -173,7 +173,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
             progress.update(n, metrics, reporter.rate)
             if stop.requested() and n < config.total_iters:
                 progress.close()
-                estimating = estimate and phase != 2 and checkpoints.saved_at != n
+                estimating = bool(estimate) and phase != 2 and checkpoints.saved_at != n
                 announce_stop(stop.signal, n, config, checkpoints, estimating)
                 if estimating:
                     estimate()
@@ -390,8 +390,8 @@ def stop_and_save(signum, n, config, checkpoints, reporter):
     if checkpoints.saved_at != n:
         checkpoints.save(n)
     reporter.save_history()
-    print(f"{signal_name(signum)}: saved iteration {n} of {config.total_iters} to {checkpoints.latest()}; run"
-          " the same command to resume")
+    print(f"{signal_name(signum)}: saved iteration {n} of {config.total_iters} to"
+          f" {checkpoints.latest()}; run the same command to resume")
     return 128 + signum
 
 

@@ -75,6 +75,17 @@ class Reporter:
         self.baseline, self.reference, self.last_eval = None, None, {}
         self.rewind(start)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        """However the loop ends, even by a second Ctrl-C, its events reach the event files."""
+        self.flush()
+
+    def flush(self):
+        for writer in (self.writer, *self.eval_writers.values()):
+            writer.flush()
+
     def rewind(self, iteration):
         """Forget what was recorded after `iteration` (a killed run's tail, or a rollback)."""
         self.history = [row for row in self.history if int(row["iteration"]) <= iteration]

@@ -10,6 +10,7 @@ Phase 3, iterations [Tc + Td, T):  both; per iteration one discriminator and one
 Running the same command again resumes; --fresh starts over (the old session is moved aside).
 """
 import errno
+import os
 import signal
 import sys
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def train(config, train_files, val_files, mean_pixel, strategy=None, why=""):
                                     *([run.G, run.average.network] if run.average else [run.G]))
     batches, rollbacks = stream(config, train_files, strategy, n, run), 0
     learning_rate, agree = None, devices.any_worker(strategy)
-    with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress:
+    with StopRequest(strategy) as stop, report.Progress(config, n, chief) as progress, reporter:
         while n < config.total_iters:
             phase, wanted = config.phase(n), learning_rates(config, n)
             if wanted != learning_rate:
@@ -526,7 +527,18 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         print("Interrupted before the next checkpoint could be written", file=sys.stderr)
+        if __name__ == "__main__":
+            exit_at_once(130)
         return 130
+
+
+def exit_at_once(status):
+    """End the process now, as a second Ctrl-C asks: Python's clean-up would first wait, for
+    seconds, for the input pipelines' threads to finish the photos they are decoding. The
+    event files are flushed already (the reporter's block), and nothing else is left to write."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 if __name__ == "__main__":

@@ -851,6 +851,40 @@ def test_ctrl_c_saves_and_the_same_command_resumes(tmp_path, make_photos, monkey
     assert [int(r.split(",")[0]) for r in rows.splitlines()[1:]] == list(range(1, 8))
 
 
+def test_a_second_ctrl_c_quits_without_saving(tmp_path, make_photos, monkeypatch, capsys):
+    """A real SIGINT during iteration 3, a second during the stop's batch-norm estimate."""
+    make_photos(tmp_path / "photos", 4)
+    args = tiny_args("photos", session="quit", tc=4, td=2, total=7, every=100)
+    record, make_estimator, first_sent = train.report.Reporter.record, train.batch_norm_estimator, []
+
+    def interrupt_at_3(self, phase, iteration, *rest):
+        record(self, phase, iteration, *rest)
+        if iteration == 3:
+            first_sent.append(iteration)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def interrupted_estimator(*args, **kwargs):
+        estimate = make_estimator(*args, **kwargs)
+
+        def estimate_once_stopped():
+            if first_sent:
+                os.kill(os.getpid(), signal.SIGINT)
+            estimate()
+        return estimate_once_stopped
+    monkeypatch.setattr(train.report.Reporter, "record", interrupt_at_3)
+    monkeypatch.setattr(train, "batch_norm_estimator", interrupted_estimator)
+    handler = signal.getsignal(signal.SIGINT)
+    assert run_main(train, args, tmp_path) == 130
+    assert signal.getsignal(signal.SIGINT) is handler
+    out, err = capsys.readouterr()
+    assert "Ctrl-C at iteration 3: saving a checkpoint, its batch-norm statistics" in out
+    assert "saved iteration" not in out
+    assert err.endswith("Interrupted before the next checkpoint could be written\n")
+    assert not os.path.exists(in_session(tmp_path, "quit", session.ROLLING, "ckpt-3.index"))
+    events = read_events(tmp_path / session.logs_dir("quit"))
+    assert [e.step for e in events.Tensors("loss/reconstruction")] == [1, 2, 3]
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line, exit status 2, nothing written
 

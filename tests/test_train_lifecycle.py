@@ -65,6 +65,34 @@ def test_interrupt_saves_and_the_same_command_resumes(tmp_path, make_photos, sig
     assert [int(r.split(",")[0]) for r in rows] == list(range(1, 8))
 
 
+def test_a_second_ctrl_c_quits_at_once_without_saving(tmp_path, make_photos):
+    """The first Ctrl-C starts the stop's batch-norm estimate (500 batches here), the second
+    ends the process without a checkpoint."""
+    make_photos(tmp_path / "photos", 4)
+    args = tiny_args(tmp_path / "photos", session="quit", tc=1000, td=0, total=1000,
+                     every=1000) + ["--sample-every", "1000", "--eval-every", "1000",
+                                    "--bn-batches", "500"]
+    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
+    with open(out_path, "w") as out, open(err_path, "w") as err:
+        process = subprocess.Popen([sys.executable, os.path.join(REPO, "train.py"), *args],
+                                   cwd=tmp_path, stdout=out, stderr=err)
+
+    def wait_for(path, text):
+        deadline = time.time() + 300
+        while text not in path.read_text() and process.poll() is None:
+            assert time.time() < deadline, path.read_text()[-3000:]
+            time.sleep(0.05)
+    wait_for(err_path, "iter=")
+    process.send_signal(signal.SIGINT)
+    wait_for(out_path, "press Ctrl-C again to quit at once without it")
+    process.send_signal(signal.SIGINT)
+    assert process.wait(timeout=120) == 130, err_path.read_text()[-3000:]
+    assert err_path.read_text().endswith("Interrupted before the next checkpoint could be"
+                                         " written\n")
+    assert "saved iteration" not in out_path.read_text()
+    assert not glob.glob(in_session(tmp_path, "quit", "**", "ckpt-*.index"), recursive=True)
+
+
 def test_deterministic_runs_are_bit_identical(tmp_path, make_photos):
     make_photos(tmp_path / "photos", 4)
     args = ["--data-dir", "../photos", "--session", "det", "--preset", "quick", *TINY,

@@ -264,14 +264,15 @@ def measure(items, completed, reference=None):
     """Everything measured of each method's completions, as metrics.json keeps it: "mean"
     ({method: {column: value}}: COLUMNS averaged over the photos, and realism.COLUMNS, which
     are measures of the whole set), "per_photo" ({method: {column: [value per photo]}}:
-    COLUMNS, sharpness_hole, checkerboard_hole, stripes_hole and colour_hole) and "swd_levels" ({method: [SWD per
-    pyramid level]}). reference: realism.photo_reference of the items, when already at
-    hand (the same for every method and every evaluation of the same items)."""
+    COLUMNS, sharpness_hole, checkerboard_hole, stripes_hole and colour_hole), "swd_levels"
+    ({method: [SWD per pyramid level]}) and "colour_slopes" ({method: {axis: slope}}).
+    reference: realism.photo_reference of the items, when already at hand (the same for every
+    method and every evaluation of the same items)."""
     photos, holes = photos_and_holes(items)
     if reference is None:
         reference = realism.photo_reference(photos, holes)
     per_photo = score(items, completed)
-    mean, levels = means(per_photo), {}
+    mean, levels, slopes = means(per_photo), {}, {}
     for method, results in completed.items():
         found = realism.measure(results, photos, holes, reference=reference)
         mean[method].update({column: found[column] for column in realism.COLUMNS})
@@ -279,8 +280,8 @@ def measure(items, completed, reference=None):
                                  checkerboard_hole=found["checkerboard_per_photo"],
                                  stripes_hole=found["stripes_per_photo"],
                                  colour_hole=found["colour_per_photo"])
-        levels[method] = found["swd_levels"]
-    return dict(mean=mean, per_photo=per_photo, swd_levels=levels)
+        levels[method], slopes[method] = found["swd_levels"], found["colour_slopes"]
+    return dict(mean=mean, per_photo=per_photo, swd_levels=levels, colour_slopes=slopes)
 
 
 def swd_floor(items):
@@ -746,7 +747,7 @@ def print_skipped():
 # Several checkpoints of a session (--iteration N N ...), on the same photos and holes
 
 CHECKPOINT_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image", "swd_hole", "sharpness_hole",
-                      "checkerboard_excess", "stripes_excess", "colour_hole")
+                      "checkerboard_excess", "stripes_excess", "colour_hole", "colour_slope")
 CHECKPOINT_METHODS = ("model", "model + blend")
 BASELINES = ("OpenCV Telea", "OpenCV Navier-Stokes")
 

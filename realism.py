@@ -25,6 +25,16 @@ whether it bought any, each comparing the completions with the photos inside the
   measures compare texture with the photos' texture, not colours with the scene's: a fill of
   colour blotches the scene does not have can pass them, not this. A blur keeps the hole's
   colours but narrows their spread, and scores between.
+- colour slope: whether the fills carry each scene's colour into its hole, over the whole set.
+  Each hole's mean colour, the fill's and the photo's, is taken on three opponent axes
+  (luminance (R + G + B) / 3, red-blue (R - B) / 2, green-magenta (2G - R - B) / 4); on each
+  axis, the least-squares slope of the fills' means on the photos' means, across the holes,
+  says how much of the photos' variation the fills follow: 1 all of it (as a blur does: it
+  keeps each hole's mean), 0 none (every hole gets the same colour), above 1 an exaggeration.
+  The column is the slope of the two colour axes that is further from 1 (the per-axis slopes
+  are in metrics.json); a network that greys green grass and magenta flowers alike scores
+  low here while its colour distance, dominated by the large red-blue spread of daylight
+  scenes, barely moves.
 
 Images: lists (or stacks) of (H, W, 3) uint8 arrays or floats in [0, 1]; holes: bool (H, W)
 each. Images of different sizes (photos at their own resolution) are measured one by one and
@@ -44,8 +54,10 @@ SCALE = 1e3  # SWD is reported times this, as ProGAN does
 COLUMNS = {"swd_hole": "SWD hole", "sharpness_hole": "sharpness",  # the measures of a set
            "checkerboard_hole": "checkerboard", "checkerboard_excess": "checker excess",
            "stripes_hole": "stripes", "stripes_excess": "stripe excess",
-           "colour_hole": "colour distance"}
+           "colour_hole": "colour distance", "colour_slope": "colour slope"}
 COLOUR_DIRECTIONS = 64  # random directions of the colour distance (3-D: 64 are plenty)
+OPPONENT_AXES = {"luminance": (1 / 3, 1 / 3, 1 / 3), "red-blue": (1 / 2, 0, -1 / 2),
+                 "green-magenta": (-1 / 4, 1 / 2, -1 / 4)}  # of R, G, B
 CORNERS = ((0, 0), (0, 1), (1, 0), (1, 1))  # a 2x2 window: top-left, top-right, bottom-...
 SQUARE = tuple((dy, dx) for dy in range(3) for dx in range(3))  # a 3x3 window, row by row
 
@@ -357,16 +369,42 @@ def colour_distance(completions, photos, holes, seed=0):
     return (float(np.mean(found)) if found else float("nan")), per_photo
 
 
+def colour_slopes(completions, photos, holes):
+    """{axis: slope} for OPPONENT_AXES: the least-squares slope, across the holes, of the
+    fills' mean colours on the photos' (both less their means over the set). nan on an axis
+    along which the photos' holes do not vary, and on every axis with fewer than two holes."""
+    pairs = [(as_images(completion)[hole].mean(axis=0), as_images(photo)[hole].mean(axis=0))
+             for completion, photo, hole in zip(completions, photos, map(np.asarray, holes))
+             if hole.any()]
+    if len(pairs) < 2:
+        return {axis: float("nan") for axis in OPPONENT_AXES}
+    axes = np.array(list(OPPONENT_AXES.values())).T
+    fills, own = (np.array(means) @ axes for means in zip(*pairs))
+    fills, own = fills - fills.mean(axis=0), own - own.mean(axis=0)
+    spread = (own * own).sum(axis=0)
+    # To a millionth, and never -0.0: the same fill in every hole is 0, not -1e-17.
+    return {axis: round(float((own[:, i] * fills[:, i]).sum() / spread[i]), 6) + 0.0
+            if spread[i] > EPSILON else float("nan") for i, axis in enumerate(OPPONENT_AXES)}
+
+
+def weaker_colour_axis(slopes):
+    """Of the red-blue and green-magenta slopes, the one further from 1 (nan if either is)."""
+    pair = (slopes["red-blue"], slopes["green-magenta"])
+    return float("nan") if np.isnan(pair).any() else max(pair, key=lambda s: abs(s - 1))
+
+
 def measure(completions, photos, holes, seed=0, reference=None):
-    """Every realism measure of a set of completions: COLUMNS, the SWD per level and the
-    per-photo ratios and colour distances. reference: as swd's. The excess is nan for a flat
-    fill (sharpness 0)."""
+    """Every realism measure of a set of completions: COLUMNS, the SWD per level, the
+    per-photo ratios and colour distances, and the slope of each colour axis ("colour_slopes").
+    reference: as swd's. The excess is nan for a flat fill (sharpness 0)."""
     swd_hole, swd_levels = swd(completions, photos, holes, seed, reference)
     sharp, sharp_per_photo = sharpness(completions, photos, holes)
     checker, checker_per_photo = checkerboard(completions, photos, holes)
     striped, stripes_per_photo = stripes(completions, photos, holes)
     colour, colour_per_photo = colour_distance(completions, photos, holes, seed)
-    return dict(swd_hole=swd_hole, sharpness_hole=sharp, checkerboard_hole=checker,
+    slopes = colour_slopes(completions, photos, holes)
+    return dict(colour_slope=weaker_colour_axis(slopes), colour_slopes=slopes,
+                swd_hole=swd_hole, sharpness_hole=sharp, checkerboard_hole=checker,
                 checkerboard_excess=checker / sharp if sharp > 0 else float("nan"),
                 stripes_hole=striped, stripes_excess=striped / sharp if sharp > 0 else float("nan"),
                 colour_hole=colour, swd_levels=swd_levels, sharpness_per_photo=sharp_per_photo,

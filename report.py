@@ -41,7 +41,8 @@ EVAL_COLUMNS = ("l1_hole", "psnr_hole", "ssim_image")
 EVAL_TAGS = {**{column: column for column in EVAL_COLUMNS}, "swd_hole": "swd",
              "sharpness_hole": "sharpness", "checkerboard_hole": "checkerboard",
              "checkerboard_excess": "checkerboard_excess", "stripes_hole": "stripes",
-             "stripes_excess": "stripes_excess", "colour_hole": "colour"}
+             "stripes_excess": "stripes_excess", "colour_hole": "colour",
+             "colour_slope": "colour_slope"}
 EVAL_FIELDS = ["iteration", "phase", "method", *evaluate.COLUMNS, *realism.COLUMNS]
 EVAL_GRID_TAG = "eval/masked_input | model | model + blend | ground_truth"
 
@@ -257,8 +258,9 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
               "sharpness_hole": "sharpness in the hole (1 is the photos')",
               "checkerboard_excess": "checkerboard excess (1 is the photos')",
               "stripes_excess": "stripe excess (1 is the photos')",
-              "colour_hole": "colour distance in the hole, CIELAB (lower is better)"}
-    fig, axes = plt.subplots(2, 4, figsize=(4.6 * 4, 6.6))
+              "colour_hole": "colour distance in the hole, CIELAB (lower is better)",
+              "colour_slope": "colour slope, the weaker colour axis (1 is the photos')"}
+    fig, axes = plt.subplots(3, 3, figsize=(4.6 * 3, 9.9))
     for ax, (column, title) in zip(axes.flat, titles.items()):
         for method in EVAL_RUNS:
             points = [(int(r["iteration"]), float(r[column])) for r in rows
@@ -267,7 +269,8 @@ def plot_evaluation(rows, config, folder, filename="eval.png"):
                 x, y = zip(*points)
                 ax.plot(x, y, {"OpenCV Telea": "--", FLOOR: ":"}.get(method, "-"), label=method,
                         marker="." if len(points) < 30 else None)
-        if column in ("sharpness_hole", "checkerboard_excess", "stripes_excess"):
+        if column in ("sharpness_hole", "checkerboard_excess", "stripes_excess",
+                      "colour_slope"):
             ax.axhline(1.0, color="gray", lw=0.8, ls="-.")
         boundaries, drops = chart_marks(rows, config)
         for boundary, name in boundaries:

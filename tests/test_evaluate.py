@@ -168,7 +168,11 @@ def _assert_realism_of_the_mean_fill(stdout, report, images, holes):
     row = next(line for line in stdout.splitlines()[stdout.splitlines().index(header):]
                if line.startswith("mean pixel  "))
     assert row.split()[2:] == [f"{flat['swd_hole']:.2f}", "0.000", "0.000", "nan", "0.000",
-                               "nan", f"{flat['colour_hole']:.2f}"]
+                               "nan", f"{flat['colour_hole']:.2f}", "0.00"]
+    # The same colour in every hole follows none of the photos' colours: every slope is 0.
+    assert report["colour_slopes"]["mean pixel"] == {
+        "luminance": 0.0, "red-blue": 0.0, "green-magenta": 0.0}
+    assert flat["colour_slope"] == 0.0
     # The colour distance of the mean-pixel fill: its colour against each hole's own, in CIELAB.
     assert flat["colour_hole"] == pytest.approx(realism.colour_distance(filled, images, holes)[0])
     assert 1 < flat["colour_hole"] < 100

@@ -276,6 +276,48 @@ def test_the_colour_distance_sees_colours_the_photo_lacks_wherever_they_lie():
     assert measured["colour_per_photo"] == pytest.approx([per_photo[2]])
 
 
+def test_the_colour_slope_says_which_colours_the_fills_carry_into_their_holes():
+    """Twelve photos of random colours: the photos themselves and their holes' mean colours
+    (a blur) follow every axis (1); a fill greyed on the green-magenta axis alone follows the
+    others, and the column is that axis' 0; doubling a colour axis gives 2; one hole is nan."""
+    rng = np.random.default_rng(2)
+    photos = np.clip(rng.uniform(0.2, 0.8, (12, 1, 1, 3))
+                     + 0.05 * rng.standard_normal((12, 24, 24, 3)), 0, 1)
+    holes = np.zeros((12, 24, 24), bool)
+    holes[:, 6:18, 4:20] = True
+    blurred, greyed, doubled = photos.copy(), photos.copy(), photos.copy()
+    rgb_to_opponent = np.array(list(realism.OPPONENT_AXES.values()))
+    opponent_to_rgb = np.linalg.inv(rgb_to_opponent)
+    for i in range(12):
+        hole = holes[i]
+        blurred[i][hole] = photos[i][hole].mean(axis=0)
+        opponent = photos[i][hole] @ rgb_to_opponent.T
+        flat, double = opponent.copy(), opponent.copy()
+        flat[:, 2] = 0.0  # no green, no magenta
+        double[:, 1] = 2 * (double[:, 1] - opponent[:, 1].mean()) + 2 * opponent[:, 1].mean()
+        greyed[i][hole], doubled[i][hole] = flat @ opponent_to_rgb.T, double @ opponent_to_rgb.T
+    for same in (photos, blurred):
+        slopes = realism.colour_slopes(same, photos, holes)
+        assert list(slopes) == ["luminance", "red-blue", "green-magenta"]
+        assert list(slopes.values()) == pytest.approx([1, 1, 1])
+    slopes = realism.colour_slopes(greyed, photos, holes)
+    assert list(slopes.values()) == pytest.approx([1, 1, 0])
+    assert realism.weaker_colour_axis(slopes) == pytest.approx(0)
+    slopes = realism.colour_slopes(doubled, photos, holes)
+    assert list(slopes.values()) == pytest.approx([1, 2, 1])
+    assert realism.measure(doubled, photos, holes)["colour_slope"] == pytest.approx(2)
+    # uint8 images give the same, to their rounding
+    as_uint8 = [np.round(x * 255).astype(np.uint8) for x in (greyed, photos)]
+    assert list(realism.colour_slopes(*as_uint8, holes).values()) == pytest.approx(
+        [1, 1, 0], abs=0.01)
+    # One hole (a photo without one does not count), or holes all of one colour: nan.
+    one = realism.colour_slopes(photos[:2], photos[:2], [holes[0], np.zeros_like(holes[0])])
+    assert all(math.isnan(v) for v in one.values())
+    same_colour = realism.colour_slopes(photos[[0, 0]], photos[[0, 0]], holes[:2])
+    assert all(math.isnan(v) for v in same_colour.values())
+    assert math.isnan(realism.weaker_colour_axis(same_colour))
+
+
 def test_the_floor_is_far_below_a_flat_fill():
     rng = np.random.default_rng(7)
     photos, holes = textures(rng, 32), rectangles(rng, 32)

@@ -112,8 +112,8 @@ def test_the_adversarially_trained_model_completes_a_photo(tmp_path, capsys):
 
 
 PHOTOS = os.path.join(os.path.dirname(exports.PRETRAINED), "photos")
-PHOTOS_ITERATION = 5500  # the best checkpoint so far: of the third stretch, continued
-# --init-from the export of iteration 4500, so iteration 10000 from the start
+PHOTOS_ITERATION = 2500  # phase 1's best checkpoint: of the last stretch, continued
+# --init-from the export of iteration 10000, so iteration 12500 from the start
 
 
 def test_the_natural_photo_model_in_training_is_the_papers_full_network():
@@ -127,7 +127,7 @@ def test_the_natural_photo_model_in_training_is_the_papers_full_network():
         1, 128, 48, 64)
     assert config.data_weights == [2, 1, 1, 1, 1] and len(config.data_dir) == 5
     assert config.val_dir == "prepared/photos/val"
-    assert config.precision == "float32" and config.tc == 35500 and config.learning_rate == 5e-5
+    assert config.precision == "bfloat16" and config.tc == 30000 and config.learning_rate == 5e-5
     assert config.init_from == "pretrained/photos"
     assert (config.recon_loss, config.ema_decay) == ("l1", 0.995)
     assert meta["training"]["iteration"] == PHOTOS_ITERATION

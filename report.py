@@ -74,6 +74,9 @@ class Reporter:
                              for method, folder in EVAL_RUNS.items() if folder and self.held_out}
         self.eval_writers["model"] = self.writer
         self.baseline, self.reference, self.last_eval = None, None, {}
+        # Whether the completion network shown was evaluated and has not moved since: phase 2
+        # trains only the discriminator, so its evaluations after the first would repeat it.
+        self.evaluated = False
         self.rewind(start)
 
     def __enter__(self):
@@ -92,6 +95,7 @@ class Reporter:
         self.history = [row for row in self.history if int(row["iteration"]) <= iteration]
         self.eval_history = [row for row in self.eval_history
                              if int(row["iteration"]) <= iteration]
+        self.evaluated = False
         self.new_interval()
 
     def new_interval(self):
@@ -116,9 +120,13 @@ class Reporter:
             self.scalars(phase, iteration)
         if iteration % self.config.sample_every == 0 or phase_end:
             self.samples(phase, iteration)
+        if phase != 2:
+            self.evaluated = False  # the completion network moved
         every = self.config.eval_every
-        if self.held_out and every and (iteration % every == 0 or phase_end):
+        if (self.held_out and every and (iteration % every == 0 or phase_end)
+                and not self.evaluated):
             self.evaluate(phase, iteration)
+            self.evaluated = True
 
     def scalars(self, phase, iteration):
         elapsed = time.perf_counter() - self.clock
@@ -158,7 +166,8 @@ class Reporter:
     def evaluate(self, phase, iteration):
         """Complete the held-out photos (evaluate.py's holes, distortion and realism measures)
         and log the scores of the model, of the model with the paper's blending and, computed
-        once, Telea's and the photos' own SWD (with 2 held-out photos or more)."""
+        once, Telea's and the photos' own SWD (with 2 held-out photos or more). record() calls it
+        when due, except in phase 2 once the unchanged completion network has been scored."""
         mean_pixel = self.mean_pixel.numpy()
         if self.baseline is None:
             self.reference = realism.photo_reference(*evaluate.photos_and_holes(self.held_out))

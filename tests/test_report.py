@@ -100,14 +100,15 @@ def test_held_out_evaluation_is_logged_at_each_phase_end(tiny_training):
         events = read_events(folder)
         for tag in [*report.EVAL_COLUMNS, "swd", "sharpness", "checkerboard",
                     "checkerboard_excess", "stripes", "stripes_excess", "colour"]:
-            # The quick preset evaluates every 20 iterations and at each phase's end.
-            assert [e.step for e in events.Tensors(f"eval/{tag}")] == [2, 4, 5]
+            # The quick preset evaluates every 20 iterations and at each phase's end, but for
+            # phase 2's (4), whose completion network is phase 1's, scored at 2.
+            assert [e.step for e in events.Tensors(f"eval/{tag}")] == [2, 5]
     model_events = read_events(logs)
-    assert [e.step for e in model_events.Tensors(report.EVAL_GRID_TAG)] == [2, 4, 5]
+    assert [e.step for e in model_events.Tensors(report.EVAL_GRID_TAG)] == [2, 5]
     rows = read_rows(root / session.results_dir("tiny") / "eval.csv")
     # One held-out photo: no halves to measure the photos' own SWD with, so no row of it.
     assert [(r["iteration"], r["method"]) for r in rows] == [
-        (str(i), m) for i in (2, 4, 5) for m in ("model", "model + blend", "OpenCV Telea")]
+        (str(i), m) for i in (2, 5) for m in ("model", "model + blend", "OpenCV Telea")]
     assert list(rows[0]) == report.EVAL_FIELDS
     telea = {(r["l1_hole"], r["swd_hole"]) for r in rows if r["method"] == "OpenCV Telea"}
     assert len(telea) == 1  # the line to beat does not move
@@ -307,6 +308,26 @@ def test_record_writes_scalars_when_due_and_at_phase_ends(reporter_parts, tmp_pa
     assert [e.step for e in events.Tensors("loss/discriminator")] == [4]
     assert [e.step for e in events.Tensors("phase")] == [2, 3, 4]
     assert [e.step for e in events.Tensors(report.GRID_TAG)] == [3, 4]
+
+
+def test_phase_2_scores_its_unchanged_completion_network_once(reporter_parts, tmp_path,
+                                                               monkeypatch):
+    """A session that starts in phase 2 (--tc 0, as after --init-from) evaluates at its first
+    due iteration only, until phase 3 moves the completion network; a rewind (rollback or
+    resume) scores it again."""
+    reporter = reporter_parts(held_out=2, eval_every=2, sample_every=100, summary_every=100,
+                              tc=0, td=5, total_iters=9)
+    evaluated = []
+    monkeypatch.setattr(reporter, "evaluate", lambda phase, n: evaluated.append((phase, n)))
+    config = reporter.config
+    for iteration in range(1, 10):
+        phase = config.phase(iteration - 1)
+        reporter.record(phase, iteration, phase_metrics(phase, 1.0),
+                        iteration == config.phase_range(phase)[1])
+        if iteration == 4:
+            reporter.rewind(3)  # a rollback to a checkpoint of 3, then its iteration 4 again
+            reporter.record(phase, 4, phase_metrics(phase, 1.0), False)
+    assert evaluated == [(2, 2), (2, 4), (3, 6), (3, 8), (3, 9)]
 
 
 def test_gradient_norms_are_averaged_over_the_steps_that_have_them(reporter_parts, tmp_path):

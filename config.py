@@ -205,6 +205,14 @@ class Config:
              " colours in place while the adversarial term adds texture; not in the paper. 0:"
              " none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
+    ssim_loss: float = setting(
+        0.0, "add W times the structural loss to the completion network's loss in phases 1"
+             " and 3: 1 - SSIM of the completed image against the photo on each 7x7 window"
+             " that reaches into the hole (as the evaluation's image SSIM measures it),"
+             " averaged over the image like the reconstruction loss. Rewards the photo's local"
+             " contrast where L1 and L2 reward a blur; not in the paper. 0: none. A session"
+             " may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative weight")
     d_lowpass: bool = setting(
         False, "the discriminator sees its images (the whole and the local patch) through a"
                " 3x3 binomial filter ([1,2,1] x [1,2,1] / 16), blind to the two-pixel period:"

@@ -79,6 +79,45 @@ def coarse_reconstruction(images, outputs, masks, global_batch=None, block=4):
 
 
 # ---------------------------------------------------------------------------------------------
+# Beyond the paper: the structural term (--ssim-loss)
+
+SSIM_WINDOW = 7  # as evaluate.ssim measures it (scikit-image's default window)
+
+
+def ssim_map(x, y, size=SSIM_WINDOW):
+    """SSIM (Wang et al. 2004) of images x and y (B, H, W, C) in [0, 1] on every size x size
+    window, per channel, with uniform weights and the sample covariance, as scikit-image's
+    structural_similarity computes it (evaluate.ssim's image SSIM is the mean of this map);
+    (B, H - size + 1, W - size + 1, C), in float32 (float64 for float64 images)."""
+    dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
+    x, y = tf.cast(x, dtype), tf.cast(y, dtype)
+    mean = lambda v: tf.nn.avg_pool2d(v, size, 1, "VALID")  # noqa: E731
+    n = size * size
+    unbias = n / (n - 1)
+    mx, my = mean(x), mean(y)
+    vx = unbias * (mean(x * x) - mx * mx)
+    vy = unbias * (mean(y * y) - my * my)
+    cxy = unbias * (mean(x * y) - mx * my)
+    c1, c2 = 0.01 ** 2, 0.03 ** 2
+    return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+
+
+def ssim_loss(images, outputs, masks, global_batch=None, size=SSIM_WINDOW):
+    """1 - SSIM of the completed image (the output in the hole, the photo around it) against
+    the photo on each size x size window that reaches into the hole, averaged over all windows
+    and channels (windows outside the hole count 0, as the reconstruction loss counts pixels
+    outside it): what the fill costs the image SSIM the evaluation reports. Its optimum keeps
+    the photo's local contrast where the fill is uncertain (an L1 or L2 optimum shrinks it
+    towards the mean), so unlike them it does not reward a blur."""
+    dtype = tf.float64 if outputs.dtype == tf.float64 else tf.float32  # not bfloat16's moments
+    images, masks, outputs = (tf.cast(t, dtype) for t in (images, masks, outputs))
+    completed = masks * outputs + (1 - masks) * images
+    touched = tf.nn.max_pool2d(masks, size, 1, "VALID")  # windows with a pixel of the hole
+    per_example = tf.reduce_mean(touched * (1 - ssim_map(completed, images, size)), [1, 2, 3])
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
 # Beyond the paper: the two-pixel period (--checkerboard-penalty, --stripes-penalty)
 #
 # This project's, against the dot grid that transposed convolutions leave (Odena et al. 2016):

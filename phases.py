@@ -97,14 +97,17 @@ class Options:
         return self.config.d_batches == "joint"
 
     def penalties(self, part, outputs):
-        """--coarse-loss, --checkerboard-penalty and --stripes-penalty: their weighted sum, added
-        to the completion network's loss in phases 1 and 3, and their metrics (0 and none
-        without them)."""
+        """--coarse-loss, --ssim-loss, --checkerboard-penalty and --stripes-penalty: their
+        weighted sum, added to the completion network's loss in phases 1 and 3, and their
+        metrics (0 and none without them)."""
         config, total, values = self.config, 0.0, {}
         images, masks = part["image"], part["mask"]
         if config.coarse_loss:
             values["coarse"] = losses.coarse_reconstruction(images, outputs, masks, self.B)
             total += config.coarse_loss * values["coarse"]
+        if config.ssim_loss:
+            values["ssim"] = losses.ssim_loss(images, outputs, masks, self.B)
+            total += config.ssim_loss * values["ssim"]
         terms = [(name, weight, term) for name, weight, term in (
             ("checkerboard", config.checkerboard_penalty, losses.checkerboard_excess),
             ("stripes", config.stripes_penalty, losses.stripes_excess)) if weight]

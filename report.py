@@ -19,7 +19,7 @@ from config import PHASE_NAMES
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
 LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed",
-          "checkerboard", "stripes", "coarse")
+          "checkerboard", "stripes", "coarse", "ssim")
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
@@ -136,7 +136,7 @@ class Reporter:
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
             for name in ("reconstruction", "discriminator", "adversarial", "checkerboard",
-                         "stripes", "coarse"):
+                         "stripes", "coarse", "ssim"):
                 if name in means:
                     tf.summary.scalar(f"loss/{name}", means[name])
             if "d_real" in means:
@@ -331,12 +331,13 @@ def plot_losses(history, folder):
               "adversarial_share": "adversarial share of the output gradient",
               "checkerboard": "checkerboard excess (penalized)",
               "stripes": "two-pixel stripes excess (penalized)",
-              "coarse": "coarse reconstruction (4x4 blocks)"}
+              "coarse": "coarse reconstruction (4x4 blocks)",
+              "ssim": "structural loss (1 - SSIM, 7x7)"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
-        penalized = [name for name in ("checkerboard", "stripes", "coarse")  # --...-penalty
+        penalized = [name for name in ("checkerboard", "stripes", "coarse", "ssim")  # --...-penalty
                      if any(r.get(name, "") != "" for r in rows)]
         names = names[:1] + penalized + names[1:]
         columns = min(len(names), 4)

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
+from skimage.metrics import structural_similarity
 
 import losses
 import model
@@ -214,6 +215,48 @@ def test_the_coarse_reconstruction_sees_colours_in_the_hole_not_texture():
         expected, rel=1e-5)
     outside = tf.where(masks > 0, images, images + 0.3)  # the output outside is not used
     assert float(losses.coarse_reconstruction(images, outside, masks)) == 0.0
+
+
+def test_the_ssim_map_is_the_one_the_evaluation_measures():
+    """losses.ssim_map on 7x7 windows equals scikit-image's SSIM map (evaluate.ssim's) wherever
+    the window lies inside the image."""
+    rng = np.random.default_rng(3)
+    photo = rng.random((1, 20, 24, 3))
+    other = np.clip(photo + 0.2 * rng.standard_normal(photo.shape), 0, 1)
+    _, full = structural_similarity(other[0], photo[0], channel_axis=-1, data_range=1.0,
+                                    full=True, win_size=7)
+    np.testing.assert_allclose(losses.ssim_map(tf.constant(other), tf.constant(photo))[0],
+                               full[3:-3, 3:-3], rtol=0, atol=1e-5)
+
+
+def test_the_ssim_loss_counts_the_windows_reaching_into_the_hole():
+    """--ssim-loss's term: 0 for the photo itself, blind to the output outside the hole, and
+    otherwise 1 - SSIM summed over the windows that reach into the hole, divided by all
+    windows and channels; its gradient reaches the output in the hole only."""
+    rng = np.random.default_rng(4)
+    photo = tf.constant(rng.random((1, 16, 16, 3)), tf.float32)
+    masks = np.zeros((1, 16, 16, 1), np.float32)
+    masks[0, 5:9, 6:10] = 1
+    masks = tf.constant(masks)
+    assert float(losses.ssim_loss(photo, photo, masks)) == 0.0
+    outside = tf.where(masks > 0, photo, 1 - photo)
+    assert float(losses.ssim_loss(photo, outside, masks)) == 0.0
+
+    flat = tf.fill(photo.shape, 0.5)
+    completed = masks * flat + (1 - masks) * photo
+    _, full = structural_similarity(completed.numpy()[0], photo.numpy()[0], channel_axis=-1,
+                                    data_range=1.0, full=True, win_size=7)
+    windows = 1 - full[3:-3, 3:-3]  # (10, 10, 3): windows at rows and columns 0-9
+    # Windows reaching rows 5-8 and columns 6-9 of a 7x7 window start at rows 0-8, cols 0-9.
+    expected = windows[0:9, 0:10].sum() / windows.size
+    assert float(losses.ssim_loss(photo, flat, masks)) == pytest.approx(expected, rel=1e-4)
+
+    with tf.GradientTape() as tape:
+        tape.watch(flat)
+        loss = losses.ssim_loss(photo, flat, masks)
+    gradient = np.abs(tape.gradient(loss, flat).numpy()).sum(-1)[0]
+    assert (gradient[masks.numpy()[0, ..., 0] == 0] == 0).all()
+    assert (gradient[masks.numpy()[0, ..., 0] == 1] > 0).all()
 
 
 def test_each_loss_is_a_share_of_the_mean_over_the_global_batch():

@@ -18,8 +18,8 @@ from config import PHASE_NAMES
 # in the progress bar), and the gradients' norms (grad_g, grad_d: of the completion network's
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
-LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed",
-          "checkerboard", "stripes", "coarse", "ssim")
+PENALTIES = ("checkerboard", "stripes", "coarse", "ssim")  # --...-penalty, --...-loss
+LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed", *PENALTIES)
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
              "grad_out_adversarial": "gradients/output_adversarial",
@@ -135,8 +135,7 @@ class Reporter:
         with self.writer.as_default(step=iteration):
             tf.summary.scalar("phase", phase)
             tf.summary.scalar("speed/images_per_second", self.rate)
-            for name in ("reconstruction", "discriminator", "adversarial", "checkerboard",
-                         "stripes", "coarse", "ssim"):
+            for name in ("reconstruction", "discriminator", "adversarial", *PENALTIES):
                 if name in means:
                     tf.summary.scalar(f"loss/{name}", means[name])
             if "d_real" in means:
@@ -337,8 +336,7 @@ def plot_losses(history, folder):
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:
             continue
-        penalized = [name for name in ("checkerboard", "stripes", "coarse", "ssim")  # --...-penalty
-                     if any(r.get(name, "") != "" for r in rows)]
+        penalized = [name for name in PENALTIES if any(r.get(name, "") != "" for r in rows)]
         names = names[:1] + penalized + names[1:]
         columns = min(len(names), 4)
         fig, axes = plt.subplots(-(-len(names) // columns), columns,

@@ -91,13 +91,17 @@ def ssim_map(x, y, size=SSIM_WINDOW):
     (B, H - size + 1, W - size + 1, C), in float32 (float64 for float64 images)."""
     dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
     x, y = tf.cast(x, dtype), tf.cast(y, dtype)
-    mean = lambda v: tf.nn.avg_pool2d(v, size, 1, "VALID")  # noqa: E731
+    # The five window means at once, the window's rows then its columns: a quarter of the time
+    # of five square average pools, forward and backward, on a CPU
+    moments = tf.concat([x, y, x * x, y * y, x * y], -1)
+    moments = tf.nn.avg_pool2d(moments, (1, size), 1, "VALID")
+    moments = tf.nn.avg_pool2d(moments, (size, 1), 1, "VALID")
+    mx, my, mxx, myy, mxy = tf.split(moments, 5, -1)
     n = size * size
     unbias = n / (n - 1)
-    mx, my = mean(x), mean(y)
-    vx = unbias * (mean(x * x) - mx * mx)
-    vy = unbias * (mean(y * y) - my * my)
-    cxy = unbias * (mean(x * y) - mx * my)
+    vx = unbias * (mxx - mx * mx)
+    vy = unbias * (myy - my * my)
+    cxy = unbias * (mxy - mx * my)
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     return ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
 

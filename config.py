@@ -213,6 +213,13 @@ class Config:
              " contrast where L1 and L2 reward a blur; not in the paper. 0: none. A session"
              " may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
+    colour_loss: float = setting(
+        0.0, "add W times the colour loss to the completion network's loss in phases 1 and 3:"
+             " the L1 distance between the mean colour of the fill and of the photo in each"
+             " image's hole on the red-blue and green-magenta axes, blind to luminance and"
+             " texture. Brings the colours a per-pixel loss learns last (green turning grey);"
+             " not in the paper. 0: none. A session may change it when it resumes",
+        check=lambda v: v >= 0, expected="a non-negative weight")
     d_lowpass: bool = setting(
         False, "the discriminator sees its images (the whole and the local patch) through a"
                " 3x3 binomial filter ([1,2,1] x [1,2,1] / 16), blind to the two-pixel period:"

@@ -122,6 +122,33 @@ def ssim_loss(images, outputs, masks, global_batch=None, size=SSIM_WINDOW):
 
 
 # ---------------------------------------------------------------------------------------------
+# Beyond the paper: the hole's colour (--colour-loss)
+#
+# This project's, from the colour slope its evaluation measures: trained with a per-pixel
+# reconstruction loss, a network learns a photo's colour axes in the order of their variance,
+# and the least varied one, green-magenta, last (grey grass after hours of training).
+
+# Two orthonormal opponent axes of RGB, blind to luminance: red-blue and green-magenta
+CHROMA_AXES = ((2 ** -0.5, 0.0, -(2 ** -0.5)), (-(6 ** -0.5), 2 * 6 ** -0.5, -(6 ** -0.5)))
+
+
+def hole_colour_loss(images, outputs, masks, global_batch=None):
+    """The L1 distance between the mean colour of the fill and of the photo in each image's hole
+    (all its holes together), on the two opponent axes red-blue and green-magenta (orthonormal,
+    blind to luminance), summed over the axes. A per-pixel loss takes the sign of each channel's
+    gradient from the pixel's error, mostly luminance and texture, so a few levels of green
+    barely count in it; averaged over the hole first, they are the whole of this term's. In
+    float32 (float64 for float64 outputs)."""
+    dtype = tf.float64 if outputs.dtype == tf.float64 else tf.float32
+    images, masks, outputs = (tf.cast(t, dtype) for t in (images, masks, outputs))
+    axes = tf.constant(CHROMA_AXES, dtype)  # (2, 3)
+    area = tf.maximum(tf.reduce_sum(masks, [1, 2]), 1.0)  # (B, 1)
+    difference = tf.reduce_sum(masks * (outputs - images), [1, 2]) / area  # (B, 3)
+    per_example = tf.reduce_sum(tf.abs(tf.linalg.matvec(axes, difference)), -1)
+    return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
 # Beyond the paper: the two-pixel period (--checkerboard-penalty, --stripes-penalty)
 #
 # This project's, against the dot grid that transposed convolutions leave (Odena et al. 2016):

@@ -97,7 +97,8 @@ class Options:
         return self.config.d_batches == "joint"
 
     def penalties(self, part, outputs):
-        """--coarse-loss, --ssim-loss, --checkerboard-penalty and --stripes-penalty: their
+        """--coarse-loss, --ssim-loss, --colour-loss, --checkerboard-penalty and
+        --stripes-penalty: their
         weighted sum, added to the completion network's loss in phases 1 and 3, and their
         metrics (0 and none without them)."""
         config, total, values = self.config, 0.0, {}
@@ -108,6 +109,9 @@ class Options:
         if config.ssim_loss:
             values["ssim"] = losses.ssim_loss(images, outputs, masks, self.B)
             total += config.ssim_loss * values["ssim"]
+        if config.colour_loss:
+            values["colour"] = losses.hole_colour_loss(images, outputs, masks, self.B)
+            total += config.colour_loss * values["colour"]
         terms = [(name, weight, term) for name, weight, term in (
             ("checkerboard", config.checkerboard_penalty, losses.checkerboard_excess),
             ("stripes", config.stripes_penalty, losses.stripes_excess)) if weight]

@@ -18,7 +18,7 @@ from config import PHASE_NAMES
 # in the progress bar), and the gradients' norms (grad_g, grad_d: of the completion network's
 # and the discriminator's update; in phase 3, the squared norms of the two terms' gradients at
 # the completion network's output).
-PENALTIES = ("checkerboard", "stripes", "coarse", "ssim")  # --...-penalty, --...-loss
+PENALTIES = ("checkerboard", "stripes", "coarse", "ssim", "colour")  # --...-penalty, --...-loss
 LOSSES = ("reconstruction", "discriminator", "adversarial", "d_real", "d_completed", *PENALTIES)
 GRADIENTS = {"grad_g": "gradients/completion_network", "grad_d": "gradients/discriminator",
              "grad_out_reconstruction": "gradients/output_reconstruction",
@@ -331,7 +331,8 @@ def plot_losses(history, folder):
               "checkerboard": "checkerboard excess (penalized)",
               "stripes": "two-pixel stripes excess (penalized)",
               "coarse": "coarse reconstruction (4x4 blocks)",
-              "ssim": "structural loss (1 - SSIM, 7x7)"}
+              "ssim": "structural loss (1 - SSIM, 7x7)",
+              "colour": "colour loss (the hole's mean, red-blue and green-magenta)"}
     for phase, names in curves.items():
         rows = [r for r in history if int(r["phase"]) == phase]
         if not rows:

@@ -184,6 +184,7 @@ def test_width_divisor_must_divide_32():
     ("keep_checkpoints", (0, 1, 3, 100), (-1,), "a non-negative number (0: every one)"),
     ("coarse_loss", (0.0, 1.0, 10.0), (-0.5,), "a non-negative weight"),
     ("ssim_loss", (0.0, 1.0, 10.0), (-0.5,), "a non-negative weight"),
+    ("colour_loss", (0.0, 1.0, 10.0), (-0.5,), "a non-negative weight"),
 ])
 def test_the_departures_from_the_paper_take_their_ranges(name, good, bad, message):
     assert cfg.Config().__dict__[name] == FIELDS[name].default  # the paper's by default

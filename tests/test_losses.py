@@ -259,6 +259,46 @@ def test_the_ssim_loss_counts_the_windows_reaching_into_the_hole():
     assert (gradient[masks.numpy()[0, ..., 0] == 1] > 0).all()
 
 
+def test_the_colour_loss_sees_the_hole_s_mean_chroma_only():
+    """--colour-loss's term: the hole's mean colour against the photo's on the red-blue and
+    green-magenta axes: 0 for a fill darker or lighter by the same amount in R, G and B, for a
+    fill whose texture differs but whose mean is the photo's, and for the output outside the
+    hole; a grey fill of green grass costs its green; the gradient is the same at every pixel
+    of the hole and 0 outside it."""
+    rng = np.random.default_rng(5)
+    photo = np.full((2, 8, 8, 3), (0.2, 0.6, 0.1), np.float32)  # green grass
+    masks = np.zeros((2, 8, 8, 1), np.float32)
+    masks[0, 2:6, 2:6] = 1
+    masks[1, 0:2, 0:8] = 1
+    photo, masks = tf.constant(photo), tf.constant(masks)
+    assert float(losses.hole_colour_loss(photo, photo, masks)) == 0.0
+    assert float(losses.hole_colour_loss(photo, photo - 0.15, masks)) == pytest.approx(0, abs=1e-7)
+    texture = rng.standard_normal((2, 8, 8, 3)).astype(np.float32) * 0.1
+    texture -= (texture * masks).numpy().sum((1, 2), keepdims=True) / masks.numpy().sum(
+        (1, 2), keepdims=True)  # the hole's mean unchanged
+    assert float(losses.hole_colour_loss(photo, photo + texture * masks, masks)) == (
+        pytest.approx(0, abs=1e-6))
+    outside = tf.where(masks > 0, photo, 1 - photo)
+    assert float(losses.hole_colour_loss(photo, outside, masks)) == 0.0
+
+    grey = tf.fill(photo.shape, 0.3)  # the grass's luminance, no colour
+    # The grass's red-blue: (0.2 - 0.1) / sqrt(2); green-magenta: (1.2 - 0.2 - 0.1) / sqrt(6)
+    assert float(losses.hole_colour_loss(photo, grey, masks)) == pytest.approx(
+        0.1 / 2 ** 0.5 + 0.9 / 6 ** 0.5, rel=1e-5)
+    with tf.GradientTape() as tape:
+        tape.watch(grey)
+        loss = losses.hole_colour_loss(photo, grey, masks)
+    gradient = tape.gradient(loss, grey).numpy()
+    inside = masks.numpy()[..., 0] == 1
+    assert (gradient[~inside] == 0).all()
+    # A grey fill is pushed towards green and red, away from magenta and blue: each pixel of a
+    # hole by a sixteenth of its image's half of the batch mean
+    towards = np.array([2 ** -0.5, 0, -(2 ** -0.5)]) + np.array([-1, 2, -1]) / 6 ** 0.5
+    np.testing.assert_allclose(gradient[0][inside[0]], np.tile(-towards / 16 / 2, (16, 1)),
+                               rtol=1e-5)
+    np.testing.assert_allclose(gradient[1][inside[1]], gradient[1][inside[1]][:1].repeat(16, 0))
+
+
 def test_each_loss_is_a_share_of_the_mean_over_the_global_batch():
     """With the global batch size given, a replica's (or micro-batch's) loss is its examples'
     sum over that size: two halves add up to the whole batch's mean."""

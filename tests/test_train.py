@@ -763,18 +763,20 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     make_photos(tmp_path / "photos", 4)
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
                   "--checkerboard-penalty", "1", "--stripes-penalty", "0.5", "--d-batches",
-                  "joint", "--d-lowpass", "--coarse-loss", "2", "--ssim-loss", "1"]
+                  "joint", "--d-lowpass", "--coarse-loss", "2", "--ssim-loss", "1",
+                  "--colour-loss", "0.5"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
     assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
             " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, coarse loss"
-            " 2, structural loss 1, low-passed discriminator input, resize upsampling\n") in out
+            " 2, structural loss 1, colour loss 0.5, low-passed discriminator input, resize"
+            " upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "", r["coarse"] != "",
-             r["ssim"] != "") for r in rows] == [("1", True, True, True, True),
-                                                 ("2", False, False, False, False),
-                                                 ("3", True, True, True, True)]
+             r["ssim"] != "", r["colour"] != "") for r in rows] == [
+        ("1", True, True, True, True, True), ("2", False, False, False, False, False),
+        ("3", True, True, True, True, True)]
 
     resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
     resumed[resumed.index("--label-smoothing") + 1] = "0"

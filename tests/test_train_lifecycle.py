@@ -183,7 +183,7 @@ def test_mirrored_on_two_devices_matches_one_device(args):
         one, two = compared["metrics"]["default"], compared["metrics"]["mirrored"]
         assert set(one) == set(two)
         assert (("checkerboard" in one) == ("stripes" in one) == ("coarse" in one)
-                == ("ssim" in one) == ("--departures" in args))
+                == ("ssim" in one) == ("colour" in one) == ("--departures" in args))
         # In float32 the joint phase's discriminator is updated from completions rounded
         # differently by the two strategies, so the adversarial loss, taken after that update,
         # and the joint phase's weights are compared in float64 only. So are the

@@ -98,9 +98,8 @@ class Options:
 
     def penalties(self, part, outputs):
         """--coarse-loss, --ssim-loss, --colour-loss, --checkerboard-penalty and
-        --stripes-penalty: their
-        weighted sum, added to the completion network's loss in phases 1 and 3, and their
-        metrics (0 and none without them)."""
+        --stripes-penalty: their weighted sum, added to the completion network's loss in phases
+        1 and 3, and their metrics (0 and none without them)."""
         config, total, values = self.config, 0.0, {}
         images, masks = part["image"], part["mask"]
         if config.coarse_loss:

@@ -217,7 +217,7 @@ class Config:
         0.0, "add W times the colour loss to the completion network's loss in phases 1 and 3:"
              " the L1 distance between the mean colour of the fill and of the photo in each"
              " image's hole on the red-blue and green-magenta axes, blind to luminance and"
-             " texture. Brings the colours a per-pixel loss learns last (green turning grey);"
+             " texture. Aims at the colours a per-pixel loss learns last (green turning grey);"
              " not in the paper. 0: none. A session may change it when it resumes",
         check=lambda v: v >= 0, expected="a non-negative weight")
     d_lowpass: bool = setting(

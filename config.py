@@ -135,6 +135,13 @@ class Config:
         check=lambda v: v >= 0, expected="a non-negative weight")
     recon_loss: str = setting(
         "mse", "reconstruction loss in the hole: mse (paper) or l1", choices=("mse", "l1"))
+    recon_colour: str = setting(
+        "rgb", "the colours the reconstruction loss measures the error in: rgb (paper), or"
+               " whitened: luminance, red-blue and green-magenta, each scaled by its spread"
+               " in natural photos, so that the network learns the photos' least varied"
+               " colour directions as soon as their brightness (trained on rgb, fills stay"
+               " grey in green scenes for thousands of iterations). Not the paper's. A session"
+               " may change it when it resumes", choices=("rgb", "whitened"))
     optimizer: str = setting("adadelta", "adadelta (paper) or adam", choices=("adadelta", "adam"))
     learning_rate: float = setting(
         1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",

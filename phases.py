@@ -158,7 +158,8 @@ class Steps:
 
     def reconstruction(self, part, outputs):
         return losses.reconstruction_loss(part["image"], outputs, part["mask"],
-                                          self.config.recon_loss, self.B)
+                                          self.config.recon_loss, self.B,
+                                          self.config.recon_colour)
 
     def real_and_fake(self, part, completed):
         """The discriminator's logits on the micro-batch's photos (each with a random patch)

@@ -472,6 +472,7 @@ def departures(config):
              f"coarse loss {config.coarse_loss:g}" if config.coarse_loss else "",
              f"structural loss {config.ssim_loss:g}" if config.ssim_loss else "",
              f"colour loss {config.colour_loss:g}" if config.colour_loss else "",
+             "reconstruction on whitened colours" if config.recon_colour == "whitened" else "",
              "low-passed discriminator input" if config.d_lowpass else "",
              "resize upsampling" if config.upsampling == "resize" else "",
              "checkerboard-free transposed init"

@@ -137,7 +137,7 @@ def test_config_errors_are_user_errors():
 def test_fields_with_choices_are_the_expected_ones():
     assert set(WITH_CHOICES) == {"preset", "hole_shape", "recon_loss", "optimizer", "on_nan",
                                  "xla", "strategy", "precision", "upsampling",
-                                 "transposed_init", "d_batches", "gan_loss"}
+                                 "transposed_init", "d_batches", "gan_loss", "recon_colour"}
 
 
 @pytest.mark.parametrize("name", WITH_CHOICES)
@@ -157,6 +157,7 @@ def test_a_value_outside_the_choices_is_refused_naming_the_flag(name, capsys):
 @pytest.mark.parametrize("name, message", [
     ("optimizer", "--optimizer: expected one of adadelta, adam, got 'x'"),
     ("recon_loss", "--recon-loss: expected one of mse, l1, got 'x'"),
+    ("recon_colour", "--recon-colour: expected one of rgb, whitened, got 'x'"),
 ])
 def test_choice_messages_written_out(name, message):
     with pytest.raises(cfg.ConfigError) as info:

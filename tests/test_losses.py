@@ -21,6 +21,34 @@ def test_reconstruction_loss_counts_only_the_hole():
     assert float(losses.reconstruction_loss(images, outputs, masks, "l1")) == pytest.approx(3 * 0.5 / 12)
 
 
+@pytest.mark.parametrize("kind", ["mse", "l1"])
+def test_whitened_colours_cost_a_grey_error_as_rgb_does_and_weigh_every_axis_alike(kind):
+    """--recon-colour whitened: a grey error costs what it costs in R, G and B; an error of one
+    spread along each opponent axis costs the same on every axis; outside the hole, nothing."""
+    images = tf.zeros([1, 2, 2, 3])
+    masks = tf.constant([1.0, 0.0, 0.0, 0.0], shape=[1, 2, 2, 1])
+
+    def cost(error, colour="whitened"):
+        outputs = images + tf.constant(error, tf.float32)
+        return float(losses.reconstruction_loss(images, outputs, masks, kind, colour=colour))
+
+    assert cost([0.2] * 3) == pytest.approx(cost([0.2] * 3, "rgb"), rel=1e-6)
+    # Directions of RGB that move along one opponent axis only, by one spread of that axis.
+    basis = np.linalg.inv(np.array(losses.OPPONENT_AXES))  # columns: RGB per unit of each axis
+    along = [basis[:, a] * losses.OPPONENT_SPREAD[a] for a in range(3)]
+    costs = [cost(list(direction)) for direction in along]
+    assert costs == pytest.approx([costs[0]] * 3, rel=1e-5)
+    assert cost([0.0, 0.1, 0.0]) > 10 * cost([0.0, 0.1, 0.0], "rgb")  # green weighs far more
+    # A pure green error of 0.1, by hand: |0.1/3| + |0| + |0.1/2| on the three axes, times
+    # 3 x 0.26 over each axis' spread (squared and divided by 3 for mse); 3 of 12 values are
+    # in the hole.
+    terms = [3 * 0.26 / 0.26 * 0.1 / 3, 0.0, 3 * 0.26 / 0.035 * 0.1 / 2]
+    expected = sum(t * t / 3 if kind == "mse" else t for t in terms) / 12
+    assert cost([0.0, 0.1, 0.0]) == pytest.approx(expected, rel=1e-5)
+    outside = tf.constant([0.0, 1.0, 1.0, 1.0], shape=[1, 2, 2, 1]) * tf.ones([1, 2, 2, 3])
+    assert float(losses.reconstruction_loss(images, outside, masks, kind, colour="whitened")) == 0
+
+
 def test_gan_losses_match_cross_entropy_formulas():
     real, fake = tf.constant([[2.0], [-1.0]]), tf.constant([[0.5], [-3.0]])
     sigmoid = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731

@@ -764,13 +764,14 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     departures = ["--upsampling", "resize", "--d-loss-scale", "0.5", "--label-smoothing", "0.1",
                   "--checkerboard-penalty", "1", "--stripes-penalty", "0.5", "--d-batches",
                   "joint", "--d-lowpass", "--coarse-loss", "2", "--ssim-loss", "1",
-                  "--colour-loss", "0.5"]
+                  "--colour-loss", "0.5", "--recon-colour", "whitened"]
     args = tiny_args("photos", session="gan", tc=1, td=1, total=3) + departures
     assert run_main(train, args, tmp_path) == 0
     out = capsys.readouterr().out
     assert (", alpha 0.0004, widths / 8, joint discriminator batches, discriminator phase-3 loss"
             " x 0.5, label smoothing 0.1, checkerboard penalty 1, stripes penalty 0.5, coarse loss"
-            " 2, structural loss 1, colour loss 0.5, low-passed discriminator input, resize"
+            " 2, structural loss 1, colour loss 0.5, reconstruction on whitened colours, low-passed"
+            " discriminator input, resize"
             " upsampling\n") in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert [(r["phase"], r["checkerboard"] != "", r["stripes"] != "", r["coarse"] != "",
@@ -781,11 +782,13 @@ def test_a_session_departing_from_the_paper_says_so_resumes_and_exports(tmp_path
     resumed = tiny_args("photos", session="gan", tc=1, td=1, total=4) + departures
     resumed[resumed.index("--label-smoothing") + 1] = "0"
     resumed[resumed.index("--stripes-penalty") + 1] = "0"
+    resumed[resumed.index("--recon-colour") + 1] = "rgb"
     resumed[resumed.index("--d-lowpass")] = "--no-d-lowpass"
     assert run_main(train, resumed, tmp_path) == 0
     out = capsys.readouterr().out
     assert "Changed on resume: --label-smoothing 0.1 -> 0.0" in out
     assert "Changed on resume: --stripes-penalty 0.5 -> 0.0" in out
+    assert "Changed on resume: --recon-colour whitened -> rgb" in out
     assert "Changed on resume: --d-lowpass True -> False" in out
     rows = report.read_csv(os.path.join(tmp_path, session.results_dir("gan"), "losses.csv"))
     assert (rows[-1]["iteration"], rows[-1]["checkerboard"] != "", rows[-1]["stripes"]) == (

@@ -8,7 +8,7 @@ weight, the largest update on each and the largest difference between the two up
 
 --departures trains with the options that depart from the paper's GAN (--d-loss-scale 0.5,
 --label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --coarse-loss 1,
---ssim-loss 1, --colour-loss 1, --d-batches joint, --d-lowpass), whose terms must add up over the replicas too. --hinge trains with --gan-loss
+--ssim-loss 1, --colour-loss 1, --recon-colour whitened, --d-batches joint, --d-lowpass), whose terms must add up over the replicas too. --hinge trains with --gan-loss
 hinge (its spectrally normalized discriminator's power-iteration vectors are updated on every
 replica alike), without --label-smoothing, which it does not take. --ema keeps the moving
 average of --ema-decay 0.5, updated after each phase's step; "A" is its update, and "copies"
@@ -122,7 +122,7 @@ def main():
     # whose updates stand far enough above float32 round-off for a weight-by-weight comparison.
     departures = dict(d_loss_scale=0.5, label_smoothing=0.1, checkerboard_penalty=1.0,
                       stripes_penalty=1.0, d_batches="joint", d_lowpass=True, coarse_loss=1.0,
-                      ssim_loss=1.0, colour_loss=1.0)
+                      ssim_loss=1.0, colour_loss=1.0, recon_colour="whitened")
     if "--departures" not in args:
         departures = {}
     if "--hinge" in args:

@@ -30,26 +30,6 @@ def reconstruction_loss(images, outputs, masks, kind="mse", global_batch=None, c
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
 
 
-# Beyond the paper: the error on whitened colour axes (--recon-colour whitened)
-#
-# This project's. In natural photos the luminance (R + G + B) / 3 varies 2.8 times as much as
-# the red-blue axis (R - B) / 2 and 7.5 times as much as the green-magenta one (2G - R - B) / 4
-# (their standard deviations over the pixels of 400 of the training photos of docs/training.md:
-# OPPONENT_SPREAD). A deep network trained on the error in R, G and B learns those directions one
-# after another in that order, the least varied after a long plateau (fills of the right
-# brightness but grey, for thousands of iterations). Measured on these axes, each scaled by the
-# luminance's spread over its own, every direction weighs alike and is learned alike. The
-# luminance row is scaled so that a grey error costs what it costs in R, G and B (with the
-# absolute error; the squared one divides the axes by sqrt(3) to the same end); a
-# linear change of the space the error is measured in moves the squared error's optimum
-# nowhere (the conditional mean), only the path to it.
-
-OPPONENT_AXES = tuple(realism.OPPONENT_AXES.values())  # the axes of the colour slope
-OPPONENT_SPREAD = (0.26, 0.092, 0.035)
-WHITENED_AXES = tuple(tuple(3 * OPPONENT_SPREAD[0] / spread * weight for weight in axis)
-                      for axis, spread in zip(OPPONENT_AXES, OPPONENT_SPREAD))
-
-
 def bce(logits, label, global_batch=None):
     """Sigmoid cross-entropy of logits (B, 1) against a constant label, averaged."""
     labels = tf.fill(tf.shape(logits), tf.constant(label, logits.dtype))
@@ -147,6 +127,28 @@ def ssim_loss(images, outputs, masks, global_batch=None, size=SSIM_WINDOW):
     touched = tf.nn.max_pool2d(masks, size, 1, "VALID")  # windows with a pixel of the hole
     per_example = tf.reduce_mean(touched * (1 - ssim_map(completed, images, size)), [1, 2, 3])
     return tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+
+
+# ---------------------------------------------------------------------------------------------
+# Beyond the paper: the error on whitened colour axes (--recon-colour whitened)
+#
+# This project's. In natural photos the luminance (R + G + B) / 3 varies 2.8 times as much as
+# the red-blue axis (R - B) / 2 and 7.5 times as much as the green-magenta one (2G - R - B) / 4
+# (their standard deviations over the pixels of 400 of the training photos of docs/training.md:
+# OPPONENT_SPREAD). A deep network trained on the error in R, G and B learns those directions one
+# after another in that order, the least varied after a long plateau (fills of the right
+# brightness but grey, for thousands of iterations). Measured on these axes, each scaled by the
+# luminance's spread over its own, every direction weighs alike (from scratch, a small network
+# then learned green-magenta within 2,000 iterations: docs/results.md). The luminance row is
+# scaled so that a grey error costs what it costs in R, G and B (with the absolute error; the
+# squared one divides the axes by sqrt(3) to the same end). A linear change of the space the
+# error is measured in moves the squared error's optimum nowhere (the conditional mean), only
+# the path to it.
+
+OPPONENT_AXES = tuple(realism.OPPONENT_AXES.values())  # the axes of the colour slope
+OPPONENT_SPREAD = (0.26, 0.092, 0.035)
+WHITENED_AXES = tuple(tuple(3 * OPPONENT_SPREAD[0] / spread * weight for weight in axis)
+                      for axis, spread in zip(OPPONENT_AXES, OPPONENT_SPREAD))
 
 
 # ---------------------------------------------------------------------------------------------

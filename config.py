@@ -139,9 +139,9 @@ class Config:
         "rgb", "the colours the reconstruction loss measures the error in: rgb (paper), or"
                " whitened: luminance, red-blue and green-magenta, each scaled by its spread"
                " in natural photos, so that the network learns the photos' least varied"
-               " colour directions as soon as their brightness (trained on rgb, fills stay"
-               " grey in green scenes for thousands of iterations). Not the paper's. A session"
-               " may change it when it resumes", choices=("rgb", "whitened"))
+               " colour directions sooner (a small network from scratch: green within 2000"
+               " iterations, still grey after 6000 on rgb); use it from the start. Not the"
+               " paper's. A session may change it when it resumes", choices=("rgb", "whitened"))
     optimizer: str = setting("adadelta", "adadelta (paper) or adam", choices=("adadelta", "adam"))
     learning_rate: float = setting(
         1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",

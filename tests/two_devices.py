@@ -8,9 +8,9 @@ weight, the largest update on each and the largest difference between the two up
 
 --departures trains with the options that depart from the paper's GAN (--d-loss-scale 0.5,
 --label-smoothing 0.1, --checkerboard-penalty 1, --stripes-penalty 1, --coarse-loss 1,
---ssim-loss 1, --colour-loss 1, --recon-colour whitened, --d-batches joint, --d-lowpass), whose terms must add up over the replicas too. --hinge trains with --gan-loss
-hinge (its spectrally normalized discriminator's power-iteration vectors are updated on every
-replica alike), without --label-smoothing, which it does not take. --ema keeps the moving
+--ssim-loss 1, --colour-loss 1, --recon-colour whitened, --d-batches joint, --d-lowpass),
+whose terms must add up over the replicas too. --hinge trains with --gan-loss hinge (its
+spectrally normalized discriminator's power-iteration vectors are updated on every replica alike), without --label-smoothing, which it does not take. --ema keeps the moving
 average of --ema-decay 0.5, updated after each phase's step; "A" is its update, and "copies"
 the largest difference between the replicas' copies of its weights (0: every replica's alike).
 

@@ -140,8 +140,10 @@ class Config:
                " whitened: luminance, red-blue and green-magenta, each scaled by its spread"
                " in natural photos, so that the network learns the photos' least varied"
                " colour directions sooner (a small network from scratch: green within 2000"
-               " iterations, still grey after 6000 on rgb); use it from the start. Not the"
-               " paper's. A session may change it when it resumes", choices=("rgb", "whitened"))
+               " iterations, still grey after 6000 on rgb); use it from the start, with"
+               " --recon-loss mse and no --ssim-loss (with l1, or with the structural term"
+               " beside it, the green did not come). Not the paper's. A session may change it"
+               " when it resumes", choices=("rgb", "whitened"))
     optimizer: str = setting("adadelta", "adadelta (paper) or adam", choices=("adadelta", "adam"))
     learning_rate: float = setting(
         1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",

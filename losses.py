@@ -92,13 +92,19 @@ def coarse_reconstruction(images, outputs, masks, global_batch=None, block=4):
 SSIM_WINDOW = 7  # as evaluate.ssim measures it (scikit-image's default window)
 
 
+def in_float32(like, *tensors):
+    """The tensors cast to float32, or to float64 when `like` is float64: moments and means
+    over windows or holes are not taken in bfloat16."""
+    dtype = tf.float64 if like.dtype == tf.float64 else tf.float32
+    return tuple(tf.cast(t, dtype) for t in tensors)
+
+
 def ssim_map(x, y, size=SSIM_WINDOW):
     """SSIM (Wang et al. 2004) of images x and y (B, H, W, C) in [0, 1] on every size x size
     window, per channel, with uniform weights and the sample covariance, as scikit-image's
     structural_similarity computes it (evaluate.ssim's image SSIM is the mean of this map);
     (B, H - size + 1, W - size + 1, C), in float32 (float64 for float64 images)."""
-    dtype = tf.float64 if x.dtype == tf.float64 else tf.float32
-    x, y = tf.cast(x, dtype), tf.cast(y, dtype)
+    x, y = in_float32(x, x, y)
     # The five window means at once, the window's rows then its columns: a quarter of the time
     # of five square average pools, forward and backward, on a CPU
     moments = tf.concat([x, y, x * x, y * y, x * y], -1)
@@ -121,8 +127,7 @@ def ssim_loss(images, outputs, masks, global_batch=None, size=SSIM_WINDOW):
     outside it): what the fill costs the image SSIM the evaluation reports. Its optimum keeps
     the photo's local contrast where the fill is uncertain (an L1 or L2 optimum shrinks it
     towards the mean), so unlike them it does not reward a blur."""
-    dtype = tf.float64 if outputs.dtype == tf.float64 else tf.float32  # not bfloat16's moments
-    images, masks, outputs = (tf.cast(t, dtype) for t in (images, masks, outputs))
+    images, masks, outputs = in_float32(outputs, images, masks, outputs)
     completed = masks * outputs + (1 - masks) * images
     touched = tf.nn.max_pool2d(masks, size, 1, "VALID")  # windows with a pixel of the hole
     per_example = tf.reduce_mean(touched * (1 - ssim_map(completed, images, size)), [1, 2, 3])
@@ -169,9 +174,8 @@ def hole_colour_loss(images, outputs, masks, global_batch=None):
     gradient from the pixel's error, mostly luminance and texture, so a few levels of green
     barely count in it; averaged over the hole first, they are the whole of this term's. In
     float32 (float64 for float64 outputs)."""
-    dtype = tf.float64 if outputs.dtype == tf.float64 else tf.float32
-    images, masks, outputs = (tf.cast(t, dtype) for t in (images, masks, outputs))
-    axes = tf.constant(CHROMA_AXES, dtype)  # (2, 3)
+    images, masks, outputs = in_float32(outputs, images, masks, outputs)
+    axes = tf.constant(CHROMA_AXES, outputs.dtype)  # (2, 3)
     area = tf.maximum(tf.reduce_sum(masks, [1, 2]), 1.0)  # (B, 1)
     difference = tf.reduce_sum(masks * (outputs - images), [1, 2]) / area  # (B, 3)
     per_example = tf.reduce_sum(tf.abs(tf.linalg.matvec(axes, difference)), -1)

@@ -142,8 +142,9 @@ class Config:
                " colour directions sooner (a small network from scratch: green within 2000"
                " iterations, still grey after 6000 on rgb); use it from the start, with"
                " --recon-loss mse and no --ssim-loss (with l1, or with the structural term"
-               " beside it, the green did not come). Not the paper's. A session may change it"
-               " when it resumes", choices=("rgb", "whitened"))
+               " beside it, the green did not come, and switching to them took it away)."
+               " Not the paper's. A session may change it when it resumes",
+        choices=("rgb", "whitened"))
     optimizer: str = setting("adadelta", "adadelta (paper) or adam", choices=("adadelta", "adam"))
     learning_rate: float = setting(
         1.0, "learning rate (default: 1.0 for adadelta, as in the paper; 2e-4 for adam)",

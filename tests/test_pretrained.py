@@ -3,6 +3,7 @@ completed with them (the default with no session and no flag)."""
 import os
 
 import numpy as np
+import pytest
 from conftest import run_main
 from PIL import Image
 
@@ -135,8 +136,30 @@ def test_the_natural_photo_model_in_training_is_the_papers_full_network():
     assert network.count_params() == build_completion_network().count_params()  # 6.1 million
 
 
-def test_the_natural_photo_model_completes_a_photo(tmp_path):
-    photo, out, hole = completed_by(PHOTOS, tmp_path, 2)
-    mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(PHOTOS)[0])
+PHOTOS_WHITENED = os.path.join(os.path.dirname(exports.PRETRAINED), "photos-whitened")
+
+
+def test_the_second_natural_photo_run_is_the_papers_full_network_in_phase_1():
+    """pretrained/photos-whitened: the best checkpoint so far of the second phase 1 from
+    scratch (absolute error, structural term, moving average), float16, scored on validation."""
+    assert set(os.listdir(PHOTOS_WHITENED)) - {exports.ONNX_FILE} == FILES
+    mean_pixel, config, meta = exports.read_metadata(PHOTOS_WHITENED)
+    assert meta["network_version"] == NETWORK_VERSION
+    assert (config.width_divisor, config.image_size, config.hole_min, config.hole_max) == (
+        1, 128, 48, 64)
+    assert (config.recon_loss, config.recon_colour, config.ssim_loss, config.ema_decay) == (
+        "l1", "rgb", 0.4, 0.995)
+    assert not config.init_from and config.tc == 20000 and config.lr_drops == [10500]
+    assert meta["training"]["iteration"] == 11500
+    held_out = meta["training"]["held_out"]
+    assert held_out["model"]["l1_hole"] < held_out["OpenCV Telea"]["l1_hole"]
+    network, _, _ = exports.read(PHOTOS_WHITENED)
+    assert network.count_params() == build_completion_network().count_params()
+
+
+@pytest.mark.parametrize("model", [PHOTOS, PHOTOS_WHITENED], ids=os.path.basename)
+def test_the_natural_photo_model_completes_a_photo(tmp_path, model):
+    photo, out, hole = completed_by(model, tmp_path, 2)
+    mean_fill = complete.mean_fill(photo, hole, exports.read_metadata(model)[0])
     assert evaluate.l1(out / 255, photo / 255, hole) < evaluate.l1(mean_fill / 255, photo / 255,
                                                                    hole)
